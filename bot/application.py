@@ -1,0 +1,201 @@
+"""The composition root: the only place that builds the Application and registers handlers."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from telegram import BotCommand, LinkPreviewOptions
+from telegram.constants import ParseMode
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    ContextTypes,
+    Defaults,
+)
+from telegram.request import HTTPXRequest
+
+from bot.context import BotContext, BotData, Services
+from bot.i18n import I18n
+from bot.sessions import SessionConversationHandler
+from bot.settings import Settings
+from bot.update_processor import PerChatUpdateProcessor
+from conversations.support import build_support_conversation
+from handlers import gates, start
+from handlers.errors import error_handler
+from jobs.registry import schedule_jobs
+from services.clock import Clock, utc_now
+from services.notifications import Notifier, OutboxDelivery
+from services.runtime import RuntimeFlags
+from services.sessions import SessionService
+from services.users import UserService
+from storage.client import MongoOptions
+from storage.indexes import IndexOptions
+from storage.persistence import MongoPersistence
+from storage.repos import Storage
+
+_LOGGER = logging.getLogger(__name__)
+
+# Note: order matters! Within a group only the first matching handler runs; every group
+# runs in ascending order until a handler raises ApplicationHandlerStop.
+GROUP_GATES = -100  # -100..-96: log context + dedup, account, blocked, maintenance, session
+GROUP_FEATURES = 0  # conversations first, then stateless features, then catch-alls
+
+BotApplication = Application[Any, BotContext, Any, Any, BotData, Any]
+
+BOT_COMMANDS = (
+    ("start", "Main menu"),
+    ("help", "How it works"),
+    ("support", "Contact support"),
+    ("language", "Change the language"),
+    ("cancel", "Leave the current step"),
+)
+
+
+def build_storage(settings: Settings, url: str) -> Storage:
+    mongo = settings.mongo
+    return Storage(
+        url,
+        MongoOptions(
+            database=mongo.database,
+            max_pool_size=mongo.max_pool_size,
+            min_pool_size=mongo.min_pool_size,
+            max_idle_time_ms=mongo.max_idle_time_ms,
+            server_selection_timeout_ms=mongo.server_selection_timeout_ms,
+        ),
+        session_ttl=timedelta(minutes=settings.sessions.ttl_minutes),
+        index_options=IndexOptions(session_purge_grace_seconds=settings.sessions.purge_grace_seconds),
+    )
+
+
+def build_conversations() -> list[SessionConversationHandler]:
+    return [build_support_conversation()]
+
+
+def build_application(
+    settings: Settings,
+    storage: Storage,
+    *,
+    token: str | None = None,
+    clock: Clock = utc_now,
+    i18n: I18n | None = None,
+) -> BotApplication:
+    """Builds the production application; ``token`` defaults to ``TELEGRAM_BOT_TOKEN``."""
+    if token is None:
+        settings.secrets.require("TELEGRAM_BOT_TOKEN")
+        assert settings.secrets.telegram_bot_token is not None
+        token = settings.secrets.telegram_bot_token.get_secret_value()
+    tg = settings.telegram
+    request = HTTPXRequest(
+        connection_pool_size=tg.connection_pool_size,
+        connect_timeout=tg.connect_timeout,
+        read_timeout=tg.read_timeout,
+        write_timeout=tg.write_timeout,
+        pool_timeout=tg.pool_timeout,
+    )
+    updates_request = HTTPXRequest(
+        connection_pool_size=2,
+        connect_timeout=tg.connect_timeout,
+        read_timeout=tg.read_timeout + tg.poll_timeout,
+        write_timeout=tg.write_timeout,
+        pool_timeout=tg.pool_timeout,
+    )
+    context_types = ContextTypes(context=BotContext, bot_data=BotData)
+    application: BotApplication = (
+        ApplicationBuilder()
+        .token(token)
+        .base_url(tg.base_url)
+        .base_file_url(tg.base_file_url)
+        .request(request)
+        .get_updates_request(updates_request)
+        .rate_limiter(
+            AIORateLimiter(
+                overall_max_rate=tg.overall_max_rate,
+                group_max_rate=tg.group_max_rate,
+                max_retries=tg.rate_limit_max_retries,
+            )
+        )
+        .concurrent_updates(PerChatUpdateProcessor(tg.max_concurrent_updates))
+        .persistence(
+            MongoPersistence(
+                storage.sessions_repo,
+                update_interval=settings.sessions.flush_interval_seconds,
+                clock=clock,
+            )
+        )
+        .defaults(
+            Defaults(
+                parse_mode=ParseMode.HTML,
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+            )
+        )
+        .context_types(context_types)
+        .post_init(_post_init)
+        .post_shutdown(_post_shutdown)
+        .build()
+    )
+    data = application.bot_data
+    data.settings = settings
+    data.i18n = i18n or I18n.load(settings.i18n.languages, settings.i18n.default_language)
+    data.storage = storage
+    data.clock = clock
+    _register_handlers(application)
+    return application
+
+
+def _register_handlers(application: BotApplication) -> None:
+    for offset, handler in gates.build_handlers():
+        application.add_handler(handler, group=GROUP_GATES + offset)
+    conversations = build_conversations()
+    for conversation in conversations:
+        assert conversation.name is not None
+        application.bot_data.conversations[conversation.name] = conversation
+    application.add_handlers(
+        [*conversations, *start.build_handlers(), *start.build_fallback_handlers()],
+        group=GROUP_FEATURES,
+    )
+    application.add_error_handler(error_handler)
+
+
+async def _post_init(application: BotApplication) -> None:
+    """Connects MongoDB inside the running loop, builds the services, schedules jobs."""
+    data = application.bot_data
+    settings = data.require_settings()
+    storage = await data.require_storage().start()
+    clock = data.clock
+    admin_ids = [entry.user_id for entry in settings.admins]
+    data.services = Services(
+        users=UserService(storage.users, clock=clock),
+        runtime=RuntimeFlags(storage.runtime_settings, clock=clock),
+        notifier=Notifier(
+            storage.outbox,
+            admin_ids=admin_ids,
+            dedup_window=timedelta(minutes=settings.outbox.alert_dedup_minutes),
+            clock=clock,
+        ),
+        outbox=OutboxDelivery(
+            storage.outbox,
+            max_attempts=settings.outbox.max_attempts,
+            batch_size=settings.outbox.batch_size,
+            clock=clock,
+        ),
+        sessions=SessionService(
+            storage.sessions,
+            storage.processed_updates,
+            processed_ttl=timedelta(hours=settings.updates.processed_ttl_hours),
+            clock=clock,
+        ),
+    )
+    schedule_jobs(application, settings, in_memory=storage.mongo.in_memory)
+    await application.bot.set_my_commands([BotCommand(name, desc) for name, desc in BOT_COMMANDS])
+    _LOGGER.info("application initialised")
+
+
+async def _post_shutdown(application: BotApplication) -> None:
+    storage = application.bot_data.storage
+    if storage is not None:
+        await storage.close()
+    _LOGGER.info("application shut down")
+

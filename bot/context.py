@@ -1,0 +1,94 @@
+"""Typed dependencies for handlers: ``BotData`` (filled in ``post_init``) and ``BotContext``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from telegram.ext import Application, CallbackContext, ExtBot
+
+from bot.i18n import I18n
+from bot.settings import Settings
+from services.clock import Clock, utc_now
+
+if TYPE_CHECKING:
+    from bot.sessions import SessionConversationHandler
+    from services.notifications import Notifier, OutboxDelivery
+    from services.runtime import RuntimeFlags
+    from services.sessions import SessionService
+    from services.users import UserService
+    from storage.repos import Storage
+
+
+class NotReady(RuntimeError):
+    """A dependency was used before ``post_init`` provided it."""
+
+
+@dataclass
+class Services:
+    users: UserService
+    runtime: RuntimeFlags
+    notifier: Notifier
+    outbox: OutboxDelivery
+    sessions: SessionService
+
+
+@dataclass
+class BotData:
+    """Constructible with no arguments (PTB requires it); ``post_init`` fills it."""
+
+    settings: Settings | None = None
+    i18n: I18n | None = None
+    storage: Storage | None = None
+    services: Services | None = None
+    clock: Clock = utc_now
+    conversations: dict[str, SessionConversationHandler] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def require_settings(self) -> Settings:
+        if self.settings is None:
+            raise NotReady("settings")
+        return self.settings
+
+    def require_i18n(self) -> I18n:
+        if self.i18n is None:
+            raise NotReady("i18n")
+        return self.i18n
+
+    def require_storage(self) -> Storage:
+        if self.storage is None:
+            raise NotReady("storage")
+        return self.storage
+
+    def require_services(self) -> Services:
+        if self.services is None:
+            raise NotReady("services")
+        return self.services
+
+
+class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], BotData]):
+    """``context.settings``/``.i18n``/``.services`` instead of string keys and casts."""
+
+    def __init__(
+        self,
+        application: Application[Any, Any, Any, Any, Any, Any],
+        chat_id: int | None = None,
+        user_id: int | None = None,
+    ) -> None:
+        super().__init__(application=application, chat_id=chat_id, user_id=user_id)
+
+    @property
+    def settings(self) -> Settings:
+        return self.bot_data.require_settings()
+
+    @property
+    def i18n(self) -> I18n:
+        return self.bot_data.require_i18n()
+
+    @property
+    def services(self) -> Services:
+        return self.bot_data.require_services()
+
+    @property
+    def storage(self) -> Storage:
+        return self.bot_data.require_storage()

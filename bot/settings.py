@@ -1,0 +1,205 @@
+"""Settings: non-secrets from ``config.yaml``, overrides and secrets from the environment.
+
+Precedence (highest first): ``SHIPBOT_<SECTION>__<KEY>`` environment variables, then
+``config.yaml``, then the defaults below. Secrets are read only from their own
+environment variables and are ``SecretStr`` so they never render in logs or reprs.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
+CONFIG_PATH_ENV = "SHIPBOT_CONFIG"
+
+
+class ConfigError(Exception):
+    """A missing or malformed setting; the message names it in one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TelegramSettings(_Section):
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(10.0, gt=0)
+    write_timeout: float = Field(10.0, gt=0)
+    pool_timeout: float = Field(5.0, gt=0)
+    connection_pool_size: int = Field(64, ge=1)
+    poll_timeout: int = Field(30, ge=0, le=50)
+    max_concurrent_updates: int = Field(512, ge=1)
+    rate_limit_max_retries: int = Field(3, ge=0, le=10)
+    overall_max_rate: float = Field(30, ge=0)
+    group_max_rate: float = Field(20, ge=0)
+
+
+class MongoSettings(_Section):
+    database: str = Field("shiplabel", min_length=1)
+    max_pool_size: int = Field(20, ge=1)
+    min_pool_size: int = Field(2, ge=0)
+    max_idle_time_ms: int = Field(30000, ge=0)
+    server_selection_timeout_ms: int = Field(3000, ge=1)
+
+
+class SessionSettings(_Section):
+    ttl_minutes: int = Field(60, ge=1)
+    purge_grace_seconds: int = Field(86400, ge=0)
+    flush_interval_seconds: float = Field(1.0, gt=0, le=2.0)
+    sweep_interval_seconds: float = Field(60, gt=0)
+
+
+class UpdatesSettings(_Section):
+    processed_ttl_hours: int = Field(24, ge=1)
+
+
+class OutboxSettings(_Section):
+    interval_seconds: float = Field(5, gt=0)
+    max_attempts: int = Field(10, ge=1)
+    batch_size: int = Field(50, ge=1)
+    alert_dedup_minutes: int = Field(10, ge=0)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = "json"
+
+
+class WebSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class I18nSettings(_Section):
+    default_language: str = "en"
+    languages: tuple[str, ...] = ("en", "ru", "uk")
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    SUPPORT = "support"
+
+
+class AdminEntry(_Section):
+    user_id: int
+    role: Role
+
+
+class Secrets(BaseSettings):
+    """Secrets: only from the environment, never from ``config.yaml``."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
+    mongo_url: SecretStr | None = Field(None, validation_alias="MONGO_URL")
+    shipstation_api_key: SecretStr | None = Field(None, validation_alias="SHIPSTATION_API_KEY")
+    shipstation_test_api_key: SecretStr | None = Field(
+        None, validation_alias="SHIPSTATION_TEST_API_KEY"
+    )
+    oxapay_merchant_api_key: SecretStr | None = Field(
+        None, validation_alias="OXAPAY_MERCHANT_API_KEY"
+    )
+    sentry_dsn: SecretStr | None = Field(None, validation_alias="SENTRY_DSN")
+
+    def values(self) -> list[str]:
+        """Every secret value that is set (used by log redaction)."""
+        out = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is not None and value.get_secret_value():
+                out.append(value.get_secret_value())
+        return out
+
+    def require(self, *env_names: str) -> None:
+        for env_name in env_names:
+            value = getattr(self, env_name.lower())
+            if value is None or not value.get_secret_value().strip():
+                raise ConfigError(f"missing setting {env_name} (environment variable)")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SHIPBOT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    telegram: TelegramSettings = TelegramSettings()
+    mongo: MongoSettings = MongoSettings()
+    sessions: SessionSettings = SessionSettings()
+    updates: UpdatesSettings = UpdatesSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    logging: LoggingSettings = LoggingSettings()
+    web: WebSettings = WebSettings()
+    i18n: I18nSettings = I18nSettings()
+    admins: tuple[AdminEntry, ...] = ()
+    support_contact: str = "@shiplabel_support"
+    secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment overrides win over the YAML values passed as init kwargs.
+        return (env_settings, init_settings)
+
+    def admin_role(self, user_id: int) -> Role | None:
+        for entry in self.admins:
+            if entry.user_id == user_id:
+                return entry.role
+        return None
+
+    def redacted(self) -> dict[str, Any]:
+        """Effective settings for display: secrets shown only as set/missing."""
+        data = self.model_dump(mode="json")
+        data["secrets"] = {
+            alias: ("**********" if getattr(self.secrets, name) is not None else "<not set>")
+            for name, field in Secrets.model_fields.items()
+            for alias in [str(field.validation_alias)]
+        }
+        return data
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(part) for part in err["loc"]) or "settings"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {str(value)[:40]!r})"
+    return f"invalid setting {loc}: {err['msg']}{shown}"
+
+
+def load_settings(config_path: Path | None = None) -> Settings:
+    """Read ``config.yaml`` and the environment; raise ``ConfigError`` with one line."""
+    path = config_path or Path(os.environ.get(CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"malformed config file {path}: {str(exc).splitlines()[0]}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"malformed config file {path}: top level must be a mapping")
+    if "secrets" in raw:
+        raise ConfigError("setting secrets: secrets are read only from the environment")
+    try:
+        secrets = Secrets()
+        return Settings(**raw, secrets=secrets)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None

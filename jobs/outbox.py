@@ -1,0 +1,47 @@
+"""Delivers the outbox: admin alerts and user notices, with retries."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import InlineKeyboardMarkup
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+
+from bot.context import BotContext
+from bot.metrics import OUTBOX_AGE, OUTBOX_DELIVERIES, OUTBOX_DEPTH
+from services.notifications import DeliveryError
+from storage.outbox import OutboxMessage
+
+_LOGGER = logging.getLogger(__name__)
+
+
+async def deliver_outbox_job(context: BotContext) -> None:
+    """Sends due outbox messages; Telegram errors become retries or permanent failures."""
+    bot = context.bot
+
+    async def send(message: OutboxMessage) -> None:
+        markup = (
+            InlineKeyboardMarkup.de_json(message.reply_markup, bot)
+            if message.reply_markup
+            else None
+        )
+        try:
+            await bot.send_message(message.chat_id, message.text, reply_markup=markup)
+        except RetryAfter as exc:
+            retry_after = exc.retry_after
+            seconds = retry_after if isinstance(retry_after, int) else retry_after.total_seconds()
+            raise DeliveryError("rate limited", retry_after=float(seconds)) from exc
+        except Forbidden as exc:
+            raise DeliveryError(f"forbidden: {exc.message}", permanent=True) from exc
+        except BadRequest as exc:
+            raise DeliveryError(f"bad request: {exc.message}", permanent=True) from exc
+        except NetworkError as exc:
+            raise DeliveryError(f"network: {exc.message}") from exc
+
+    report = await context.services.outbox.deliver_due(send)
+    OUTBOX_DELIVERIES.labels(result="delivered").inc(report.delivered)
+    OUTBOX_DELIVERIES.labels(result="retried").inc(report.retried)
+    OUTBOX_DELIVERIES.labels(result="failed").inc(report.failed)
+    depth, age = await context.services.outbox.stats()
+    OUTBOX_DEPTH.set(depth)
+    OUTBOX_AGE.set(age)

@@ -1,0 +1,35 @@
+"""Registers every recurring job; names are deterministic so a restart replaces them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from telegram.ext import Application
+
+from bot.settings import Settings
+from jobs.outbox import deliver_outbox_job
+from jobs.sessions import expire_sessions_job, purge_expired_job
+
+
+def schedule_jobs(
+    application: Application[Any, Any, Any, Any, Any, Any], settings: Settings, *, in_memory: bool
+) -> None:
+    queue = application.job_queue
+    if queue is None:
+        raise RuntimeError("the job queue is missing: install python-telegram-bot[job-queue]")
+    jobs: list[tuple[str, Any, float]] = [
+        ("outbox:deliver", deliver_outbox_job, settings.outbox.interval_seconds),
+        ("sessions:expire", expire_sessions_job, settings.sessions.sweep_interval_seconds),
+    ]
+    if in_memory:
+        jobs.append(("storage:purge-expired", purge_expired_job, 60.0))
+    for name, callback, interval in jobs:
+        for old in queue.get_jobs_by_name(name):
+            old.schedule_removal()
+        queue.run_repeating(
+            callback,
+            interval=interval,
+            first=min(interval, 1.0),
+            name=name,
+            job_kwargs={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+        )

@@ -1,0 +1,78 @@
+"""MongoDB client: PyMongo Async in production, mongomock-motor for ``mongomock://``.
+
+The two APIs differ in small ways (see shared/reference/MONGO_TESTING.md); every
+difference is wrapped here once so repositories never branch on the backend.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+_LOGGER = logging.getLogger(__name__)
+
+MONGOMOCK_SCHEME = "mongomock://"
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MongoOptions:
+    database: str = "shiplabel"
+    max_pool_size: int = 20
+    min_pool_size: int = 2
+    max_idle_time_ms: int = 30000
+    server_selection_timeout_ms: int = 3000
+
+
+class Mongo:
+    """Owns one client and its database handle; create it inside the running loop."""
+
+    def __init__(self, client: Any, database: str, *, in_memory: bool) -> None:
+        self.client = client
+        self.db: Any = client[database]
+        self.in_memory = in_memory
+
+    @classmethod
+    def connect(cls, url: str, options: MongoOptions) -> Mongo:
+        if url.startswith(MONGOMOCK_SCHEME):
+            from mongomock_motor import AsyncMongoMockClient
+
+            _LOGGER.warning("MONGO_URL=mongomock:// is an in-memory database: nothing persists")
+            return cls(AsyncMongoMockClient(tz_aware=True), options.database, in_memory=True)
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
+            url,
+            tz_aware=True,
+            maxPoolSize=options.max_pool_size,
+            minPoolSize=options.min_pool_size,
+            maxIdleTimeMS=options.max_idle_time_ms,
+            serverSelectionTimeoutMS=options.server_selection_timeout_ms,
+            appname="shiplabel-bot",
+        )
+        return cls(client, options.database, in_memory=False)
+
+    async def ping(self) -> bool:
+        if self.in_memory:
+            return True
+        await self.client.admin.command("ping")
+        return True
+
+    async def close(self) -> None:
+        result = self.client.close()
+        if inspect.isawaitable(result):
+            await result
+
+
+async def aggregate(
+    collection: Any, pipeline: Sequence[Mapping[str, Any]], **kwargs: Any
+) -> list[Document]:
+    """Run an aggregation on either backend (PyMongo Async awaits ``aggregate``)."""
+    cursor = collection.aggregate(list(pipeline), **kwargs)
+    if inspect.isawaitable(cursor):
+        cursor = await cursor
+    return [doc async for doc in cursor]

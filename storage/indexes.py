@@ -1,0 +1,66 @@
+"""Every index the application relies on; ``ensure_indexes`` is idempotent."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    session_purge_grace_seconds: int = 86400
+    # mongomock applies TTL indexes by scanning every document on every access, which
+    # makes each query O(collection size); the in-memory mode creates them as plain
+    # indexes and a job purges expired documents as MongoDB's TTL monitor would.
+    ttl_monitor: bool = True
+
+
+def _ttl(options: IndexOptions, seconds: int) -> dict[str, int]:
+    return {"expireAfterSeconds": seconds} if options.ttl_monitor else {}
+
+
+def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
+    return {
+        "users": [
+            IndexModel([("username", ASCENDING)], name="username"),
+            IndexModel([("created_at", ASCENDING)], name="created_at"),
+            IndexModel([("last_seen_at", ASCENDING)], name="last_seen_at"),
+        ],
+        "sessions": [
+            IndexModel(
+                [("expires_at", ASCENDING)],
+                name="expires_at_ttl",
+                **_ttl(options, options.session_purge_grace_seconds),
+            ),
+        ],
+        "processed_updates": [
+            IndexModel([("expires_at", ASCENDING)], name="expires_at_ttl", **_ttl(options, 0)),
+        ],
+        "outbox": [
+            IndexModel(
+                [("dedup_key", ASCENDING)],
+                name="dedup_key_unique",
+                unique=True,
+                partialFilterExpression={"dedup_key": {"$exists": True}},
+            ),
+            IndexModel(
+                [("delivered_at", ASCENDING), ("failed_at", ASCENDING), ("next_attempt_at", 1)],
+                name="due",
+            ),
+        ],
+    }
+
+
+async def ensure_indexes(db: Any, options: IndexOptions) -> list[str]:
+    """Creates missing indexes; safe to run at every start. Returns the names ensured."""
+    names: list[str] = []
+    for collection, models in index_models(options).items():
+        created = await db[collection].create_indexes(models)
+        names.extend(f"{collection}.{name}" for name in created)
+    _LOGGER.info("indexes ensured: %d", len(names))
+    return names

@@ -1,0 +1,71 @@
+"""``Storage``: the MongoDB connection and every repository built on it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+from storage.client import Mongo, MongoOptions
+from storage.indexes import IndexOptions, ensure_indexes
+from storage.outbox import OutboxRepo
+from storage.processed_updates import ProcessedUpdatesRepo
+from storage.runtime_settings import RuntimeSettingsRepo
+from storage.sessions import SessionsRepo
+from storage.users import UsersRepo
+
+
+class Storage:
+    """Connects lazily inside the running event loop; ``start`` and ``close`` are idempotent."""
+
+    def __init__(
+        self,
+        url: str,
+        options: MongoOptions,
+        *,
+        session_ttl: timedelta,
+        index_options: IndexOptions,
+        mongo: Mongo | None = None,
+    ) -> None:
+        self._url = url
+        self._options = options
+        self._session_ttl = session_ttl
+        self._index_options = index_options
+        self._mongo = mongo
+        self._owns_client = mongo is None
+        self._lock = asyncio.Lock()
+        self._started = False
+
+    @property
+    def mongo(self) -> Mongo:
+        if self._mongo is None:
+            raise RuntimeError("storage is not started")
+        return self._mongo
+
+    async def start(self) -> Storage:
+        async with self._lock:
+            if self._started:
+                return self
+            if self._mongo is None:
+                self._mongo = Mongo.connect(self._url, self._options)
+            db = self._mongo.db
+            options = replace(self._index_options, ttl_monitor=not self._mongo.in_memory)
+            await ensure_indexes(db, options)
+            self.users = UsersRepo(db)
+            self.runtime_settings = RuntimeSettingsRepo(db)
+            self.sessions = SessionsRepo(db, ttl=self._session_ttl)
+            self.processed_updates = ProcessedUpdatesRepo(db)
+            self.outbox = OutboxRepo(db)
+            self._started = True
+            return self
+
+    async def sessions_repo(self) -> SessionsRepo:
+        await self.start()
+        return self.sessions
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._mongo is not None and self._started and self._owns_client:
+                await self._mongo.close()
+                self._mongo = None
+            self._started = False

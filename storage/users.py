@@ -1,0 +1,79 @@
+"""``users`` collection: one document per Telegram user, ``_id`` = user id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymongo import ReturnDocument
+
+from storage.client import Document
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    user: Document
+    created: bool
+
+
+class UsersRepo:
+    def __init__(self, db: Any) -> None:
+        self.col = db["users"]
+
+    async def get(self, user_id: int) -> Document | None:
+        doc: Document | None = await self.col.find_one({"_id": user_id})
+        return doc
+
+    async def register(
+        self,
+        user_id: int,
+        *,
+        language: str,
+        username: str | None,
+        first_name: str,
+        now: datetime,
+    ) -> RegisterResult:
+        """Creates the user on first contact, refreshes profile fields on later ones."""
+        user: Document = await self.col.find_one_and_update(
+            {"_id": user_id},
+            {
+                "$set": {"username": username, "first_name": first_name, "last_seen_at": now},
+                "$setOnInsert": {
+                    "language": language,
+                    "balance_cents": 0,
+                    "blocked": False,
+                    "notify_opt_out": False,
+                    "bot_blocked_at": None,
+                    "created_at": now,
+                },
+            },
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        created = _same_instant(user.get("created_at"), now)
+        return RegisterResult(user=user, created=created)
+
+    async def set_language(self, user_id: int, language: str) -> None:
+        await self.col.update_one({"_id": user_id}, {"$set": {"language": language}})
+
+    async def set_blocked(self, user_id: int, blocked: bool) -> Document | None:
+        doc: Document | None = await self.col.find_one_and_update(
+            {"_id": user_id},
+            {"$set": {"blocked": blocked}},
+            return_document=ReturnDocument.BEFORE,
+        )
+        return doc
+
+    async def mark_bot_blocked(self, user_id: int, now: datetime | None) -> None:
+        """Records that the user blocked the bot (``now``) or wrote again (``None``)."""
+        await self.col.update_one({"_id": user_id}, {"$set": {"bot_blocked_at": now}})
+
+
+def _same_instant(stored: Any, now: datetime) -> bool:
+    # MongoDB stores milliseconds; compare at that precision.
+    if not isinstance(stored, datetime):
+        return False
+    if stored.tzinfo is None:
+        stored = stored.replace(tzinfo=now.tzinfo)
+    return bool(abs((stored - now).total_seconds()) < 0.001)

@@ -1,0 +1,96 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.settings import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SHIPBOT_")}
+    clean.pop("TELEGRAM_BOT_TOKEN", None)
+    clean.pop("MONGO_URL", None)
+    clean.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_defaults_from_config_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHIPBOT_TELEGRAM__BASE_URL", raising=False)
+    settings = load_settings(ROOT / "config.yaml")
+    assert settings.mongo.max_pool_size == 20
+    assert settings.mongo.min_pool_size == 2
+    assert settings.mongo.max_idle_time_ms == 30000
+    assert settings.mongo.server_selection_timeout_ms == 3000
+    assert settings.telegram.connect_timeout == 10
+    assert settings.telegram.read_timeout == 10
+    assert settings.telegram.write_timeout == 10
+    assert settings.telegram.pool_timeout == 5
+    assert settings.sessions.ttl_minutes == 60
+    assert settings.sessions.flush_interval_seconds <= 2
+
+
+def test_environment_overrides_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPBOT_TELEGRAM__BASE_URL", "http://127.0.0.1:9/bot")
+    monkeypatch.setenv("SHIPBOT_MONGO__MAX_POOL_SIZE", "7")
+    settings = load_settings(ROOT / "config.yaml")
+    assert settings.telegram.base_url == "http://127.0.0.1:9/bot"
+    assert settings.mongo.max_pool_size == 7
+
+
+def test_malformed_value_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPBOT_TELEGRAM__READ_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match=r"telegram\.read_timeout"):
+        load_settings(ROOT / "config.yaml")
+
+
+def test_secrets_are_refused_in_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("secrets:\n  telegram_bot_token: x\n")
+    with pytest.raises(ConfigError, match="secrets"):
+        load_settings(path)
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("telegram:\n  base_ulr: http://x\n")
+    with pytest.raises(ConfigError, match=r"telegram\.base_ulr"):
+        load_settings(path)
+
+
+def test_run_without_token_exits_2_with_one_line() -> None:
+    result = _run_cli("run", env={"MONGO_URL": "mongomock://"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "TELEGRAM_BOT_TOKEN" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_run_with_malformed_setting_exits_2() -> None:
+    result = _run_cli(
+        "run",
+        env={"TELEGRAM_BOT_TOKEN": "1:x", "SHIPBOT_MONGO__MAX_POOL_SIZE": "many"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "mongo.max_pool_size" in result.stderr
+
+
+def test_check_config_redacts_secrets() -> None:
+    token = "424242:SECRET-value-never-printed"
+    result = _run_cli("check-config", env={"TELEGRAM_BOT_TOKEN": token})
+    assert result.returncode == 0, result.stderr
+    assert token not in result.stdout
+    assert '"TELEGRAM_BOT_TOKEN": "**********"' in result.stdout
+    assert '"MONGO_URL": "<not set>"' in result.stdout
