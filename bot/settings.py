@@ -35,7 +35,7 @@ class TelegramSettings(_Section):
     read_timeout: float = Field(10.0, gt=0)
     write_timeout: float = Field(10.0, gt=0)
     pool_timeout: float = Field(5.0, gt=0)
-    connection_pool_size: int = Field(64, ge=1)
+    connection_pool_size: int = Field(8, ge=1)
     poll_timeout: int = Field(30, ge=0, le=50)
     max_concurrent_updates: int = Field(512, ge=1)
     rate_limit_max_retries: int = Field(3, ge=0, le=10)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from telegram import Update
@@ -44,6 +44,8 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
     def __init__(self, max_concurrent_updates: int) -> None:
         super().__init__(max_concurrent_updates)
         self._locks: dict[int | str, _ChatLock] = {}
+        # Called with each update once it is fully processed (tests and the demo wait on it).
+        self.done_listeners: list[Callable[[object], None]] = []
 
     @staticmethod
     def key_of(update: object) -> int | str | None:
@@ -63,6 +65,8 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
             await self._serialised(update, coroutine)
         finally:
             HANDLER_LATENCY.labels(handler=kind).observe(time.perf_counter() - started)
+            for listener in self.done_listeners:
+                listener(update)
 
     async def _serialised(self, update: object, coroutine: Awaitable[Any]) -> None:
         key = self.key_of(update)
