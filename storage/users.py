@@ -39,6 +39,8 @@ class UsersRepo:
             {"_id": user_id},
             {
                 "$set": {"username": username, "first_name": first_name, "last_seen_at": now},
+                # Counts the user's updates; 1 after the upsert means this call created them.
+                "$inc": {"update_count": 1},
                 "$setOnInsert": {
                     "language": language,
                     "balance_cents": 0,
@@ -51,7 +53,7 @@ class UsersRepo:
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
-        created = _same_instant(user.get("created_at"), now)
+        created = user.get("update_count") == 1
         return RegisterResult(user=user, created=created)
 
     async def set_language(self, user_id: int, language: str) -> None:
@@ -69,11 +71,3 @@ class UsersRepo:
         """Records that the user blocked the bot (``now``) or wrote again (``None``)."""
         await self.col.update_one({"_id": user_id}, {"$set": {"bot_blocked_at": now}})
 
-
-def _same_instant(stored: Any, now: datetime) -> bool:
-    # MongoDB stores milliseconds; compare at that precision.
-    if not isinstance(stored, datetime):
-        return False
-    if stored.tzinfo is None:
-        stored = stored.replace(tzinfo=now.tzinfo)
-    return bool(abs((stored - now).total_seconds()) < 0.001)
