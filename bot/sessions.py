@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from telegram.ext import BaseHandler, ConversationHandler
+from telegram.warnings import PTBUserWarning
+
+# Our conversations are per chat and user on purpose: buttons of an old message are
+# checked against the stored draft, not tracked per message.
+warnings.filterwarnings("ignore", message=".*per_message=False.*", category=PTBUserWarning)
 
 
 class SessionConversationHandler(ConversationHandler[Any]):

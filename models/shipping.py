@@ -1,0 +1,163 @@
+"""Shipping data exchanged with the carrier provider (pure data, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+__all__ = [
+    "Address",
+    "Carrier",
+    "CarrierService",
+    "Label",
+    "Parcel",
+    "Rate",
+    "TrackingEvent",
+    "TrackingInfo",
+    "VoidResult",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Address:
+    """A postal address; `state` and `country` are normalised to upper case."""
+
+    name: str
+    street1: str
+    street2: str | None = None
+    city: str
+    state: str
+    postal_code: str
+    phone: str = ""
+    country: str = "US"
+    company: str | None = None
+    residential: bool | None = None
+
+    def __post_init__(self) -> None:
+        state = self.state.strip().upper()
+        country = self.country.strip().upper()
+        if len(state) != 2 or not state.isalpha():
+            raise ValueError("state must be a 2-letter code")
+        if len(country) != 2 or not country.isalpha():
+            raise ValueError("country must be an ISO 3166-1 alpha-2 code")
+        object.__setattr__(self, "state", state)
+        object.__setattr__(self, "country", country)
+
+
+def _dimension(value: Decimal | int, name: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise TypeError(f"{name} must be a Decimal or int (no floats)")
+    result = Decimal(value)
+    if not result.is_finite() or result <= 0:
+        raise ValueError(f"{name} must be positive")
+    return result
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Parcel:
+    """One package: total weight in whole ounces, dimensions in inches."""
+
+    weight_oz: int
+    length_in: Decimal
+    width_in: Decimal
+    height_in: Decimal
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weight_oz, bool) or not isinstance(self.weight_oz, int):
+            raise TypeError("weight_oz must be an int")
+        if self.weight_oz <= 0:
+            raise ValueError("weight_oz must be positive")
+        for name in ("length_in", "width_in", "height_in"):
+            object.__setattr__(self, name, _dimension(getattr(self, name), name))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CarrierService:
+    service_code: str
+    name: str
+    domestic: bool = True
+    international: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Carrier:
+    carrier_id: str
+    carrier_code: str
+    name: str
+    nickname: str | None = None
+    balance_cents: int | None = None
+    requires_funded_amount: bool = False
+    services: tuple[CarrierService, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rate:
+    """A quoted price; `amount_cents` = shipping + confirmation + other + insurance."""
+
+    rate_id: str
+    carrier_id: str
+    carrier_code: str
+    carrier_name: str
+    service_code: str
+    service_name: str
+    amount_cents: int
+    delivery_days: int | None = None
+    estimated_delivery_date: datetime | None = None
+    currency: str = "usd"
+    shipment_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Label:
+    """A purchased label; `cost_cents` = shipment_cost + insurance_cost."""
+
+    label_id: str
+    status: str
+    tracking_number: str
+    shipment_id: str | None
+    cost_cents: int
+    pdf_url: str | None
+    voided: bool
+    created_at: datetime | None
+    carrier_code: str | None
+    service_code: str | None
+    carrier_id: str | None = None
+    external_shipment_id: str | None = None
+    tracking_status: str | None = None
+    voided_at: datetime | None = None
+    currency: str = "usd"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoidResult:
+    approved: bool
+    message: str
+    reason_code: str | None = None
+
+    @property
+    def is_voided(self) -> bool:
+        """True when the label is void now, including a repeated void request."""
+        return self.approved or self.reason_code == "label_already_voided"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackingEvent:
+    occurred_at: datetime | None
+    description: str
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    status_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackingInfo:
+    tracking_number: str
+    status_code: str | None
+    status_description: str | None
+    carrier_code: str | None = None
+    tracking_url: str | None = None
+    estimated_delivery_date: datetime | None = None
+    actual_delivery_date: datetime | None = None
+    events: tuple[TrackingEvent, ...] = field(default=())

@@ -1,0 +1,366 @@
+"""The fake ShipStation on its own: wire format, determinism, PDF, control API."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sandbox.shipstation import FakeShipStation, quote_cents, zone_for
+
+SANDBOX = "TEST_fake_shipstation_key"
+LIVE = "live-production-key-000"
+
+ADDRESS_FROM = {
+    "name": "Sender",
+    "phone": "5125550100",
+    "address_line1": "100 Congress Ave",
+    "city_locality": "Austin",
+    "state_province": "TX",
+    "postal_code": "78701",
+    "country_code": "US",
+    "address_residential_indicator": "no",
+}
+ADDRESS_TO = {
+    "name": "Jane (Doe)",
+    "phone": "2125550100",
+    "address_line1": "1 Broadway",
+    "city_locality": "New York",
+    "state_province": "NY",
+    "postal_code": "10004",
+    "country_code": "US",
+    "address_residential_indicator": "yes",
+}
+
+
+def rate_body(
+    weight: dict[str, Any] | None = None, external_id: str | None = None, **shipment: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "rate_options": {"carrier_ids": ["se-1001001", "se-1001002"]},
+        "shipment": {
+            "ship_from": ADDRESS_FROM,
+            "ship_to": ADDRESS_TO,
+            "packages": [{"weight": weight or {"value": 20, "unit": "ounce"}}],
+            **shipment,
+        },
+    }
+    if external_id:
+        body["shipment"]["external_shipment_id"] = external_id
+    return body
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeShipStation]:
+    server = FakeShipStation(production_api_key=LIVE, instant=True)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def call(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    key: str | None = SANDBOX,
+    body: Any = None,
+    params: dict[str, str] | None = None,
+) -> tuple[int, Any, aiohttp.ClientResponse]:
+    headers = {"API-Key": key} if key is not None else {}
+    async with http.request(method, url, json=body, headers=headers, params=params) as response:
+        raw = await response.read()
+        data = await response.json(content_type=None) if raw else None
+        return response.status, data, response
+
+
+async def buy(http: aiohttp.ClientSession, fake: FakeShipStation, **kwargs: Any) -> dict[str, Any]:
+    key = kwargs.pop("key", SANDBOX)
+    _, quote, _ = await call(
+        http, "POST", f"{fake.base_url}/v2/rates", key=key, body=rate_body(**kwargs)
+    )
+    cheapest = min(quote["rate_response"]["rates"], key=lambda r: r["shipping_amount"]["amount"])
+    rate_id = cheapest["rate_id"]
+    status, label, _ = await call(
+        http, "POST", f"{fake.base_url}/v2/labels/rates/{rate_id}", key=key, body={}
+    )
+    assert status == 200, label
+    return dict(label)
+
+
+async def test_auth_modes(fake: FakeShipStation, http: aiohttp.ClientSession) -> None:
+    url = f"{fake.base_url}/v2/carriers"
+    status, data, _ = await call(http, "GET", url, key="wrong")
+    assert status == 401
+    assert data["request_id"] and data["errors"][0]["error_code"] == "unauthorized"
+    assert (await call(http, "GET", url, key="TEST_"))[0] == 401
+    assert (await call(http, "GET", url, key=None))[0] == 401
+    assert (await call(http, "GET", url))[0] == 200
+    status, data, _ = await call(http, "GET", url, key=LIVE)
+    assert status == 200 and data["carriers"][0]["requires_funded_amount"] is True
+    assert [c.mode for c in fake.calls] == [None, None, None, "sandbox", "production"]
+    assert fake.call_count("list_carriers", mode="sandbox") == 1
+
+
+async def test_rates_are_deterministic_by_weight_and_zone(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    url = f"{fake.base_url}/v2/rates"
+    _, first, _ = await call(http, "POST", url, body=rate_body())
+    _, second, _ = await call(http, "POST", url, body=rate_body())
+    amounts = [
+        [(r["service_code"], r["shipping_amount"]["amount"]) for r in q["rate_response"]["rates"]]
+        for q in (first, second)
+    ]
+    assert amounts[0] == amounts[1]
+    rates = first["rate_response"]["rates"]
+    assert {r["service_code"] for r in rates} == {
+        "usps_ground_advantage",
+        "usps_priority_mail",
+        "ups_ground",
+        "ups_2nd_day_air",
+    }
+    assert zone_for("78701", "10004") == 7
+    assert all(r["zone"] == 7 for r in rates)
+    assert first["rate_response"]["status"] == "completed"
+    _, heavier, _ = await call(
+        http, "POST", url, body=rate_body(weight={"value": 3, "unit": "pound"})
+    )
+    by_code = {r["service_code"]: r for r in heavier["rate_response"]["rates"]}
+    light = {r["service_code"]: r for r in rates}
+    for code, rate in by_code.items():
+        assert rate["shipping_amount"]["amount"] > light[code]["shipping_amount"]["amount"]
+        assert rate["delivery_days"] == light[code]["delivery_days"]
+    ga = next(r for r in rates if r["service_code"] == "usps_ground_advantage")
+    assert ga["delivery_days"] == 5 and ga["carrier_code"] == "stamps_com"
+
+
+def test_quote_formula_zone_and_weight() -> None:
+    from sandbox.shipstation import _SERVICES
+
+    ga = _SERVICES[0]
+    assert quote_cents(ga, 16, 1) == (495, 0)
+    assert quote_cents(ga, 17, 1) == (580, 0)  # rounds up to 2 lb
+    assert quote_cents(ga, 16, 3) == (571, 0)
+    ups = _SERVICES[2]
+    shipping, other = quote_cents(ups, 16, 1)
+    assert other == 129  # 12.5 % of 1035 cents, half up
+
+
+async def test_rate_validation_errors(fake: FakeShipStation, http: aiohttp.ClientSession) -> None:
+    url = f"{fake.base_url}/v2/rates"
+    body = rate_body()
+    body["rate_options"]["carrier_ids"] = []
+    status, data, _ = await call(http, "POST", url, body=body)
+    assert status == 400 and data["errors"][0]["field_name"] == "rate_options.carrier_ids"
+    body = rate_body()
+    body["shipment"]["ship_to"] = {**ADDRESS_TO, "postal_code": ""}
+    status, data, _ = await call(http, "POST", url, body=body)
+    assert data["errors"][0]["field_name"] == "shipment.ship_to.postal_code"
+    status, data, _ = await call(http, "POST", url, body=rate_body(weight={"value": 0}))
+    assert status == 400
+    body = rate_body()
+    body["shipment"]["ship_to"] = {**ADDRESS_TO, "postal_code": "1000"}
+    status, data, _ = await call(http, "POST", url, body=body)
+    assert status == 200
+    assert data["rate_response"]["status"] == "error"
+    assert data["rate_response"]["errors"][0]["error_code"] == "invalid_address"
+
+
+async def test_label_pdf_is_valid(fake: FakeShipStation, http: aiohttp.ClientSession) -> None:
+    label = await buy(http, fake)
+    assert re.fullmatch(r"9400\d{18}", label["tracking_number"])
+    url = label["label_download"]["pdf"]
+    async with http.get(url) as response:  # no key needed: a public download URL
+        assert response.status == 200
+        assert response.content_type == "application/pdf"
+        pdf = await response.read()
+    assert pdf.startswith(b"%PDF-1.4")
+    assert label["tracking_number"].encode() in pdf
+    assert b"Jane \\(Doe\\)" in pdf  # parentheses escaped in the content stream
+    # every xref offset points at its object
+    xref_at = int(pdf.rsplit(b"startxref\n", 1)[1].split(b"\n")[0])
+    assert pdf[xref_at:].startswith(b"xref\n")
+    entries = pdf[xref_at:].split(b"\n")[2:8]
+    for number, entry in enumerate(entries[1:], start=1):
+        offset = int(entry[:10])
+        assert pdf[offset:].startswith(f"{number} 0 obj".encode())
+
+
+async def test_tracking_numbers_unique_and_realistic(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    numbers = set()
+    for _ in range(5):
+        _, quote, _ = await call(http, "POST", f"{fake.base_url}/v2/rates", body=rate_body())
+        for rate in quote["rate_response"]["rates"]:
+            _, label, _ = await call(
+                http, "POST", f"{fake.base_url}/v2/labels/rates/{rate['rate_id']}", body={}
+            )
+            numbers.add(label["tracking_number"])
+            if label["carrier_code"] == "ups":
+                assert re.fullmatch(r"1Z[0-9A-Z]{16}", label["tracking_number"])
+    assert len(numbers) == 20
+
+
+async def test_labels_remember_external_id_and_lookups(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    label = await buy(http, fake, external_id="order-1")
+    assert label["external_shipment_id"] == "order-1"
+    base = fake.base_url
+    _, shipment, _ = await call(http, "GET", f"{base}/v2/shipments/external_shipment_id/order-1")
+    assert shipment["shipment_id"] == label["shipment_id"]
+    assert shipment["shipment_status"] == "label_purchased"
+    _, listed, _ = await call(
+        http, "GET", f"{base}/v2/labels", params={"shipment_id": label["shipment_id"]}
+    )
+    assert [lb["label_id"] for lb in listed["labels"]] == [label["label_id"]]
+    _, by_ext, _ = await call(http, "GET", f"{base}/v2/labels/external_shipment_id/order-1")
+    assert by_ext["label_id"] == label["label_id"]
+    status, body, _ = await call(http, "GET", f"{base}/v2/labels/se-1")
+    assert status == 404 and body is None  # empty body
+    status, body, _ = await call(http, "GET", f"{base}/v2/shipments/external_shipment_id/nope")
+    assert status == 404 and body["errors"][0]["error_code"] == "invalid_identifier"
+    # production keys do not see sandbox data
+    status, _, _ = await call(http, "GET", f"{base}/v2/labels/{label['label_id']}", key=LIVE)
+    assert status == 404
+
+
+async def test_void_rules(fake: FakeShipStation, http: aiohttp.ClientSession) -> None:
+    base = fake.base_url
+    label = await buy(http, fake)
+    void_url = f"{base}/v2/labels/{label['label_id']}/void"
+    _, result, _ = await call(http, "PUT", void_url)
+    assert result["approved"] is True and "reason_code" not in result
+    _, result, _ = await call(http, "PUT", void_url)
+    assert result == {
+        "approved": False,
+        "message": "This label has already been voided.",
+        "reason_code": "label_already_voided",
+    }
+    old = await buy(http, fake)
+    fake.age_label(old["label_id"], 31)
+    _, result, _ = await call(http, "PUT", f"{base}/v2/labels/{old['label_id']}/void")
+    assert result["reason_code"] == "label_not_found_within_void_period"
+    broken = await buy(http, fake)
+    fake.set_void_outcome("error", broken["label_id"])
+    status, result, _ = await call(http, "PUT", f"{base}/v2/labels/{broken['label_id']}/void")
+    assert status == 500 and result["errors"][0]["error_type"] == "system"
+    fake.set_void_outcome("approved")
+    fake.age_label(old["label_id"], 400)
+    _, result, _ = await call(http, "PUT", f"{base}/v2/labels/{old['label_id']}/void")
+    assert result["approved"] is True  # a global "approved" ignores the window
+    with pytest.raises(ValueError):
+        fake.set_void_outcome("maybe")
+
+
+async def test_failure_injection(fake: FakeShipStation, http: aiohttp.ClientSession) -> None:
+    url = f"{fake.base_url}/v2/carriers"
+    fake.inject_failure("list_carriers", "429", retry_after=4)
+    status, data, response = await call(http, "GET", url)
+    assert status == 429 and response.headers["Retry-After"] == "4"
+    assert data["errors"][0]["error_code"] == "rate_limit_exceeded"
+    fake.inject_failure("list_carriers", "empty_500")
+    status, data, _ = await call(http, "GET", url)
+    assert status == 500 and data is None
+    fake.inject_failure("*", "error_500", times=2)
+    assert (await call(http, "GET", url))[0] == 500
+    assert (await call(http, "GET", url))[0] == 500
+    assert (await call(http, "GET", url))[0] == 200
+    fake.inject_failure("get_rates", "invalid_address")
+    status, data, _ = await call(http, "POST", f"{fake.base_url}/v2/rates", body=rate_body())
+    assert status == 400 and data["errors"][0]["error_code"] == "invalid_address"
+    fake.inject_failure("list_carriers", "slow", delay=0.3)
+    with pytest.raises(TimeoutError):
+        async with http.get(
+            url, headers={"API-Key": SANDBOX}, timeout=aiohttp.ClientTimeout(total=0.1)
+        ):
+            pass
+    with pytest.raises(ValueError):
+        fake.inject_failure("list_carriers", "meteor")
+    with pytest.raises(ValueError):
+        fake.inject_failure("teleport", "error_500")
+
+
+async def test_http_control_api(fake: FakeShipStation, http: aiohttp.ClientSession) -> None:
+    base = f"{fake.base_url}/_control"
+    label = await buy(http, fake, external_id="ext-1")
+    label_id = label["label_id"]
+    async with http.post(f"{base}/labels/{label_id}/created_at", json={"age_days": 40}) as r:
+        assert r.status == 200
+    assert datetime.now(UTC) - fake.labels[label_id].created_at > timedelta(days=39)
+    when = "2025-01-02T03:04:05+00:00"
+    async with http.post(f"{base}/labels/{label_id}/created_at", json={"created_at": when}) as r:
+        assert (await r.json())["created_at"] == "2025-01-02T03:04:05Z"
+    async with http.post(f"{base}/labels/se-0/created_at", json={"age_days": 1}) as r:
+        assert r.status == 404
+    async with http.post(f"{base}/void_outcome", json={"outcome": "label_already_used"}) as r:
+        assert r.status == 200
+    _, result, _ = await call(http, "PUT", f"{fake.base_url}/v2/labels/{label_id}/void")
+    assert result["reason_code"] == "label_already_used"
+    async with http.post(f"{base}/labels/{label_id}/tracking", json={"status_code": "IT"}) as r:
+        assert r.status == 200
+    _, track, _ = await call(http, "GET", f"{fake.base_url}/v2/labels/{label_id}/track")
+    assert track["status_code"] == "IT" and len(track["events"]) == 2
+    async with http.post(
+        f"{base}/failures", json={"operation": "list_carriers", "kind": "error_500", "times": 1}
+    ) as r:
+        assert r.status == 200
+    assert (await call(http, "GET", f"{fake.base_url}/v2/carriers"))[0] == 500
+    async with http.post(f"{base}/failures", json={"operation": "x", "kind": "error_500"}) as r:
+        assert r.status == 400
+    async with http.get(f"{base}/calls") as r:
+        calls = await r.json()
+    assert calls["counts"]["create_label"] == 1 and calls["counts"]["list_carriers"] == 1
+    assert {c["mode"] for c in calls["calls"]} == {"sandbox"}
+    async with http.get(f"{base}/labels") as r:
+        labels = (await r.json())["labels"]
+    assert labels[0]["external_shipment_id"] == "ext-1"
+    async with http.post(f"{base}/latency", json={"instant": False, "latency_seconds": 0.01}) as r:
+        assert (await r.json()) == {"instant": False, "latency_seconds": 0.01}
+    async with http.post(f"{base}/balance", json={"cents": 50}) as r:
+        assert (await r.json()) == {"cents": 50}
+    async with http.post(f"{base}/reset") as r:
+        assert r.status == 200
+    assert fake.labels == {} and fake.calls == []
+
+
+async def test_production_balance(fake: FakeShipStation, http: aiohttp.ClientSession) -> None:
+    fake.production_balance_cents = 100_00
+    label = await buy(http, fake, key=LIVE)
+    assert fake.production_balance_cents == 100_00 - fake.labels[label["label_id"]].cost_cents
+    fake.production_balance_cents = 1
+    _, quote, _ = await call(http, "POST", f"{fake.base_url}/v2/rates", key=LIVE, body=rate_body())
+    rate_id = quote["rate_response"]["rates"][0]["rate_id"]
+    status, data, _ = await call(
+        http, "POST", f"{fake.base_url}/v2/labels/rates/{rate_id}", key=LIVE, body={}
+    )
+    assert status == 400 and data["errors"][0]["error_code"] == "insufficient_funds"
+    # a sandbox key cannot buy from a production quote
+    status, data, _ = await call(http, "POST", f"{fake.base_url}/v2/labels/rates/{rate_id}")
+    assert status == 400 and data["errors"][0]["error_code"] == "invalid_identifier"
+
+
+async def test_restart_after_stop() -> None:
+    fake = FakeShipStation(instant=True)
+    first = await fake.start()
+    await fake.stop()
+    second = await fake.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            status, _, _ = await call(http, "GET", f"{second}/v2/carriers")
+            assert status == 200
+    finally:
+        await fake.stop()
+    assert first.startswith("http://127.0.0.1:")
