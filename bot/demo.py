@@ -42,7 +42,7 @@ class Transcript:
             self._write(f"🤖 bot{to}: {body}")
             if message.document is not None:
                 doc = message.document
-                self._write(f"      📎 {doc.file_name} ({doc.size} bytes)")
+                self._write(f"      📎 {doc.filename} ({doc.size} bytes)")
             for row in message.button_rows:
                 self._write("      " + "  ".join(f"[{text}]" for text, _ in row))
 

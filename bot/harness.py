@@ -22,7 +22,7 @@ from sandbox.telegram import BotApiEmulator, SentMessage
 from services.clock import Clock, utc_now
 from storage.client import Mongo, MongoOptions
 
-SANDBOX_TOKEN = "123456:SANDBOX-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+SANDBOX_TOKEN = "123456:SANDBOX-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"  # noqa: S105 - fake
 
 
 class BotHarness:
@@ -46,7 +46,8 @@ class BotHarness:
         if mongo is None:
             from mongomock_motor import AsyncMongoMockClient
 
-            mongo = Mongo(AsyncMongoMockClient(tz_aware=True), settings.mongo.database, in_memory=True)
+            client: Any = AsyncMongoMockClient(tz_aware=True)
+            mongo = Mongo(client, settings.mongo.database, in_memory=True)
         self.mongo = mongo
         self.app: BotApplication | None = None
         self._done: set[int] = set()
@@ -129,7 +130,12 @@ class BotHarness:
         return await self._exchange(user_id, lambda: self.emulator.send_message(user_id, text))
 
     async def press(
-        self, user_id: int, message: SentMessage, label: str | None = None, *, data: str | None = None
+        self,
+        user_id: int,
+        message: SentMessage,
+        label: str | None = None,
+        *,
+        data: str | None = None,
     ) -> list[SentMessage]:
         """Presses the button whose text contains ``label`` (or with ``data``) on ``message``."""
         payload = data if data is not None else message.callback_data_for(label or "")
