@@ -41,6 +41,12 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
         "processed_updates": [
             IndexModel([("expires_at", ASCENDING)], name="expires_at_ttl", **_ttl(options, 0)),
         ],
+        "ledger": [
+            IndexModel(
+                [("user_id", ASCENDING), ("seq", ASCENDING)], name="user_seq_unique", unique=True
+            ),
+            IndexModel([("kind", ASCENDING), ("created_at", ASCENDING)], name="kind_created"),
+        ],
         "outbox": [
             IndexModel(
                 [("dedup_key", ASCENDING)],

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -75,3 +77,58 @@ async def mongo() -> AsyncIterator[Mongo]:
         from mongomock_motor import AsyncMongoMockClient
 
         yield Mongo(AsyncMongoMockClient(tz_aware=True), name, in_memory=True)
+
+
+_ASYNC_OPS = {
+    "find_one",
+    "insert_one",
+    "insert_many",
+    "update_one",
+    "update_many",
+    "replace_one",
+    "delete_one",
+    "delete_many",
+    "find_one_and_update",
+    "find_one_and_delete",
+    "count_documents",
+}
+
+
+class _YieldingCollection:
+    """Yields to the event loop around every operation, as a real network driver does.
+
+    mongomock-motor runs each operation synchronously inside one coroutine step, so
+    concurrent tasks never interleave between a read and a write; this wrapper makes
+    the races of a real deployment reachable in tests.
+    """
+
+    def __init__(self, inner: object, rng: random.Random) -> None:
+        self._inner = inner
+        self._rng = rng
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self._inner, name)
+        if name not in _ASYNC_OPS:
+            return attr
+
+        async def call(*args: object, **kwargs: object) -> object:
+            for _ in range(self._rng.randint(0, 2)):
+                await asyncio.sleep(0)
+            result = await attr(*args, **kwargs)
+            for _ in range(self._rng.randint(0, 2)):
+                await asyncio.sleep(0)
+            return result
+
+        return call
+
+
+class YieldingDb:
+    def __init__(self, inner: object, seed: int = 0) -> None:
+        self._inner = inner
+        self._rng = random.Random(seed)
+
+    def __getitem__(self, name: str) -> _YieldingCollection:
+        return _YieldingCollection(self._inner[name], self._rng)  # type: ignore[index]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
