@@ -19,15 +19,22 @@ from telegram.request import HTTPXRequest
 
 from bot.context import BotContext, BotData, Services
 from bot.i18n import I18n
+from bot.notices import BotNotices
 from bot.sessions import SessionConversationHandler
 from bot.settings import Settings
 from bot.update_processor import PerChatUpdateProcessor
 from conversations.support import build_support_conversation
-from handlers import gates, start
+from conversations.topup import build_topup_conversation
+from handlers import balance, gates, payments, start
+from handlers.admin import payments as admin_payments
 from handlers.errors import error_handler
 from jobs.registry import schedule_jobs
+from providers.payments.oxapay import OxaPayClient
+from services.audit import AuditService
+from services.balance import BalanceService
 from services.clock import Clock, utc_now
 from services.notifications import Notifier, OutboxDelivery
+from services.payments import PaymentService, TopUpConfig
 from services.runtime import RuntimeFlags
 from services.sessions import SessionService
 from services.users import UserService
@@ -48,6 +55,8 @@ BotApplication = Application[Any, BotContext, Any, Any, BotData, Any]
 BOT_COMMANDS = (
     ("start", "Main menu"),
     ("help", "How it works"),
+    ("balance", "Balance and history"),
+    ("topup", "Top up the balance"),
     ("support", "Contact support"),
     ("language", "Change the language"),
     ("cancel", "Leave the current step"),
@@ -71,7 +80,7 @@ def build_storage(settings: Settings, url: str) -> Storage:
 
 
 def build_conversations() -> list[SessionConversationHandler]:
-    return [build_support_conversation()]
+    return [build_topup_conversation(), build_support_conversation()]
 
 
 def build_application(
@@ -152,8 +161,17 @@ def _register_handlers(application: BotApplication) -> None:
     for conversation in conversations:
         assert conversation.name is not None
         application.bot_data.conversations[conversation.name] = conversation
+    settings = application.bot_data.require_settings()
     application.add_handlers(
-        [*conversations, *start.build_handlers(), *start.build_fallback_handlers()],
+        [
+            *conversations,
+            *start.build_handlers(),
+            *balance.build_handlers(),
+            *payments.build_handlers(),
+            *admin_payments.build_handlers(settings),
+            *payments.build_fallback_handlers(),
+            *start.build_fallback_handlers(),
+        ],
         group=GROUP_FEATURES,
     )
     application.add_error_handler(error_handler)
@@ -166,15 +184,29 @@ async def _post_init(application: BotApplication) -> None:
     storage = await data.require_storage().start()
     clock = data.clock
     admin_ids = [entry.user_id for entry in settings.admins]
+    users = UserService(storage.users, clock=clock)
+    notifier = Notifier(
+        storage.outbox,
+        admin_ids=admin_ids,
+        dedup_window=timedelta(minutes=settings.outbox.alert_dedup_minutes),
+        clock=clock,
+    )
+    pay = settings.payments
+    notices = BotNotices(
+        data.require_i18n(),
+        notifier,
+        users,
+        stale_after=timedelta(minutes=pay.stale_after_minutes),
+        escalate_after=timedelta(hours=pay.escalate_after_hours),
+    )
+    oxapay = _build_oxapay(settings, notifier)
+    if oxapay is not None:
+        await oxapay.start()
+        data.extras["oxapay"] = oxapay
     data.services = Services(
-        users=UserService(storage.users, clock=clock),
+        users=users,
         runtime=RuntimeFlags(storage.runtime_settings, clock=clock),
-        notifier=Notifier(
-            storage.outbox,
-            admin_ids=admin_ids,
-            dedup_window=timedelta(minutes=settings.outbox.alert_dedup_minutes),
-            clock=clock,
-        ),
+        notifier=notifier,
         outbox=OutboxDelivery(
             storage.outbox,
             max_attempts=settings.outbox.max_attempts,
@@ -187,13 +219,70 @@ async def _post_init(application: BotApplication) -> None:
             processed_ttl=timedelta(hours=settings.updates.processed_ttl_hours),
             clock=clock,
         ),
+        balance=BalanceService(storage.users, storage.ledger),
+        payments=PaymentService(
+            storage.payments,
+            storage.ledger,
+            notices,
+            _topup_config(settings, crypto_enabled=oxapay is not None),
+            oxapay=oxapay,
+            clock=clock,
+        ),
+        audit=AuditService(storage.audit, clock=clock),
     )
     schedule_jobs(application, settings, in_memory=storage.mongo.in_memory)
     await application.bot.set_my_commands([BotCommand(name, desc) for name, desc in BOT_COMMANDS])
     _LOGGER.info("application initialised")
 
 
+def _topup_config(settings: Settings, *, crypto_enabled: bool) -> TopUpConfig:
+    pay = settings.payments
+    return TopUpConfig(
+        currency=pay.currency,
+        min_cents=pay.min_topup_cents,
+        max_cents=pay.max_topup_cents,
+        lifetime_minutes=pay.oxapay.lifetime_minutes,
+        callback_url=pay.oxapay.callback_url,
+        return_url=pay.oxapay.return_url,
+        stars_enabled=pay.stars.enabled,
+        crypto_enabled=crypto_enabled,
+        stars_per_usd=pay.stars.stars_per_usd,
+        stars_lifetime_minutes=pay.stars.invoice_lifetime_minutes,
+        stale_after=timedelta(minutes=pay.stale_after_minutes),
+        escalate_after=timedelta(hours=pay.escalate_after_hours),
+    )
+
+
+def _build_oxapay(settings: Settings, notifier: Notifier) -> OxaPayClient | None:
+    key = settings.secrets.oxapay_merchant_api_key
+    if key is None or not key.get_secret_value():
+        _LOGGER.warning("OXAPAY_MERCHANT_API_KEY is not set: crypto top-ups are disabled")
+        return None
+    cfg = settings.payments.oxapay
+
+    async def circuit_changed(provider: str, old: object, new: object) -> None:
+        await notifier.alert_admins(
+            f"⚠️ Provider {provider}: circuit {old} → {new}",
+            dedup_key=f"circuit:{provider}:{new}",
+            windowed=True,
+        )
+
+    return OxaPayClient(
+        cfg.base_url,
+        key,
+        sandbox=cfg.sandbox,
+        timeout_total=cfg.timeout_seconds,
+        max_attempts=cfg.max_attempts,
+        failure_threshold=cfg.failure_threshold,
+        recovery_timeout=cfg.recovery_timeout_seconds,
+        on_state_change=circuit_changed,
+    )
+
+
 async def _post_shutdown(application: BotApplication) -> None:
+    oxapay = application.bot_data.extras.pop("oxapay", None)
+    if isinstance(oxapay, OxaPayClient):
+        await oxapay.close()
     storage = application.bot_data.storage
     if storage is not None:
         await storage.close()

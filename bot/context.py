@@ -13,7 +13,10 @@ from services.clock import Clock, utc_now
 
 if TYPE_CHECKING:
     from bot.sessions import SessionConversationHandler
+    from services.audit import AuditService
+    from services.balance import BalanceService
     from services.notifications import Notifier, OutboxDelivery
+    from services.payments import PaymentService
     from services.runtime import RuntimeFlags
     from services.sessions import SessionService
     from services.users import UserService
@@ -31,6 +34,9 @@ class Services:
     notifier: Notifier
     outbox: OutboxDelivery
     sessions: SessionService
+    balance: BalanceService
+    payments: PaymentService
+    audit: AuditService
 
 
 @dataclass

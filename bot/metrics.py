@@ -30,3 +30,15 @@ OUTBOX_DELIVERIES = Counter(
 )
 ACTIVE_SESSIONS = Gauge("bot_active_sessions", "Conversations held in memory")
 SESSIONS_EXPIRED = Counter("bot_sessions_expired_total", "Sessions expired", ["path"])
+PAYMENT_OUTCOMES = Counter(
+    "bot_payment_outcomes_total", "Payment notifications by provider and outcome",
+    ["provider", "source", "outcome"],
+)
+PAYMENT_CALLBACKS = Counter(
+    "bot_payment_callbacks_total", "OxaPay callback requests by result", ["result"]
+)
+LEDGER_EFFECTS = Counter(
+    "bot_ledger_effects_total",
+    "Ledger entries applied by kind and direction",
+    ["kind", "direction"],
+)

@@ -85,6 +85,37 @@ class I18nSettings(_Section):
     languages: tuple[str, ...] = ("en", "ru", "uk")
 
 
+class OxaPaySettings(_Section):
+    base_url: str = "https://api.oxapay.com"
+    sandbox: bool = False
+    lifetime_minutes: int = Field(60, ge=15, le=2880)
+    # Public URL OxaPay posts callbacks to (the bot's web server behind a reverse proxy).
+    callback_url: str = "http://127.0.0.1:8080/callbacks/oxapay"
+    return_url: str | None = None
+    timeout_seconds: float = Field(20, gt=0)
+    max_attempts: int = Field(3, ge=1, le=10)
+    failure_threshold: int = Field(5, ge=1)
+    recovery_timeout_seconds: float = Field(30, gt=0)
+
+
+class StarsSettings(_Section):
+    enabled: bool = True
+    stars_per_usd: int = Field(77, ge=1)
+    invoice_lifetime_minutes: int = Field(60, ge=1)
+
+
+class PaymentsSettings(_Section):
+    currency: str = "USD"
+    min_topup_cents: int = Field(1000, ge=1)
+    max_topup_cents: int = Field(100000, ge=1)
+    reconcile_interval_seconds: float = Field(60, gt=0)
+    stale_after_minutes: int = Field(30, ge=1)
+    escalate_after_hours: int = Field(24, ge=1)
+    callback_max_bytes: int = Field(65536, ge=1024)
+    oxapay: OxaPaySettings = OxaPaySettings()
+    stars: StarsSettings = StarsSettings()
+
+
 class Role(StrEnum):
     OWNER = "owner"
     ADMIN = "admin"
@@ -144,6 +175,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     web: WebSettings = WebSettings()
     i18n: I18nSettings = I18nSettings()
+    payments: PaymentsSettings = PaymentsSettings()
     admins: tuple[AdminEntry, ...] = ()
     support_contact: str = "@shiplabel_support"
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)

@@ -32,3 +32,10 @@ def cancel_handlers(name: str) -> list[BaseHandler[Any, Any, Any]]:
         CommandHandler("cancel", cancel),
         CallbackQueryHandler(cancel, pattern=rf"^{name}:cancel$"),
     ]
+
+
+def leave_others(context: BotContext, key: tuple[int, int], keep: set[str]) -> None:
+    """Ends the user's other conversations so one message never feeds two flows."""
+    for name, handler in context.bot_data.conversations.items():
+        if name not in keep:
+            handler.forget(key)

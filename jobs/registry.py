@@ -8,6 +8,7 @@ from telegram.ext import Application
 
 from bot.settings import Settings
 from jobs.outbox import deliver_outbox_job
+from jobs.payments import reconcile_payments_job, stale_payments_job
 from jobs.sessions import expire_sessions_job, purge_expired_job
 
 
@@ -17,9 +18,12 @@ def schedule_jobs(
     queue = application.job_queue
     if queue is None:
         raise RuntimeError("the job queue is missing: install python-telegram-bot[job-queue]")
+    payments = settings.payments
     jobs: list[tuple[str, Any, float]] = [
         ("outbox:deliver", deliver_outbox_job, settings.outbox.interval_seconds),
         ("sessions:expire", expire_sessions_job, settings.sessions.sweep_interval_seconds),
+        ("payments:reconcile", reconcile_payments_job, payments.reconcile_interval_seconds),
+        ("payments:stale", stale_payments_job, 60.0),
     ]
     if in_memory:
         jobs.append(("storage:purge-expired", purge_expired_job, 60.0))

@@ -56,7 +56,12 @@ class Notifier:
         return int(now.timestamp() // window)
 
     async def alert_admins(
-        self, text: str, *, dedup_key: str | None = None, windowed: bool = False
+        self,
+        text: str,
+        *,
+        dedup_key: str | None = None,
+        windowed: bool = False,
+        reply_markup: dict[str, Any] | None = None,
     ) -> int:
         """Queues one alert per admin; the same ``dedup_key`` is queued once (per window)."""
         now = self._clock()
@@ -67,7 +72,12 @@ class Notifier:
                 suffix = f":{self._bucket(now)}" if windowed else ""
                 key = f"alert:{dedup_key}{suffix}:{admin_id}"
             if await self._outbox.enqueue(
-                chat_id=admin_id, text=text, kind="admin_alert", dedup_key=key, now=now
+                chat_id=admin_id,
+                text=text,
+                kind="admin_alert",
+                dedup_key=key,
+                now=now,
+                reply_markup=reply_markup,
             ):
                 queued += 1
         return queued

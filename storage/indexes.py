@@ -47,6 +47,17 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
             ),
             IndexModel([("kind", ASCENDING), ("created_at", ASCENDING)], name="kind_created"),
         ],
+        "payments": [
+            IndexModel(
+                [("provider", ASCENDING), ("provider_ref", ASCENDING)],
+                name="provider_ref_unique",
+                unique=True,
+                partialFilterExpression={"provider_ref": {"$exists": True}},
+            ),
+            IndexModel([("order_id", ASCENDING)], name="order_id_unique", unique=True),
+            IndexModel([("user_id", ASCENDING), ("created_at", ASCENDING)], name="user_created"),
+            IndexModel([("status", ASCENDING), ("created_at", ASCENDING)], name="status_created"),
+        ],
         "outbox": [
             IndexModel(
                 [("dedup_key", ASCENDING)],

@@ -6,9 +6,12 @@ import asyncio
 from dataclasses import replace
 from datetime import timedelta
 
+from storage.audit import AuditRepo
 from storage.client import Mongo, MongoOptions
 from storage.indexes import IndexOptions, ensure_indexes
+from storage.ledger import LedgerRepo
 from storage.outbox import OutboxRepo
+from storage.payments import PaymentsRepo
 from storage.processed_updates import ProcessedUpdatesRepo
 from storage.runtime_settings import RuntimeSettingsRepo
 from storage.sessions import SessionsRepo
@@ -56,6 +59,9 @@ class Storage:
             self.sessions = SessionsRepo(db, ttl=self._session_ttl)
             self.processed_updates = ProcessedUpdatesRepo(db)
             self.outbox = OutboxRepo(db)
+            self.ledger = LedgerRepo(db)
+            self.payments = PaymentsRepo(db)
+            self.audit = AuditRepo(db)
             self._started = True
             return self
 

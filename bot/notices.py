@@ -1,0 +1,103 @@
+"""Renders service events into localized outbox messages (customers and admins)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot.i18n import I18n
+from services.notifications import Notifier
+from services.users import UserService
+from storage.client import Document
+
+
+def button_markup(rows: list[list[tuple[str, str]]]) -> dict[str, object]:
+    return {
+        "inline_keyboard": [
+            [{"text": text, "callback_data": data} for text, data in row] for row in rows
+        ]
+    }
+
+
+class BotNotices:
+    """Implements ``services.payments.PaymentNotices`` (and later services' notices)."""
+
+    def __init__(
+        self,
+        i18n: I18n,
+        notifier: Notifier,
+        users: UserService,
+        *,
+        stale_after: timedelta,
+        escalate_after: timedelta,
+    ) -> None:
+        self._i18n = i18n
+        self._notifier = notifier
+        self._users = users
+        self._stale_after = stale_after
+        self._escalate_after = escalate_after
+
+    async def _lang(self, user_id: int) -> str:
+        return await self._users.language_of(user_id, self._i18n.default)
+
+    async def topup_credited(
+        self, user_id: int, amount_cents: int, balance_cents: int, key: str
+    ) -> None:
+        lang = await self._lang(user_id)
+        text = self._i18n.t(
+            lang,
+            "topup.credited",
+            amount=self._i18n.money(lang, amount_cents),
+            balance=self._i18n.money(lang, balance_cents),
+        )
+        await self._notifier.notify_user(user_id, text, dedup_key=f"credited:{key}")
+
+    async def topup_expired(self, user_id: int, amount_cents: int, key: str) -> None:
+        lang = await self._lang(user_id)
+        text = self._i18n.t(lang, "topup.expired", amount=self._i18n.money(lang, amount_cents))
+        await self._notifier.notify_user(user_id, text, dedup_key=key)
+
+    async def topup_under_review(self, payment: Document, received_cents: int | None) -> None:
+        user_id = payment["user_id"]
+        lang = await self._lang(user_id)
+        i18n = self._i18n
+        await self._notifier.notify_user(
+            user_id,
+            i18n.t(lang, "topup.under_review", amount=i18n.money(lang, payment["amount_cents"])),
+            dedup_key=f"review:{payment['_id']}",
+        )
+        admin = i18n.default
+        credit = received_cents if received_cents else payment["amount_cents"]
+        text = i18n.t(
+            admin,
+            "admin.payment.suspicious",
+            user_id=user_id,
+            provider=payment["provider"],
+            ref=str(payment.get("provider_ref", "-")),
+            amount=i18n.money(admin, payment["amount_cents"]),
+            received="?" if received_cents is None else i18n.money(admin, received_cents),
+            status=str(payment.get("provider_status", "")),
+        )
+        label = i18n.t(admin, "admin.payment.credit_button", amount=i18n.money(admin, credit))
+        await self._notifier.alert_admins(
+            text,
+            dedup_key=f"suspicious:{payment['_id']}",
+            reply_markup=button_markup([[(label, f"adm:paycredit:{payment['_id']}")]]),
+        )
+
+    async def stale_payment(self, payment: Document, *, escalation: bool) -> None:
+        i18n = self._i18n
+        lang = i18n.default
+        common = {
+            "user_id": payment["user_id"],
+            "provider": payment["provider"],
+            "ref": str(payment.get("provider_ref", payment["order_id"])),
+            "amount": i18n.money(lang, payment["amount_cents"]),
+        }
+        if escalation:
+            hours = int(self._escalate_after.total_seconds() // 3600)
+            text = i18n.t(lang, "admin.payment.escalation", hours=hours, **common)
+        else:
+            minutes = int(self._stale_after.total_seconds() // 60)
+            text = i18n.t(lang, "admin.payment.stale", minutes=minutes, **common)
+        kind = "escalation" if escalation else "stale"
+        await self._notifier.alert_admins(text, dedup_key=f"{kind}:{payment['_id']}")

@@ -1,0 +1,89 @@
+"""Stateless payment handlers: cancel an invoice, Stars pre-checkout and payment."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+from telegram.ext import (
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    PreCheckoutQueryHandler,
+    filters,
+)
+
+from bot.context import BotContext
+from bot.keyboards import main_menu
+from handlers.common import ack, lang_of, reply
+
+_LOGGER = logging.getLogger(__name__)
+
+
+async def cancel_invoice(update: Update, context: BotContext) -> None:
+    """Withdraws a pending invoice from its Cancel button."""
+    query = update.callback_query
+    user = update.effective_user
+    assert query is not None and query.data is not None and user is not None
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    payment_id = query.data.rsplit(":", 1)[-1]
+    if await context.services.payments.cancel(user.id, payment_id):
+        await ack(update)
+        await reply(update, context, i18n.t(lang, "topup.cancelled"), edit=True)
+    else:
+        await ack(update, i18n.t(lang, "topup.cancel_failed"), alert=True)
+
+
+async def cancel_command(update: Update, context: BotContext) -> None:
+    """/cancel outside a conversation: withdraws a pending invoice if there is one."""
+    user = update.effective_user
+    assert user is not None
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    payments = context.services.payments
+    pending = await payments.pending_for_user(user.id)
+    if pending is not None and await payments.cancel(user.id, str(pending["_id"])):
+        await reply(update, context, i18n.t(lang, "topup.cancelled"), main_menu(i18n, lang))
+        return
+    await reply(update, context, i18n.t(lang, "cancel.nothing"))
+
+
+async def pre_checkout(update: Update, context: BotContext) -> None:
+    """Answers Telegram within its 10 s limit after checking the payload."""
+    query = update.pre_checkout_query
+    assert query is not None
+    check = await context.services.payments.check_stars_checkout(
+        query.from_user.id, query.invoice_payload, query.currency, query.total_amount
+    )
+    if check.ok:
+        await query.answer(ok=True)
+        return
+    lang = context.i18n.resolve_language(query.from_user.language_code)
+    message = context.i18n.t(lang, f"stars.refused.{check.reason}")
+    await query.answer(ok=False, error_message=message)
+
+
+async def successful_payment(update: Update, context: BotContext) -> None:
+    """Credits the Stars payment once by its charge id (the outbox tells the user)."""
+    message = update.effective_message
+    user = update.effective_user
+    assert message is not None and message.successful_payment is not None and user is not None
+    paid = message.successful_payment
+    outcome = await context.services.payments.on_stars_paid(
+        user.id, paid.invoice_payload, paid.telegram_payment_charge_id, paid.total_amount
+    )
+    _LOGGER.info("stars payment handled: %s", outcome)
+
+
+def build_handlers() -> list[BaseHandler[Update, BotContext, None]]:
+    return [
+        CallbackQueryHandler(cancel_invoice, pattern=r"^topup:cancelinv:[0-9a-f]{24}$"),
+        PreCheckoutQueryHandler(pre_checkout),
+        MessageHandler(filters.SUCCESSFUL_PAYMENT, successful_payment),
+    ]
+
+
+def build_fallback_handlers() -> list[BaseHandler[Update, BotContext, None]]:
+    return [CommandHandler("cancel", cancel_command)]

@@ -1,0 +1,555 @@
+"""Top-ups: OxaPay invoices and Telegram Stars payments, credited exactly once.
+
+Every path that learns a payment was made (the OxaPay callback, the reconciliation job,
+Telegram's ``successful_payment``, an admin crediting a suspicious payment) ends in
+``_credit``: the ledger entry keyed by the provider's reference is applied once, then the
+payment is marked paid, then the customer is told through the outbox. A crash between
+those steps is repaired by re-running the same path (reconciliation does it for OxaPay).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from bson import ObjectId
+from bson.errors import InvalidId
+
+from models.payments import Invoice, PaymentInfo
+from providers.errors import ProviderError, ProviderNotFound
+from services.clock import Clock, utc_now
+from storage.client import Document
+from storage.ledger import InsufficientFunds, LedgerRepo
+from storage.payments import CREDITABLE_FROM, OPEN_STATUSES, PaymentsRepo
+
+_LOGGER = logging.getLogger(__name__)
+
+OXAPAY = "oxapay"
+STARS = "stars"
+STARS_PAYLOAD_PREFIX = "topup:"
+PAID_STATUSES = {"paid", "manual_accept"}
+
+
+class TopUpError(Exception):
+    """``code``: provider_unavailable, stars_disabled, not_found, not_allowed."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Outcome(StrEnum):
+    CREDITED = "credited"
+    ALREADY_CREDITED = "already_credited"
+    SUSPICIOUS = "suspicious"
+    EXPIRED = "expired"
+    UPDATED = "updated"
+    UNKNOWN = "unknown"
+    IGNORED = "ignored"
+
+
+class InvoiceGateway(Protocol):
+    async def create_invoice(
+        self,
+        amount_cents: int,
+        currency: str,
+        order_id: str,
+        lifetime_minutes: int,
+        callback_url: str,
+        description: str,
+        return_url: str | None = None,
+    ) -> Invoice: ...
+
+    async def get_payment(self, track_id: str) -> PaymentInfo: ...
+
+    async def find_payment_by_order_id(
+        self, order_id: str, *, created_after: datetime | None = None
+    ) -> PaymentInfo | None: ...
+
+
+class PaymentNotices(Protocol):
+    """Customer and admin messages; implemented in ``bot/`` where the catalogs live."""
+
+    async def topup_credited(
+        self, user_id: int, amount_cents: int, balance_cents: int, key: str
+    ) -> None: ...
+
+    async def topup_expired(self, user_id: int, amount_cents: int, key: str) -> None: ...
+
+    async def topup_under_review(self, payment: Document, received_cents: int | None) -> None: ...
+
+    async def stale_payment(self, payment: Document, *, escalation: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class TopUpConfig:
+    currency: str
+    min_cents: int
+    max_cents: int
+    lifetime_minutes: int
+    callback_url: str
+    return_url: str | None
+    stars_enabled: bool
+    crypto_enabled: bool
+    stars_per_usd: int
+    stars_lifetime_minutes: int
+    stale_after: timedelta
+    escalate_after: timedelta
+
+
+@dataclass(frozen=True)
+class CreatedTopUp:
+    payment_id: str
+    provider: str
+    amount_cents: int
+    payment_url: str | None
+    expires_at: datetime | None
+    stars: int = 0
+    payload: str = ""
+
+
+@dataclass(frozen=True)
+class StarsCheck:
+    ok: bool
+    reason: str = ""  # unknown, not_yours, expired, used, amount_mismatch
+
+
+def stars_for(amount_cents: int, stars_per_usd: int) -> int:
+    """Whole Stars for an amount in cents, rounded up so we never undercharge."""
+    return max(1, math.ceil(amount_cents * stars_per_usd / 100))
+
+
+def parse_payment_id(value: str) -> ObjectId | None:
+    try:
+        return ObjectId(value)
+    except (InvalidId, TypeError):
+        return None
+
+
+class PaymentService:
+    def __init__(
+        self,
+        payments: PaymentsRepo,
+        ledger: LedgerRepo,
+        notices: PaymentNotices,
+        config: TopUpConfig,
+        *,
+        oxapay: InvoiceGateway | None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._payments = payments
+        self._ledger = ledger
+        self._notices = notices
+        self._config = config
+        self._oxapay = oxapay
+        self._clock = clock
+
+    @property
+    def config(self) -> TopUpConfig:
+        return self._config
+
+    # -- creating top-ups -------------------------------------------------------------
+
+    async def create_oxapay_topup(self, user_id: int, amount_cents: int) -> CreatedTopUp:
+        """Records the payment first, so an invoice created by a timed-out call is found."""
+        if self._oxapay is None:
+            raise TopUpError("provider_unavailable")
+        now = self._clock()
+        order_id = f"tu{ObjectId()}"
+        payment = await self._payments.create(
+            {
+                "user_id": user_id,
+                "provider": OXAPAY,
+                "order_id": order_id,
+                "amount_cents": amount_cents,
+                "currency": self._config.currency,
+                "status": "creating",
+                "created_at": now,
+                "updated_at": now,
+                "stale_alerted_at": None,
+                "escalated_at": None,
+                "history": [{"status": "creating", "at": now}],
+            }
+        )
+        try:
+            invoice = await self._oxapay.create_invoice(
+                amount_cents,
+                self._config.currency,
+                order_id,
+                self._config.lifetime_minutes,
+                self._config.callback_url,
+                f"Balance top-up {order_id}",
+                self._config.return_url,
+            )
+        except ProviderError as exc:
+            _LOGGER.warning("invoice creation failed: %s", type(exc).__name__)
+            outcome_unknown = bool(getattr(exc, "outcome_unknown", False))
+            if not outcome_unknown:
+                await self._payments.transition(
+                    payment["_id"], from_statuses=["creating"], to_status="failed", now=now
+                )
+            # With an unknown outcome the payment stays "creating": reconciliation asks
+            # OxaPay by order_id and adopts the invoice if one was created after all.
+            raise TopUpError("provider_unavailable") from exc
+        expires_at = invoice.expires_at or now + timedelta(minutes=self._config.lifetime_minutes)
+        await self._payments.transition(
+            payment["_id"],
+            from_statuses=["creating"],
+            to_status="pending",
+            now=self._clock(),
+            fields={
+                "provider_ref": invoice.track_id,
+                "payment_url": invoice.payment_url,
+                "expires_at": expires_at,
+            },
+        )
+        return CreatedTopUp(
+            payment_id=str(payment["_id"]),
+            provider=OXAPAY,
+            amount_cents=amount_cents,
+            payment_url=invoice.payment_url,
+            expires_at=expires_at,
+        )
+
+    async def create_stars_topup(self, user_id: int, amount_cents: int) -> CreatedTopUp:
+        if not self._config.stars_enabled:
+            raise TopUpError("stars_disabled")
+        now = self._clock()
+        payment_id = ObjectId()
+        payload = f"{STARS_PAYLOAD_PREFIX}{payment_id}"
+        stars = stars_for(amount_cents, self._config.stars_per_usd)
+        expires_at = now + timedelta(minutes=self._config.stars_lifetime_minutes)
+        await self._payments.create(
+            {
+                "_id": payment_id,
+                "user_id": user_id,
+                "provider": STARS,
+                "order_id": payload,
+                "amount_cents": amount_cents,
+                "stars": stars,
+                "currency": self._config.currency,
+                "status": "pending",
+                "created_at": now,
+                "updated_at": now,
+                "expires_at": expires_at,
+                "stale_alerted_at": None,
+                "escalated_at": None,
+                "history": [{"status": "pending", "at": now}],
+            }
+        )
+        return CreatedTopUp(
+            payment_id=str(payment_id),
+            provider=STARS,
+            amount_cents=amount_cents,
+            payment_url=None,
+            expires_at=expires_at,
+            stars=stars,
+            payload=payload,
+        )
+
+    async def cancel(self, user_id: int, payment_id: str) -> bool:
+        """Withdraws the user's pending invoice (a payment arriving later is still credited)."""
+        oid = parse_payment_id(payment_id)
+        if oid is None:
+            return False
+        payment = await self._payments.get(oid)
+        if payment is None or payment["user_id"] != user_id:
+            return False
+        done = await self._payments.transition(
+            oid, from_statuses=list(OPEN_STATUSES), to_status="cancelled", now=self._clock()
+        )
+        return done is not None
+
+    async def pending_for_user(self, user_id: int) -> Document | None:
+        return await self._payments.pending_for_user(user_id)
+
+    # -- OxaPay -----------------------------------------------------------------------
+
+    async def on_oxapay_status(
+        self,
+        *,
+        track_id: str,
+        status: str,
+        paid_amount_cents: int | None,
+        source: str,
+    ) -> Outcome:
+        """One path for callbacks and reconciliation; idempotent."""
+        status = status.strip().lower()
+        now = self._clock()
+        first = await self._payments.record_event(
+            provider=OXAPAY, provider_ref=track_id, status=status, source=source, now=now
+        )
+        payment = await self._payments.by_ref(OXAPAY, track_id)
+        if payment is None:
+            _LOGGER.warning("payment notification for an unknown invoice (source=%s)", source)
+            return Outcome.UNKNOWN
+        if not first and payment["status"] == "paid":
+            return Outcome.ALREADY_CREDITED
+        if status in PAID_STATUSES:
+            if paid_amount_cents is not None and paid_amount_cents != payment["amount_cents"]:
+                return await self._flag_suspicious(payment, paid_amount_cents, status)
+            return await self._credit(payment, payment["amount_cents"], now=now)
+        if status == "underpaid":
+            return await self._flag_suspicious(payment, paid_amount_cents, status)
+        if status == "expired":
+            done = await self._payments.transition(
+                payment["_id"], from_statuses=list(OPEN_STATUSES), to_status="expired", now=now
+            )
+            if done is not None:
+                await self._notices.topup_expired(
+                    payment["user_id"], payment["amount_cents"], f"expired:{payment['_id']}"
+                )
+                return Outcome.EXPIRED
+            return Outcome.IGNORED
+        await self._payments.set_fields(
+            payment["_id"], {"provider_status": status, "updated_at": now}
+        )
+        return Outcome.UPDATED
+
+    async def _flag_suspicious(
+        self, payment: Document, received_cents: int | None, status: str
+    ) -> Outcome:
+        done = await self._payments.transition(
+            payment["_id"],
+            from_statuses=list(CREDITABLE_FROM),
+            to_status="suspicious",
+            now=self._clock(),
+            fields={"provider_status": status, "received_cents": received_cents},
+        )
+        if done is not None:
+            await self._notices.topup_under_review(done, received_cents)
+        return Outcome.SUSPICIOUS
+
+    async def _credit(self, payment: Document, amount_cents: int, *, now: datetime) -> Outcome:
+        provider = payment["provider"]
+        key = f"topup:{provider}:{payment['provider_ref']}"
+        result = await self._ledger.apply(
+            user_id=payment["user_id"],
+            amount_cents=amount_cents,
+            kind="topup",
+            key=key,
+            now=now,
+            meta={"payment_id": str(payment["_id"]), "provider": provider},
+        )
+        await self._payments.transition(
+            payment["_id"],
+            from_statuses=[*CREDITABLE_FROM, "suspicious"],
+            to_status="paid",
+            now=now,
+            fields={"paid_at": now, "credited_cents": amount_cents, "ledger_key": key},
+        )
+        # Deduplicated by key: a replay after a crash re-sends nothing already queued.
+        await self._notices.topup_credited(
+            payment["user_id"], amount_cents, result.balance_cents, key
+        )
+        return Outcome.ALREADY_CREDITED if result.replayed else Outcome.CREDITED
+
+    async def credit_reviewed(self, payment_id: str) -> tuple[Outcome, Document | None]:
+        """An admin credits what a suspicious payment actually received."""
+        oid = parse_payment_id(payment_id)
+        payment = await self._payments.get(oid) if oid else None
+        if payment is None:
+            return Outcome.UNKNOWN, None
+        if payment["status"] == "paid":
+            return Outcome.ALREADY_CREDITED, payment
+        if payment["status"] != "suspicious":
+            return Outcome.IGNORED, payment
+        amount = payment.get("received_cents") or payment["amount_cents"]
+        outcome = await self._credit(payment, int(amount), now=self._clock())
+        return outcome, await self._payments.get(payment["_id"])
+
+    async def reconcile(self, *, limit: int = 100) -> dict[str, int]:
+        """Asks OxaPay about open invoices; credits paid ones through the same path."""
+        counts: dict[str, int] = {}
+        if self._oxapay is None:
+            return counts
+        for payment in await self._payments.open_payments(OXAPAY, limit=limit):
+            try:
+                outcome = await self._reconcile_one(payment)
+            except ProviderError as exc:
+                _LOGGER.warning("reconciliation call failed: %s", type(exc).__name__)
+                outcome = "provider_error"
+            counts[str(outcome)] = counts.get(str(outcome), 0) + 1
+        return counts
+
+    async def _reconcile_one(self, payment: Document) -> str:
+        assert self._oxapay is not None
+        now = self._clock()
+        track_id = payment.get("provider_ref")
+        if track_id is None:
+            # The create call's outcome was unknown: adopt the invoice if it exists.
+            info = await self._oxapay.find_payment_by_order_id(
+                payment["order_id"], created_after=payment["created_at"] - timedelta(minutes=10)
+            )
+            if info is None:
+                if now - payment["created_at"] > timedelta(minutes=30):
+                    await self._payments.transition(
+                        payment["_id"], from_statuses=["creating"], to_status="failed", now=now
+                    )
+                    return "failed"
+                return "waiting"
+            await self._payments.transition(
+                payment["_id"],
+                from_statuses=["creating"],
+                to_status="pending",
+                now=now,
+                fields={"provider_ref": info.track_id, "expires_at": info.expires_at},
+            )
+            track_id = info.track_id
+        try:
+            info = await self._oxapay.get_payment(track_id)
+        except ProviderNotFound:
+            return "not_found"
+        outcome = await self.on_oxapay_status(
+            track_id=track_id,
+            status=info.status,
+            paid_amount_cents=info.paid_amount_cents,
+            source="reconcile",
+        )
+        return str(outcome)
+
+    async def recheck(self, payment_id: str) -> str:
+        """Asks the provider about one payment now (admin button)."""
+        oid = parse_payment_id(payment_id)
+        payment = await self._payments.get(oid) if oid else None
+        if payment is None or payment["provider"] != OXAPAY or self._oxapay is None:
+            return "not_found"
+        try:
+            return await self._reconcile_one(payment)
+        except ProviderError as exc:
+            return f"provider_error:{type(exc).__name__}"
+
+    async def alert_stale(self, *, limit: int = 100) -> int:
+        """One alert per payment pending too long, one escalation after a day."""
+        now = self._clock()
+        count = 0
+        for field, age, escalation in (
+            ("stale_alerted_at", self._config.stale_after, False),
+            ("escalated_at", self._config.escalate_after, True),
+        ):
+            for payment in await self._payments.claim_stale_alert(
+                field=field, older_than=now - age, now=now, limit=limit
+            ):
+                await self._notices.stale_payment(payment, escalation=escalation)
+                count += 1
+        return count
+
+    async def list_open(self, limit: int = 50) -> list[Document]:
+        return await self._payments.list_open(limit=limit)
+
+    async def duplicate_stats(self) -> tuple[int, int]:
+        return await self._payments.duplicate_stats()
+
+    # -- Telegram Stars -----------------------------------------------------------------
+
+    async def check_stars_checkout(
+        self, user_id: int, payload: str, currency: str, total_amount: int
+    ) -> StarsCheck:
+        payment = await self._stars_payment(payload)
+        if payment is None:
+            return StarsCheck(False, "unknown")
+        if payment["user_id"] != user_id:
+            return StarsCheck(False, "not_yours")
+        if payment["status"] != "pending":
+            return StarsCheck(False, "used")
+        if payment["expires_at"] <= self._clock():
+            return StarsCheck(False, "expired")
+        if currency != "XTR" or total_amount != payment["stars"]:
+            return StarsCheck(False, "amount_mismatch")
+        return StarsCheck(True)
+
+    async def on_stars_paid(
+        self, user_id: int, payload: str, charge_id: str, total_amount: int
+    ) -> Outcome:
+        """Credits a successful Stars payment once, by ``telegram_payment_charge_id``."""
+        payment = await self._stars_payment(payload)
+        if payment is None or payment["user_id"] != user_id:
+            _LOGGER.error("successful Stars payment with an unknown payload")
+            return Outcome.UNKNOWN
+        now = self._clock()
+        if payment.get("provider_ref") not in (None, charge_id):
+            _LOGGER.error("a second Stars charge for one payload; needs review")
+            return await self._flag_suspicious(payment, None, "double_charge")
+        if payment.get("provider_ref") is None:
+            await self._payments.set_fields(
+                payment["_id"], {"provider_ref": charge_id, "stars_paid": total_amount}
+            )
+            payment = {**payment, "provider_ref": charge_id}
+        return await self._credit(payment, payment["amount_cents"], now=now)
+
+    async def _stars_payment(self, payload: str) -> Document | None:
+        if not payload.startswith(STARS_PAYLOAD_PREFIX):
+            return None
+        oid = parse_payment_id(payload.removeprefix(STARS_PAYLOAD_PREFIX))
+        if oid is None:
+            return None
+        payment = await self._payments.get(oid)
+        if payment is None or payment["provider"] != STARS:
+            return None
+        return payment
+
+    async def refund_stars(
+        self,
+        payment_id: str,
+        refund: Callable[[int, str], Awaitable[Any]],
+    ) -> tuple[str, Document | None]:
+        """Debits the ledger once, then asks Telegram to refund; compensates if it fails.
+
+        Returns ``(result, payment)``; result is refunded, already_refunded, not_found,
+        not_paid, in_progress or insufficient_balance.
+        """
+        oid = parse_payment_id(payment_id)
+        payment = await self._payments.get(oid) if oid else None
+        if payment is None or payment["provider"] != STARS:
+            return "not_found", payment
+        if payment["status"] == "refunded":
+            return "already_refunded", payment
+        if payment["status"] != "paid":
+            return "not_paid", payment
+        now = self._clock()
+        claimed = await self._payments.claim_refund(payment["_id"], now=now)
+        if claimed is None:
+            return "in_progress", payment
+        charge_id = str(payment["provider_ref"])
+        attempt = int(claimed["refund_attempts"])
+        amount = int(payment["credited_cents"])
+        meta = {"payment_id": str(payment["_id"])}
+        try:
+            await self._ledger.apply(
+                user_id=payment["user_id"],
+                amount_cents=-amount,
+                kind="refund",
+                key=f"stars-refund:{charge_id}:{attempt}",
+                now=now,
+                meta=meta,
+            )
+        except InsufficientFunds:
+            await self._payments.release_refund(payment["_id"])
+            return "insufficient_balance", payment
+        try:
+            await refund(payment["user_id"], charge_id)
+        except Exception:
+            # Telegram did not refund: give the money back, keyed to this attempt.
+            await self._ledger.apply(
+                user_id=payment["user_id"],
+                amount_cents=amount,
+                kind="compensation",
+                key=f"stars-refund-compensation:{charge_id}:{attempt}",
+                now=now,
+                meta=meta,
+            )
+            await self._payments.release_refund(payment["_id"])
+            raise
+        done = await self._payments.transition(
+            payment["_id"],
+            from_statuses=["paid"],
+            to_status="refunded",
+            now=now,
+            fields={"refunded_at": now},
+        )
+        return "refunded", done

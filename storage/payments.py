@@ -1,0 +1,148 @@
+"""``payments``: top-up invoices (OxaPay) and Stars payments, one document per invoice.
+
+Status machine (every transition is a conditional update):
+``creating`` → ``pending`` → ``paid`` | ``expired`` | ``cancelled`` | ``suspicious`` | ``failed``;
+``suspicious`` → ``paid`` (an admin credits the received amount); ``paid`` → ``refunded``.
+A payment that is ``cancelled`` or ``expired`` locally but reported paid by the provider is
+still credited: money that arrived is never ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+
+from storage.client import Document, aggregate
+
+OPEN_STATUSES = ("creating", "pending")
+CREDITABLE_FROM = ("creating", "pending", "cancelled", "expired", "failed")
+
+
+class PaymentsRepo:
+    def __init__(self, db: Any) -> None:
+        self.col = db["payments"]
+        self.events = db["payment_events"]
+
+    async def create(self, doc: Document) -> Document:
+        doc = {"_id": ObjectId(), **doc}
+        await self.col.insert_one(doc)
+        return doc
+
+    async def get(self, payment_id: ObjectId) -> Document | None:
+        doc: Document | None = await self.col.find_one({"_id": payment_id})
+        return doc
+
+    async def by_ref(self, provider: str, provider_ref: str) -> Document | None:
+        doc: Document | None = await self.col.find_one(
+            {"provider": provider, "provider_ref": provider_ref}
+        )
+        return doc
+
+    async def transition(
+        self,
+        payment_id: ObjectId,
+        *,
+        from_statuses: Sequence[str],
+        to_status: str,
+        now: datetime,
+        fields: dict[str, Any] | None = None,
+    ) -> Document | None:
+        """Moves the payment to ``to_status`` only from one of ``from_statuses``."""
+        doc: Document | None = await self.col.find_one_and_update(
+            {"_id": payment_id, "status": {"$in": list(from_statuses)}},
+            {
+                "$set": {"status": to_status, "updated_at": now, **(fields or {})},
+                "$push": {"history": {"status": to_status, "at": now}},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc
+
+    async def claim_refund(self, payment_id: ObjectId, *, now: datetime) -> Document | None:
+        """Marks a paid payment as being refunded; only one refund runs at a time."""
+        doc: Document | None = await self.col.find_one_and_update(
+            {"_id": payment_id, "status": "paid", "refund_started_at": None},
+            {"$set": {"refund_started_at": now}, "$inc": {"refund_attempts": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc
+
+    async def release_refund(self, payment_id: ObjectId) -> None:
+        await self.col.update_one({"_id": payment_id}, {"$set": {"refund_started_at": None}})
+
+    async def set_fields(self, payment_id: ObjectId, fields: dict[str, Any]) -> None:
+        await self.col.update_one({"_id": payment_id}, {"$set": fields})
+
+    async def record_event(
+        self, *, provider: str, provider_ref: str, status: str, source: str, now: datetime
+    ) -> bool:
+        """Counts a provider notification; False when the same one was seen before."""
+        key = f"{provider}:{provider_ref}:{status}:{source}"
+        result = await self.events.update_one(
+            {"_id": key},
+            {"$inc": {"count": 1}, "$setOnInsert": {"first_at": now}, "$set": {"last_at": now}},
+            upsert=True,
+        )
+        return result.upserted_id is not None
+
+    async def pending_for_user(self, user_id: int) -> Document | None:
+        doc: Document | None = await self.col.find_one(
+            {"user_id": user_id, "status": {"$in": list(OPEN_STATUSES)}},
+            sort=[("created_at", DESCENDING)],
+        )
+        return doc
+
+    async def open_payments(self, provider: str, *, limit: int) -> list[Document]:
+        cursor = (
+            self.col.find({"provider": provider, "status": {"$in": list(OPEN_STATUSES)}})
+            .sort("created_at", ASCENDING)
+            .limit(limit)
+        )
+        return [doc async for doc in cursor]
+
+    async def claim_stale_alert(
+        self, *, field: str, older_than: datetime, now: datetime, limit: int
+    ) -> list[Document]:
+        """Marks (once) open payments created before ``older_than`` and returns them."""
+        cursor = self.col.find(
+            {
+                "status": {"$in": list(OPEN_STATUSES)},
+                "created_at": {"$lte": older_than},
+                field: None,
+            },
+            {"_id": 1},
+        ).limit(limit)
+        ids = [doc["_id"] async for doc in cursor]
+        claimed: list[Document] = []
+        for pid in ids:
+            doc = await self.col.find_one_and_update(
+                {"_id": pid, field: None, "status": {"$in": list(OPEN_STATUSES)}},
+                {"$set": {field: now}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                claimed.append(doc)
+        return claimed
+
+    async def list_open(self, *, limit: int) -> list[Document]:
+        cursor = (
+            self.col.find({"status": {"$in": [*OPEN_STATUSES, "suspicious"]}})
+            .sort("created_at", ASCENDING)
+            .limit(limit)
+        )
+        return [doc async for doc in cursor]
+
+    async def duplicate_stats(self) -> tuple[int, int]:
+        """(notifications received, of which duplicates)."""
+        rows = await aggregate(
+            self.events,
+            [{"$group": {"_id": None, "total": {"$sum": "$count"}, "unique": {"$sum": 1}}}],
+        )
+        if not rows:
+            return 0, 0
+        total, unique = int(rows[0]["total"]), int(rows[0]["unique"])
+        return total, total - unique
