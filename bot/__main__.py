@@ -77,6 +77,25 @@ def cmd_ensure_indexes(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_ledger(args: argparse.Namespace) -> int:
+    """Checks balance == sum(ledger) for every user; exit 1 on any mismatch."""
+    settings = _settings_or_exit()
+    try:
+        settings.secrets.require("MONGO_URL")
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _configure_logging(settings)
+    from bot.application import build_storage
+
+    assert settings.secrets.mongo_url is not None
+    storage = build_storage(settings, settings.secrets.mongo_url.get_secret_value())
+
+    from bot.audit import run_audit
+
+    return asyncio.run(run_audit(storage, repair=not args.no_repair))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
     _configure_logging(settings, fmt="console")
@@ -98,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("ensure-indexes", help="create MongoDB indexes").set_defaults(
         func=cmd_ensure_indexes
     )
+    audit = sub.add_parser("audit-ledger", help="check balance == sum(ledger) for all users")
+    audit.add_argument(
+        "--no-repair", action="store_true", help="do not apply pending entries first"
+    )
+    audit.set_defaults(func=cmd_audit_ledger)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
