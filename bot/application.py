@@ -23,20 +23,26 @@ from bot.notices import BotNotices
 from bot.sessions import SessionConversationHandler
 from bot.settings import Settings
 from bot.update_processor import PerChatUpdateProcessor
+from conversations.order import build_order_conversation
 from conversations.support import build_support_conversation
 from conversations.topup import build_topup_conversation
-from handlers import balance, gates, payments, start
+from handlers import balance, gates, labels, orders_stale, payments, start
 from handlers.admin import payments as admin_payments
 from handlers.errors import error_handler
 from jobs.registry import schedule_jobs
 from providers.payments.oxapay import OxaPayClient
+from providers.shipping.shipstation import ShipStationClient
 from services.audit import AuditService
 from services.balance import BalanceService
 from services.clock import Clock, utc_now
 from services.notifications import Notifier, OutboxDelivery
+from services.orders import OrderConfig, OrderService
 from services.payments import PaymentService, TopUpConfig
+from services.pricing import PricingRules
+from services.purchase import PurchaseService
 from services.runtime import RuntimeFlags
 from services.sessions import SessionService
+from services.shipping import ShippingGateway
 from services.users import UserService
 from storage.client import MongoOptions
 from storage.indexes import IndexOptions
@@ -55,6 +61,8 @@ BotApplication = Application[Any, BotContext, Any, Any, BotData, Any]
 BOT_COMMANDS = (
     ("start", "Main menu"),
     ("help", "How it works"),
+    ("order", "Buy a shipping label"),
+    ("labels", "My labels"),
     ("balance", "Balance and history"),
     ("topup", "Top up the balance"),
     ("support", "Contact support"),
@@ -80,7 +88,8 @@ def build_storage(settings: Settings, url: str) -> Storage:
 
 
 def build_conversations() -> list[SessionConversationHandler]:
-    return [build_topup_conversation(), build_support_conversation()]
+    # Top-up first: started from the order review it runs while the order waits.
+    return [build_topup_conversation(), build_order_conversation(), build_support_conversation()]
 
 
 def build_application(
@@ -167,6 +176,8 @@ def _register_handlers(application: BotApplication) -> None:
             *conversations,
             *start.build_handlers(),
             *balance.build_handlers(),
+            *labels.build_handlers(),
+            *orders_stale.build_handlers(),
             *payments.build_handlers(),
             *admin_payments.build_handlers(settings),
             *payments.build_fallback_handlers(),
@@ -203,9 +214,15 @@ async def _post_init(application: BotApplication) -> None:
     if oxapay is not None:
         await oxapay.start()
         data.extras["oxapay"] = oxapay
+    runtime = RuntimeFlags(
+        storage.runtime_settings, clock=clock, default_api_mode=settings.shipping.default_api_mode
+    )
+    gateway = ShippingGateway(_build_shipstation(settings, notifier), runtime.api_mode)
+    data.extras["shipping"] = gateway
+    ship = settings.shipping
     data.services = Services(
         users=users,
-        runtime=RuntimeFlags(storage.runtime_settings, clock=clock),
+        runtime=runtime,
         notifier=notifier,
         outbox=OutboxDelivery(
             storage.outbox,
@@ -229,6 +246,32 @@ async def _post_init(application: BotApplication) -> None:
             clock=clock,
         ),
         audit=AuditService(storage.audit, clock=clock),
+        orders=OrderService(
+            storage.orders,
+            storage.templates,
+            storage.users,
+            gateway,
+            OrderConfig(
+                pricing=PricingRules(
+                    markup_percent=ship.markup_percent, markup_fixed_cents=ship.markup_fixed_cents
+                ),
+                rates_max_age=timedelta(minutes=ship.rates_max_age_minutes),
+                session_ttl=timedelta(minutes=settings.sessions.ttl_minutes),
+                min_weight_oz=ship.min_weight_oz,
+                max_weight_oz=ship.max_weight_oz,
+                max_side_in=ship.max_side_in,
+                templates_per_user=ship.templates_per_user,
+            ),
+            clock=clock,
+        ),
+        purchase=PurchaseService(
+            storage.orders,
+            storage.ledger,
+            gateway,
+            notices,
+            recovery_after=timedelta(seconds=ship.recovery_after_seconds),
+            clock=clock,
+        ),
     )
     schedule_jobs(application, settings, in_memory=storage.mongo.in_memory)
     await application.bot.set_my_commands([BotCommand(name, desc) for name, desc in BOT_COMMANDS])
@@ -279,7 +322,42 @@ def _build_oxapay(settings: Settings, notifier: Notifier) -> OxaPayClient | None
     )
 
 
+def _build_shipstation(settings: Settings, notifier: Notifier) -> dict[str, ShipStationClient]:
+    """One client per configured key; a mode without a key is unavailable."""
+    ship = settings.shipping
+    secrets = settings.secrets
+    keys = {"test": secrets.shipstation_test_api_key, "production": secrets.shipstation_api_key}
+
+    async def circuit_changed(provider: str, old: object, new: object) -> None:
+        await notifier.alert_admins(
+            f"⚠️ Provider {provider}: circuit {old} → {new}",
+            dedup_key=f"circuit:{provider}:{new}",
+            windowed=True,
+        )
+
+    clients: dict[str, ShipStationClient] = {}
+    for mode, secret in keys.items():
+        if secret is None or not secret.get_secret_value():
+            _LOGGER.warning("no ShipStation key for %s mode: that mode is unavailable", mode)
+            continue
+        value = secret.get_secret_value()
+        clients[mode] = ShipStationClient(
+            ship.base_url,
+            lambda value=value: value,  # type: ignore[misc]
+            timeout_total=ship.timeout_seconds,
+            purchase_timeout=ship.purchase_timeout_seconds,
+            max_attempts=ship.max_attempts,
+            failure_threshold=ship.failure_threshold,
+            recovery_timeout=ship.recovery_timeout_seconds,
+            on_state_change=circuit_changed,
+        )
+    return clients
+
+
 async def _post_shutdown(application: BotApplication) -> None:
+    gateway = application.bot_data.extras.pop("shipping", None)
+    if isinstance(gateway, ShippingGateway):
+        await gateway.close()
     oxapay = application.bot_data.extras.pop("oxapay", None)
     if isinstance(oxapay, OxaPayClient):
         await oxapay.close()

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from services.audit import AuditService
     from services.balance import BalanceService
     from services.notifications import Notifier, OutboxDelivery
+    from services.orders import OrderService
     from services.payments import PaymentService
+    from services.purchase import PurchaseService
     from services.runtime import RuntimeFlags
     from services.sessions import SessionService
     from services.users import UserService
@@ -37,6 +39,8 @@ class Services:
     balance: BalanceService
     payments: PaymentService
     audit: AuditService
+    orders: OrderService
+    purchase: PurchaseService
 
 
 @dataclass

@@ -23,6 +23,10 @@ def inline(rows: Sequence[Sequence[Button]]) -> InlineKeyboardMarkup:
 
 
 MAIN_MENU_ITEMS: tuple[tuple[str, str], ...] = (
+    ("menu.order", "menu:order"),
+    ("menu.labels", "menu:labels"),
+    ("menu.balance", "menu:balance"),
+    ("menu.topup", "menu:topup"),
     ("menu.support", "menu:support"),
     ("menu.language", "menu:language"),
     ("menu.help", "menu:help"),

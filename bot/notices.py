@@ -101,3 +101,43 @@ class BotNotices:
             text = i18n.t(lang, "admin.payment.stale", minutes=minutes, **common)
         kind = "escalation" if escalation else "stale"
         await self._notifier.alert_admins(text, dedup_key=f"{kind}:{payment['_id']}")
+
+    async def label_compensated(self, order: Document, reason: str, *, tell_user: bool) -> None:
+        """Purchase failed after the debit: admins are told, and the customer when they
+        are not in the chat waiting for the answer."""
+        user_id = order["user_id"]
+        lang = await self._lang(user_id)
+        i18n = self._i18n
+        reason_key = f"order.failed_reason.{reason}"
+        if reason_key not in i18n.catalogs[i18n.default].messages:
+            reason_key = "order.failed_reason.other"
+        price = int(order.get("price_cents") or 0)
+        if tell_user:
+            await self._notifier.notify_user(
+                user_id,
+                i18n.t(
+                    lang,
+                    "order.compensated",
+                    reason=i18n.t(lang, reason_key),
+                    price=i18n.money(lang, price),
+                ),
+                dedup_key=f"compensated:{order['_id']}",
+            )
+        admin = i18n.default
+        await self._notifier.alert_admins(
+            i18n.t(
+                admin,
+                "admin.order.compensated",
+                order_id=str(order["_id"]),
+                user_id=user_id,
+                reason=reason,
+                price=i18n.money(admin, price),
+            ),
+            dedup_key=f"compensated:{order['_id']}",
+        )
+
+    async def label_recovered(self, order: Document) -> None:
+        user_id = order["user_id"]
+        lang = await self._lang(user_id)
+        text = self._i18n.t(lang, "order.recovered", tracking=str(order.get("tracking_number")))
+        await self._notifier.notify_user(user_id, text, dedup_key=f"recovered:{order['_id']}")

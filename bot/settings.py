@@ -8,6 +8,7 @@ environment variables and are ``SecretStr`` so they never render in logs or repr
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -116,6 +117,25 @@ class PaymentsSettings(_Section):
     stars: StarsSettings = StarsSettings()
 
 
+class ShippingSettings(_Section):
+    base_url: str = "https://api.shipstation.com"
+    default_api_mode: Literal["test", "production"] = "test"
+    markup_percent: Decimal = Field(Decimal("15"), ge=0, le=500)
+    markup_fixed_cents: int = Field(50, ge=0)
+    rates_max_age_minutes: int = Field(15, ge=1)
+    min_weight_oz: int = Field(2, ge=1)  # 0.1 lb rounds up to 2 oz
+    max_weight_oz: int = Field(2400, ge=1)  # 150 lb
+    max_side_in: Decimal = Field(Decimal("108"), gt=0)
+    timeout_seconds: float = Field(20, gt=0)
+    purchase_timeout_seconds: float = Field(60, gt=0)
+    max_attempts: int = Field(3, ge=1, le=10)
+    failure_threshold: int = Field(5, ge=1)
+    recovery_timeout_seconds: float = Field(30, gt=0)
+    recovery_after_seconds: int = Field(120, ge=10)
+    recovery_interval_seconds: float = Field(60, gt=0)
+    templates_per_user: int = Field(20, ge=1, le=100)
+
+
 class Role(StrEnum):
     OWNER = "owner"
     ADMIN = "admin"
@@ -176,6 +196,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     i18n: I18nSettings = I18nSettings()
     payments: PaymentsSettings = PaymentsSettings()
+    shipping: ShippingSettings = ShippingSettings()
     admins: tuple[AdminEntry, ...] = ()
     support_contact: str = "@shiplabel_support"
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)

@@ -7,6 +7,7 @@ from typing import Any
 from telegram.ext import Application
 
 from bot.settings import Settings
+from jobs.orders import recover_purchases_job
 from jobs.outbox import deliver_outbox_job
 from jobs.payments import reconcile_payments_job, stale_payments_job
 from jobs.sessions import expire_sessions_job, purge_expired_job
@@ -24,6 +25,7 @@ def schedule_jobs(
         ("sessions:expire", expire_sessions_job, settings.sessions.sweep_interval_seconds),
         ("payments:reconcile", reconcile_payments_job, payments.reconcile_interval_seconds),
         ("payments:stale", stale_payments_job, 60.0),
+        ("orders:recover", recover_purchases_job, settings.shipping.recovery_interval_seconds),
     ]
     if in_memory:
         jobs.append(("storage:purge-expired", purge_expired_job, 60.0))

@@ -50,6 +50,8 @@ def parse_amount(text: str, language: str, limits: AmountLimits) -> int:
         raise AmountError("not_a_number") from exc
     if not value.is_finite():
         raise AmountError("not_a_number")
+    if value * 100 > limits.max_cents:
+        raise AmountError("too_large", max_cents=limits.max_cents)
     if value != value.quantize(Decimal("0.01")):
         raise AmountError("too_many_decimals")
     cents = int(value * 100)

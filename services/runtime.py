@@ -26,7 +26,11 @@ class RuntimeFlags:
         cache_seconds: float = 2.0,
         clock: Clock = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        default_api_mode: str = "test",
     ) -> None:
+        self._default_mode = default_api_mode
+        self._mode: str | None = None
+        self._mode_at = 0.0
         self._repo = repo
         self._cache_seconds = cache_seconds
         self._clock = clock
@@ -44,6 +48,20 @@ class RuntimeFlags:
             )
             self._cached_at = now
         return self._cached
+
+    async def api_mode(self) -> str:
+        """The carrier API mode (``test`` or ``production``), cached like maintenance."""
+        now = self._monotonic()
+        if self._mode is None or now - self._mode_at > self._cache_seconds:
+            doc = await self._repo.get()
+            self._mode = str(doc.get("carrier_api_mode") or self._default_mode)
+            self._mode_at = now
+        return self._mode
+
+    async def set_api_mode(self, mode: str) -> str:
+        before = await self._repo.set_fields({"carrier_api_mode": mode}, now=self._clock())
+        self._mode = None
+        return str(before.get("carrier_api_mode") or self._default_mode)
 
     async def set_maintenance(self, enabled: bool, message: str | None) -> Maintenance:
         """Switches maintenance mode; returns the previous state."""

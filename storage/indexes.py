@@ -58,6 +58,19 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
             IndexModel([("user_id", ASCENDING), ("created_at", ASCENDING)], name="user_created"),
             IndexModel([("status", ASCENDING), ("created_at", ASCENDING)], name="status_created"),
         ],
+        "orders": [
+            IndexModel([("user_id", ASCENDING), ("status", ASCENDING), ("created_at", -1)],
+                       name="user_status_created"),
+            IndexModel([("status", ASCENDING), ("purchase_started_at", ASCENDING)],
+                       name="status_purchase_started"),
+            IndexModel([("tracking_number", ASCENDING)], name="tracking_number", sparse=True),
+            IndexModel([("label_id", ASCENDING)], name="label_id", sparse=True),
+            IndexModel([("created_at", ASCENDING)], name="created_at"),
+        ],
+        "templates": [
+            IndexModel([("user_id", ASCENDING), ("name_key", ASCENDING)],
+                       name="user_name_unique", unique=True),
+        ],
         "outbox": [
             IndexModel(
                 [("dedup_key", ASCENDING)],

@@ -10,11 +10,13 @@ from storage.audit import AuditRepo
 from storage.client import Mongo, MongoOptions
 from storage.indexes import IndexOptions, ensure_indexes
 from storage.ledger import LedgerRepo
+from storage.orders import OrdersRepo
 from storage.outbox import OutboxRepo
 from storage.payments import PaymentsRepo
 from storage.processed_updates import ProcessedUpdatesRepo
 from storage.runtime_settings import RuntimeSettingsRepo
 from storage.sessions import SessionsRepo
+from storage.templates import TemplatesRepo
 from storage.users import UsersRepo
 
 
@@ -62,6 +64,8 @@ class Storage:
             self.ledger = LedgerRepo(db)
             self.payments = PaymentsRepo(db)
             self.audit = AuditRepo(db)
+            self.orders = OrdersRepo(db)
+            self.templates = TemplatesRepo(db)
             self._started = True
             return self
 

@@ -136,12 +136,14 @@ async def test_paid_callback_credits_once_and_user_told(env: PayEnv) -> None:
     assert await env.balance() == 2500
     assert len(await env.ledger()) == 1
     await env.harness.emulator.wait_until(
-        lambda: any("Payment received" in m.content
-                    for m in env.harness.emulator.sent_messages(CUSTOMER)),
+        lambda: any(
+            "Payment received" in m.content for m in env.harness.emulator.sent_messages(CUSTOMER)
+        ),
         timeout=15,
     )
-    credited = [m for m in env.harness.emulator.sent_messages(CUSTOMER)
-                if "Payment received" in m.content]
+    credited = [
+        m for m in env.harness.emulator.sent_messages(CUSTOMER) if "Payment received" in m.content
+    ]
     assert len(credited) == 1 and "$25.00" in credited[0].content
     await env.audit_ok()
 
@@ -191,8 +193,9 @@ async def test_expired_invoice_not_credited_and_user_told(env: PayEnv) -> None:
     assert await env.balance() == 0
     assert (await env.payment())["status"] == "expired"
     await env.harness.emulator.wait_until(
-        lambda: any("expired unpaid" in m.content
-                    for m in env.harness.emulator.sent_messages(CUSTOMER)),
+        lambda: any(
+            "expired unpaid" in m.content for m in env.harness.emulator.sent_messages(CUSTOMER)
+        ),
         timeout=15,
     )
 
@@ -254,8 +257,11 @@ async def _stars_invoice(env: PayEnv) -> tuple[str, int]:
 async def test_stars_precheckout_refuses_bad_payloads(env: PayEnv) -> None:
     h = env.harness
     payload, stars = await _stars_invoice(env)
-    for bad_payload, amount in [("topup:ffffffffffffffffffffffff", stars), ("junk", stars),
-                                (payload, stars + 1)]:
+    for bad_payload, amount in [
+        ("topup:ffffffffffffffffffffffff", stars),
+        ("junk", stars),
+        (payload, stars + 1),
+    ]:
         h.emulator.send_pre_checkout_query(
             CUSTOMER, currency="XTR", total_amount=amount, payload=bad_payload
         )

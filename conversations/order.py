@@ -1,0 +1,599 @@
+"""Buying a label: sender → recipient → weight → size → rate → review → pay → label.
+
+State diagram: ``order.mmd``. The position is derived from the draft in MongoDB: after
+every input the flow asks for the first thing the draft still lacks, so editing a part
+from the review (which clears that part and the quotes) comes back to the review on its
+own. Buttons carry the draft id, so a button of an older order is recognised as stale.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Any
+
+from telegram import InputFile, Update
+from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
+
+from bot.context import BotContext
+from bot.i18n import I18n
+from bot.keyboards import Button, cancel_button, inline, main_menu
+from bot.sessions import SessionConversationHandler
+from conversations.common import cancel_handlers, conversation_key, leave_others
+from handlers.common import ack, lang_of, reply
+from providers.errors import ProviderError, ProviderRejected
+from services import addresses
+from services.addresses import FieldError
+from services.orders import SIDES, RatesUnavailable, address_of, missing_fields
+from services.shipping import CarrierUnavailable
+from storage.client import Document
+
+_LOGGER = logging.getLogger(__name__)
+
+NAME = "order"
+STEPS = 6
+
+
+class OrderState(StrEnum):
+    AWAITING_ADDRESS_FIELD = "awaiting_address_field"
+    AWAITING_WEIGHT = "awaiting_weight"
+    AWAITING_DIMENSIONS = "awaiting_dimensions"
+    AWAITING_RATE = "awaiting_rate"
+    AWAITING_CONFIRMATION = "awaiting_confirmation"
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+
+def field_error(i18n: I18n, lang: str, error: FieldError) -> str:
+    params: dict[str, Any] = {"limit": "", "min": "", "max": "", "value": ""}
+    params.update({k: str(v) for k, v in error.params.items()})
+    key = f"field.error.{error.code}"
+    if key not in i18n.catalogs[i18n.default].messages:
+        key = "field.error.invalid"
+    return i18n.t(lang, key, **params)
+
+
+def format_address(address: dict[str, Any]) -> str:
+    lines = [
+        address.get("name"),
+        address.get("street1"),
+        address.get("street2"),
+        " ".join(
+            part
+            for part in (
+                f"{address.get('city', '')},".strip(",") if address.get("city") else "",
+                address.get("state") or "",
+                address.get("postal_code") or "",
+            )
+            if part
+        ),
+        address.get("phone"),
+    ]
+    return "\n".join(str(line) for line in lines if line)
+
+
+def format_weight(ounces: int) -> str:
+    pounds, rest = divmod(int(ounces), 16)
+    if pounds and rest:
+        return f"{pounds} lb {rest} oz"
+    return f"{pounds} lb" if pounds else f"{rest} oz"
+
+
+def _days(i18n: I18n, lang: str, days: object) -> str:
+    if isinstance(days, int) and days > 0:
+        return i18n.t(lang, "order.days", days=days)
+    return i18n.t(lang, "order.days_unknown")
+
+
+def _draft_button(i18n: I18n, lang: str, key: str, action: str, draft: Document) -> Button:
+    return (i18n.t(lang, key), f"order:{action}:{draft['_id']}")
+
+
+# -- navigation --------------------------------------------------------------------------
+
+
+async def _advance(update: Update, context: BotContext, draft: Document) -> OrderState:
+    """Asks for the first thing the draft lacks, or shows rates / the review."""
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    for index, side in enumerate(SIDES):
+        missing = missing_fields(address_of(draft, side))
+        if missing:
+            await _ask_field(update, context, draft, side, missing[0], step=index + 1)
+            return OrderState.AWAITING_ADDRESS_FIELD
+    parcel = draft.get("parcel") or {}
+    cancel = cancel_button(i18n, lang, "order:cancel")
+    if "weight_oz" not in parcel:
+        await reply(
+            update, context, i18n.t(lang, "order.ask_weight", steps=STEPS), inline([cancel])
+        )
+        return OrderState.AWAITING_WEIGHT
+    if "length_in" not in parcel:
+        text = i18n.t(lang, "order.ask_dimensions", steps=STEPS)
+        await reply(update, context, text, inline([cancel]))
+        return OrderState.AWAITING_DIMENSIONS
+    if not draft.get("rates"):
+        return await _load_rates(update, context, draft)
+    if not draft.get("rate"):
+        return await _show_rates(update, context, draft)
+    return await _show_summary(update, context, draft)
+
+
+async def _ask_field(
+    update: Update, context: BotContext, draft: Document, side: str, field: str, *, step: int
+) -> None:
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    text = i18n.t(
+        lang,
+        "order.ask_field",
+        step=step,
+        steps=STEPS,
+        side=i18n.t(lang, f"order.side.{side}"),
+        field=i18n.t(lang, f"order.field.{field}"),
+    )
+    rows: list[list[Button]] = []
+    if field == addresses.ADDRESS_FIELDS[0] and not address_of(draft, side):
+        text += "\n\n" + i18n.t(lang, "order.paste_hint")
+        user = update.effective_user
+        assert user is not None
+        for template in (await context.services.orders.templates(user.id))[:8]:
+            rows.append([(f"📇 {template['name']}", f"order:tpl:{template['_id']}")])
+    if field in addresses.SKIPPABLE_FIELDS:
+        rows.append([(i18n.t(lang, "order.skip"), "order:skip")])
+    rows.append(cancel_button(i18n, lang, "order:cancel"))
+    await reply(update, context, text, inline(rows))
+
+
+async def _load_rates(update: Update, context: BotContext, draft: Document) -> OrderState:
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    retry = inline(
+        [
+            [_draft_button(i18n, lang, "order.retry", "retry", draft)],
+            cancel_button(i18n, lang, "order:cancel"),
+        ]
+    )
+    try:
+        draft = await context.services.orders.fetch_rates(draft)
+    except RatesUnavailable:
+        await reply(
+            update,
+            context,
+            i18n.t(lang, "order.no_rates"),
+            _summary_edit_markup(i18n, lang, draft),
+        )
+        return OrderState.AWAITING_CONFIRMATION
+    except ProviderRejected as exc:
+        if exc.code == "invalid_address":
+            text = i18n.t(lang, "order.invalid_address", message=exc.message)
+            await reply(update, context, text, _summary_edit_markup(i18n, lang, draft))
+            return OrderState.AWAITING_CONFIRMATION
+        await reply(
+            update,
+            context,
+            i18n.t(lang, "order.no_rates"),
+            _summary_edit_markup(i18n, lang, draft),
+        )
+        return OrderState.AWAITING_CONFIRMATION
+    except (ProviderError, CarrierUnavailable):
+        await reply(update, context, i18n.t(lang, "order.carrier_unavailable"), retry)
+        return OrderState.AWAITING_CONFIRMATION
+    return await _show_rates(update, context, draft)
+
+
+async def _show_rates(update: Update, context: BotContext, draft: Document) -> OrderState:
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    rows: list[list[Button]] = []
+    for index, rate in enumerate(draft.get("rates") or []):
+        label = i18n.t(
+            lang,
+            "order.rate_button",
+            price=i18n.money(lang, rate["price_cents"]),
+            carrier=rate["carrier"],
+            service=rate["service"],
+            days=_days(i18n, lang, rate.get("delivery_days")),
+        )
+        rows.append([(label[:64], f"order:rate:{draft['_id']}:{index}")])
+    rows.append(cancel_button(i18n, lang, "order:cancel"))
+    await reply(update, context, i18n.t(lang, "order.choose_rate", steps=STEPS), inline(rows))
+    return OrderState.AWAITING_RATE
+
+
+def _summary_edit_markup(i18n: I18n, lang: str, draft: Document) -> Any:
+    return inline(
+        [
+            [
+                _draft_button(i18n, lang, "order.edit_from", "edit-from", draft),
+                _draft_button(i18n, lang, "order.edit_to", "edit-to", draft),
+            ],
+            [_draft_button(i18n, lang, "order.edit_parcel", "edit-parcel", draft)],
+            cancel_button(i18n, lang, "order:cancel"),
+        ]
+    )
+
+
+async def _show_summary(
+    update: Update, context: BotContext, draft: Document, note: str = ""
+) -> OrderState:
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    user = update.effective_user
+    assert user is not None
+    balance = await context.services.balance.balance_cents(user.id)
+    rate = draft["rate"]
+    parcel = draft["parcel"]
+    price = i18n.money(lang, draft["price_cents"])
+    text = i18n.t(
+        lang,
+        "order.summary",
+        steps=STEPS,
+        from_address=format_address(address_of(draft, "from")),
+        to_address=format_address(address_of(draft, "to")),
+        weight=format_weight(parcel["weight_oz"]),
+        dimensions=f"{parcel['length_in']}×{parcel['width_in']}×{parcel['height_in']}",
+        carrier=rate["carrier"],
+        service=rate["service"],
+        days=_days(i18n, lang, rate.get("delivery_days")),
+        price=price,
+        balance=i18n.money(lang, balance),
+    )
+    if note:
+        text = f"{note}\n\n{text}"
+    markup = inline(
+        [
+            [(i18n.t(lang, "order.pay", price=price), f"order:pay:{draft['_id']}")],
+            [
+                _draft_button(i18n, lang, "order.edit_from", "edit-from", draft),
+                _draft_button(i18n, lang, "order.edit_to", "edit-to", draft),
+            ],
+            [
+                _draft_button(i18n, lang, "order.edit_parcel", "edit-parcel", draft),
+                _draft_button(i18n, lang, "order.edit_rate", "edit-rate", draft),
+            ],
+            cancel_button(i18n, lang, "order:cancel"),
+        ]
+    )
+    await reply(update, context, text, markup)
+    return OrderState.AWAITING_CONFIRMATION
+
+
+# -- callbacks ---------------------------------------------------------------------------
+
+
+async def _current_draft(update: Update, context: BotContext) -> Document | None:
+    user = update.effective_user
+    assert user is not None
+    return await context.services.orders.draft(user.id)
+
+
+async def _lost_draft(update: Update, context: BotContext) -> int:
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    await reply(update, context, i18n.t(lang, "order.no_draft"), main_menu(i18n, lang))
+    return SessionConversationHandler.END
+
+
+async def start(update: Update, context: BotContext) -> OrderState:
+    """Starts a new draft and asks for the sender's name (or a pasted address)."""
+    await ack(update)
+    user = update.effective_user
+    assert user is not None
+    leave_others(context, conversation_key(update), keep={NAME})
+    draft = await context.services.orders.start_draft(user.id)
+    return await _advance(update, context, draft)
+
+
+async def receive_text(update: Update, context: BotContext) -> OrderState | int:
+    """Stores an address field, or a whole pasted address, and asks for what is next."""
+    message = update.effective_message
+    assert message is not None and message.text is not None
+    draft = await _current_draft(update, context)
+    if draft is None:
+        return await _lost_draft(update, context)
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    orders = context.services.orders
+    side, field = _cursor(draft)
+    if side is None or field is None:
+        return await _advance(update, context, draft)
+    text = message.text
+    if addresses.looks_like_full_address(text):
+        draft, errors = await orders.apply_pasted_address(draft, side, text)
+        understood = format_address(address_of(draft, side))
+        if understood:
+            side_name = i18n.t(lang, f"order.side.{side}")
+            await reply(
+                update,
+                context,
+                i18n.t(lang, "order.understood", side=side_name, address=understood),
+            )
+        for error in errors.values():
+            label = (
+                i18n.t(lang, f"order.field.{error.field}")
+                if error.field in addresses.ADDRESS_FIELDS
+                else error.field
+            )
+            await reply(update, context, f"{label}: {field_error(i18n, lang, error)}")
+        return await _advance(update, context, draft)
+    try:
+        draft = await orders.set_address_field(draft, side, field, text)
+    except FieldError as error:
+        await reply(update, context, field_error(i18n, lang, error))
+        return OrderState.AWAITING_ADDRESS_FIELD
+    except LookupError:
+        return await _lost_draft(update, context)
+    return await _advance(update, context, draft)
+
+
+def _cursor(draft: Document) -> tuple[str | None, str | None]:
+    for side in SIDES:
+        missing = missing_fields(address_of(draft, side))
+        if missing:
+            return side, missing[0]
+    return None, None
+
+
+async def skip_field(update: Update, context: BotContext) -> OrderState | int:
+    await ack(update)
+    draft = await _current_draft(update, context)
+    if draft is None:
+        return await _lost_draft(update, context)
+    side, field = _cursor(draft)
+    if side is not None and field in addresses.SKIPPABLE_FIELDS:
+        draft = await context.services.orders.set_address_field(draft, side, field, None)
+    return await _advance(update, context, draft)
+
+
+async def use_template(update: Update, context: BotContext) -> OrderState | int:
+    """Fills the current side from a saved template."""
+    query = update.callback_query
+    user = update.effective_user
+    assert query is not None and query.data is not None and user is not None
+    await ack(update)
+    draft = await _current_draft(update, context)
+    if draft is None:
+        return await _lost_draft(update, context)
+    side, _ = _cursor(draft)
+    template = await context.services.orders.template(user.id, query.data.rsplit(":", 1)[-1])
+    if template is None or side is None:
+        await ack(update, context.i18n.t(lang_of(update, context), "errors.stale_button"))
+        return await _advance(update, context, draft)
+    draft = await context.services.orders.set_address(draft, side, dict(template["address"]))
+    return await _advance(update, context, draft)
+
+
+async def receive_weight(update: Update, context: BotContext) -> OrderState | int:
+    message = update.effective_message
+    assert message is not None and message.text is not None
+    draft = await _current_draft(update, context)
+    if draft is None:
+        return await _lost_draft(update, context)
+    try:
+        draft = await context.services.orders.set_weight(draft, message.text)
+    except FieldError as error:
+        await reply(update, context, field_error(context.i18n, lang_of(update, context), error))
+        return OrderState.AWAITING_WEIGHT
+    return await _advance(update, context, draft)
+
+
+async def receive_dimensions(update: Update, context: BotContext) -> OrderState | int:
+    message = update.effective_message
+    assert message is not None and message.text is not None
+    draft = await _current_draft(update, context)
+    if draft is None:
+        return await _lost_draft(update, context)
+    try:
+        draft = await context.services.orders.set_dimensions(draft, message.text)
+    except FieldError as error:
+        await reply(update, context, field_error(context.i18n, lang_of(update, context), error))
+        return OrderState.AWAITING_DIMENSIONS
+    return await _advance(update, context, draft)
+
+
+async def _draft_from_button(update: Update, context: BotContext) -> Document | None:
+    """The draft a button refers to, or ``None`` (answered as stale) for an older one."""
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    parts = query.data.split(":")
+    draft = await _current_draft(update, context)
+    if draft is None or len(parts) < 3 or parts[2] != str(draft["_id"]):
+        await ack(update, context.i18n.t(lang_of(update, context), "order.stale"), alert=True)
+        return None
+    await ack(update)
+    return draft
+
+
+async def choose_rate(update: Update, context: BotContext) -> OrderState | int:
+    draft = await _draft_from_button(update, context)
+    if draft is None:
+        return OrderState.AWAITING_RATE
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    try:
+        draft = await context.services.orders.choose_rate(
+            draft, int(query.data.rsplit(":", 1)[-1])
+        )
+    except (LookupError, ValueError):
+        return await _show_rates(update, context, draft)
+    return await _advance(update, context, draft)
+
+
+async def edit_part(update: Update, context: BotContext) -> OrderState | int:
+    """Clears one part of the draft; the flow asks for it again, then returns here."""
+    draft = await _draft_from_button(update, context)
+    if draft is None:
+        return OrderState.AWAITING_CONFIRMATION
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    action = query.data.split(":")[1]
+    orders = context.services.orders
+    if action == "edit-from":
+        draft = await orders.clear_address(draft, "from")
+    elif action == "edit-to":
+        draft = await orders.clear_address(draft, "to")
+    elif action == "edit-parcel":
+        draft = await orders.clear_parcel(draft)
+    elif action == "edit-rate":
+        return await _show_rates(update, context, draft)
+    return await _advance(update, context, draft)
+
+
+async def retry_rates(update: Update, context: BotContext) -> OrderState | int:
+    draft = await _draft_from_button(update, context)
+    if draft is None:
+        return OrderState.AWAITING_CONFIRMATION
+    return await _advance(update, context, draft)
+
+
+async def show_summary(update: Update, context: BotContext) -> OrderState | int:
+    """Back from a top-up: the review of the same draft."""
+    await ack(update)
+    draft = await _current_draft(update, context)
+    if draft is None:
+        return await _lost_draft(update, context)
+    return await _advance(update, context, draft)
+
+
+async def pay(update: Update, context: BotContext) -> OrderState | int:
+    """Refreshes an old quote, then buys: debit, label, PDF in the chat."""
+    draft = await _draft_from_button(update, context)
+    if draft is None:
+        return OrderState.AWAITING_CONFIRMATION
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    services = context.services
+    user = update.effective_user
+    assert user is not None
+    try:
+        draft, changed = await services.orders.refresh_chosen_rate(draft)
+    except (ProviderError, CarrierUnavailable, RatesUnavailable):
+        retry = inline([[_draft_button(i18n, lang, "order.retry", "retry", draft)]])
+        await reply(update, context, i18n.t(lang, "order.carrier_unavailable"), retry)
+        return OrderState.AWAITING_CONFIRMATION
+    if changed:
+        if not draft.get("rate"):
+            return await _show_rates(update, context, draft)
+        return await _show_summary(update, context, draft, i18n.t(lang, "order.price_changed"))
+    result = await services.purchase.purchase(user.id, draft["_id"])
+    price = i18n.money(lang, int(draft["price_cents"]))
+    if result.status == "insufficient":
+        text = i18n.t(
+            lang,
+            "order.insufficient",
+            balance=i18n.money(lang, result.balance_cents),
+            price=price,
+            shortfall=i18n.money(lang, result.shortfall_cents),
+        )
+        markup = inline(
+            [
+                [(i18n.t(lang, "order.topup_button"), "order:topup")],
+                [(i18n.t(lang, "order.back_to_summary"), "order:summary")],
+            ]
+        )
+        await reply(update, context, text, markup)
+        return OrderState.AWAITING_CONFIRMATION
+    if result.status == "already":
+        await reply(update, context, i18n.t(lang, "order.already_paid"))
+        return SessionConversationHandler.END
+    if result.status == "pending":
+        await reply(update, context, i18n.t(lang, "order.pending"), main_menu(i18n, lang))
+        return SessionConversationHandler.END
+    if result.status == "failed":
+        reason_key = f"order.failed_reason.{result.reason}"
+        if reason_key not in i18n.catalogs[i18n.default].messages:
+            reason_key = "order.failed_reason.other"
+        text = i18n.t(lang, "order.failed", reason=i18n.t(lang, reason_key), price=price)
+        await reply(update, context, text, main_menu(i18n, lang))
+        return SessionConversationHandler.END
+    if result.status != "purchased" or result.order is None:
+        return await _lost_draft(update, context)
+    await deliver_label(update, context, result.order, balance_cents=result.balance_cents)
+    return SessionConversationHandler.END
+
+
+async def deliver_label(
+    update: Update, context: BotContext, order: Document, *, balance_cents: int | None = None
+) -> None:
+    """Sends the tracking number and the PDF; keeps Telegram's file id for re-sending."""
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    chat = update.effective_chat
+    assert chat is not None
+    tracking = str(order.get("tracking_number", ""))
+    if balance_cents is not None:
+        rate = order.get("rate") or {}
+        text = i18n.t(
+            lang,
+            "order.purchased",
+            tracking=tracking,
+            carrier=rate.get("carrier", ""),
+            service=rate.get("service", ""),
+            price=i18n.money(lang, int(order["price_cents"])),
+            balance=i18n.money(lang, balance_cents),
+        )
+        save = inline([[(i18n.t(lang, "order.save_template"), f"tpl:save:{order['_id']}")]])
+        await reply(update, context, text, save)
+    caption = i18n.t(lang, "order.pdf_caption", tracking=tracking)
+    file_id = order.get("label_file_id")
+    if file_id:
+        await context.bot.send_document(chat.id, file_id, caption=caption)
+        return
+    try:
+        pdf = await context.services.purchase.label_pdf(order)
+    except ProviderError:
+        _LOGGER.warning("label PDF download failed")
+        await reply(update, context, i18n.t(lang, "order.pdf_later"))
+        return
+    sent = await context.bot.send_document(
+        chat.id, InputFile(pdf, filename=f"label-{tracking}.pdf"), caption=caption
+    )
+    if sent.document is not None:
+        await context.services.purchase.save_file_id(order["_id"], sent.document.file_id)
+
+
+async def text_expected(update: Update, context: BotContext) -> None:
+    await reply(update, context, context.i18n.t(lang_of(update, context), "errors.not_understood"))
+
+
+def build_order_conversation() -> SessionConversationHandler:
+    text = filters.TEXT & ~filters.COMMAND
+    draft_button = r"[0-9a-f]{24}"
+    return SessionConversationHandler(
+        name=NAME,
+        entry_points=[
+            CommandHandler("order", start),
+            CallbackQueryHandler(start, pattern=r"^menu:order$"),
+        ],
+        states={
+            OrderState.AWAITING_ADDRESS_FIELD: [
+                MessageHandler(text, receive_text),
+                CallbackQueryHandler(skip_field, pattern=r"^order:skip$"),
+                CallbackQueryHandler(use_template, pattern=rf"^order:tpl:{draft_button}$"),
+            ],
+            OrderState.AWAITING_WEIGHT: [MessageHandler(text, receive_weight)],
+            OrderState.AWAITING_DIMENSIONS: [MessageHandler(text, receive_dimensions)],
+            OrderState.AWAITING_RATE: [
+                CallbackQueryHandler(choose_rate, pattern=rf"^order:rate:{draft_button}:\d$"),
+            ],
+            OrderState.AWAITING_CONFIRMATION: [
+                CallbackQueryHandler(pay, pattern=rf"^order:pay:{draft_button}$"),
+                CallbackQueryHandler(
+                    edit_part,
+                    pattern=rf"^order:edit-(from|to|parcel|rate):{draft_button}$",
+                ),
+                CallbackQueryHandler(retry_rates, pattern=rf"^order:retry:{draft_button}$"),
+                CallbackQueryHandler(show_summary, pattern=r"^order:summary$"),
+            ],
+        },
+        fallbacks=[
+            *cancel_handlers(NAME),
+            CallbackQueryHandler(
+                edit_part, pattern=rf"^order:edit-(from|to|parcel|rate):{draft_button}$"
+            ),
+            CallbackQueryHandler(choose_rate, pattern=rf"^order:rate:{draft_button}:\d$"),
+            CallbackQueryHandler(retry_rates, pattern=rf"^order:retry:{draft_button}$"),
+        ],
+    )

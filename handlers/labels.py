@@ -1,0 +1,82 @@
+"""My labels: newest first, five a page, with a button to get each PDF again."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
+
+from bot.context import BotContext
+from bot.keyboards import Button, inline
+from conversations.order import deliver_label
+from handlers.balance import format_when
+from handlers.common import ack, lang_of, reply
+
+
+async def show_labels(update: Update, context: BotContext) -> None:
+    user = update.effective_user
+    assert user is not None
+    query = update.callback_query
+    page = 1
+    if query is not None and query.data and query.data.startswith("lbl:page:"):
+        page = int(query.data.rsplit(":", 1)[-1])
+    await ack(update)
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    orders, page, pages = await context.services.orders.history(user.id, page)
+    if not orders:
+        empty = [
+            [
+                (i18n.t(lang, "menu.order"), "menu:order"),
+                (i18n.t(lang, "common.menu"), "menu:main"),
+            ]
+        ]
+        await reply(update, context, i18n.t(lang, "labels.empty"), inline(empty))
+        return
+    lines = [i18n.t(lang, "labels.title", page=page, pages=pages)]
+    rows: list[list[Button]] = []
+    for order in orders:
+        tracking = str(order.get("tracking_number") or "—")
+        lines.append(
+            i18n.t(
+                lang,
+                "labels.row",
+                date=format_when(i18n, lang, order["created_at"]),
+                tracking=tracking,
+                status=i18n.t(lang, f"labels.status.{order['status']}"),
+                price=i18n.money(lang, int(order.get("price_cents") or 0)),
+            )
+        )
+        if order["status"] == "purchased":
+            row: list[Button] = [
+                (i18n.t(lang, "labels.resend", tracking=tracking[-12:]), f"lbl:pdf:{order['_id']}")
+            ]
+            rows.append(row)
+    nav: list[Button] = []
+    if page > 1:
+        nav.append((i18n.t(lang, "common.prev"), f"lbl:page:{page - 1}"))
+    if page < pages:
+        nav.append((i18n.t(lang, "common.next"), f"lbl:page:{page + 1}"))
+    if nav:
+        rows.append(nav)
+    rows.append([(i18n.t(lang, "common.menu"), "menu:main")])
+    await reply(update, context, "\n".join(lines), inline(rows), edit=query is not None)
+
+
+async def resend_pdf(update: Update, context: BotContext) -> None:
+    query = update.callback_query
+    user = update.effective_user
+    assert query is not None and query.data is not None and user is not None
+    order = await context.services.orders.get(user.id, query.data.rsplit(":", 1)[-1])
+    if order is None or order["status"] != "purchased":
+        await ack(update, context.i18n.t(lang_of(update, context), "labels.not_found"), alert=True)
+        return
+    await ack(update)
+    await deliver_label(update, context, order)
+
+
+def build_handlers() -> list[BaseHandler[Update, BotContext, None]]:
+    return [
+        CommandHandler("labels", show_labels),
+        CallbackQueryHandler(show_labels, pattern=r"^(menu:labels|lbl:page:\d{1,4})$"),
+        CallbackQueryHandler(resend_pdf, pattern=r"^lbl:pdf:[0-9a-f]{24}$"),
+    ]

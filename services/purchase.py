@@ -1,0 +1,220 @@
+"""Buying a label safely, without multi-document transactions.
+
+1. Claim the draft: ``draft`` → ``purchasing`` with an idempotency key (a double tap loses
+   the conditional update and sees the order already being bought).
+2. Debit the balance through the ledger, key ``label:<order_id>``; a short balance puts
+   the order back to ``draft`` with nothing debited.
+3. Buy the label from the rate (never retried blindly).
+4. Store label id, tracking number and cost: ``purchased``.
+
+If the carrier refuses, the debit is compensated (key ``compensation:<order_id>``), the
+order becomes ``failed`` and admins are alerted. If the outcome is unknown (timeout) or the
+process dies mid-way, the order stays ``purchasing`` and ``recover_stuck`` asks the carrier
+by the order's reference: a label found completes the order, none found compensates.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from bson import ObjectId
+
+from models.shipping import Label
+from providers.errors import ProviderError, ProviderRejected, ProviderUnavailable
+from services.clock import Clock, utc_now
+from services.shipping import CarrierUnavailable, ShippingGateway
+from storage.client import Document
+from storage.ledger import InsufficientFunds, LedgerRepo
+from storage.orders import OrdersRepo
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class PurchaseNotices(Protocol):
+    async def label_compensated(self, order: Document, reason: str, *, tell_user: bool) -> None:
+        ...
+
+    async def label_recovered(self, order: Document) -> None: ...
+
+
+@dataclass(frozen=True)
+class PurchaseResult:
+    """``status``: purchased, insufficient, failed, pending, already, not_found."""
+
+    status: str
+    order: Document | None = None
+    shortfall_cents: int = 0
+    reason: str = ""
+    balance_cents: int = 0
+
+
+def _failure_reason(exc: ProviderError) -> str:
+    if isinstance(exc, ProviderRejected):
+        return exc.code or "rejected"
+    if isinstance(exc, ProviderUnavailable):
+        return "unavailable"
+    return "error"
+
+
+class PurchaseService:
+    def __init__(
+        self,
+        orders: OrdersRepo,
+        ledger: LedgerRepo,
+        gateway: ShippingGateway,
+        notices: PurchaseNotices,
+        *,
+        recovery_after: timedelta,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._orders = orders
+        self._ledger = ledger
+        self._gateway = gateway
+        self._notices = notices
+        self._recovery_after = recovery_after
+        self._clock = clock
+
+    async def purchase(self, user_id: int, order_id: ObjectId) -> PurchaseResult:
+        now = self._clock()
+        order = await self._orders.transition(
+            order_id,
+            from_status="draft",
+            to_status="purchasing",
+            now=now,
+            fields={"purchase_key": f"label:{order_id}", "purchase_started_at": now},
+            extra_filter={"user_id": user_id, "rate": {"$exists": True}},
+        )
+        if order is None:
+            existing = await self._orders.get(order_id)
+            if existing is None or existing["user_id"] != user_id:
+                return PurchaseResult("not_found")
+            return PurchaseResult("already", existing)
+        price = int(order["price_cents"])
+        try:
+            debit = await self._ledger.apply(
+                user_id=user_id,
+                amount_cents=-price,
+                kind="label",
+                key=f"label:{order_id}",
+                now=now,
+                meta={"order_id": str(order_id)},
+            )
+        except InsufficientFunds as exc:
+            back = await self._orders.transition(
+                order_id, from_status="purchasing", to_status="draft", now=now
+            )
+            return PurchaseResult(
+                "insufficient",
+                back,
+                shortfall_cents=exc.needed_cents - exc.balance_cents,
+                balance_cents=exc.balance_cents,
+            )
+        mode = str(order.get("api_mode", "test"))
+        try:
+            label = await self._gateway.buy(mode, str(order["rate"]["rate_id"]))
+        except (ProviderError, CarrierUnavailable) as exc:
+            if isinstance(exc, ProviderUnavailable) and exc.outcome_unknown:
+                _LOGGER.warning("label purchase outcome unknown; recovery job will resolve")
+                return PurchaseResult("pending", order, balance_cents=debit.balance_cents)
+            reason = _failure_reason(exc) if isinstance(exc, ProviderError) else "unavailable"
+            # The customer is answered in the chat right away; admins get an alert.
+            failed = await self._compensate(order, reason, tell_user=False)
+            return PurchaseResult("failed", failed, reason=reason)
+        done = await self._complete(order, label)
+        return PurchaseResult("purchased", done, balance_cents=debit.balance_cents)
+
+    async def _complete(self, order: Document, label: Label) -> Document | None:
+        now = self._clock()
+        return await self._orders.transition(
+            order["_id"],
+            from_status="purchasing",
+            to_status="purchased",
+            now=now,
+            fields={
+                "label_id": label.label_id,
+                "tracking_number": label.tracking_number,
+                "shipment_id": label.shipment_id,
+                "carrier_cost_cents": label.cost_cents,
+                "label_url": label.pdf_url,
+                "carrier_code": label.carrier_code,
+                "service_code": label.service_code,
+                "purchased_at": now,
+            },
+        )
+
+    async def _compensate(
+        self, order: Document, reason: str, *, tell_user: bool = True
+    ) -> Document | None:
+        """Gives the money back (once) and marks the order failed."""
+        now = self._clock()
+        order_id = order["_id"]
+        debit = await self._ledger.get(f"label:{order_id}")
+        if debit is not None:
+            await self._ledger.apply(
+                user_id=order["user_id"],
+                amount_cents=-debit.amount_cents,
+                kind="compensation",
+                key=f"compensation:{order_id}",
+                now=now,
+                meta={"order_id": str(order_id), "reason": reason},
+            )
+        failed = await self._orders.transition(
+            order_id,
+            from_status="purchasing",
+            to_status="failed",
+            now=now,
+            fields={"failure_reason": reason, "failed_at": now},
+        )
+        if failed is not None:
+            await self._notices.label_compensated(failed, reason, tell_user=tell_user)
+        return failed
+
+    async def recover_stuck(self, *, limit: int = 50) -> dict[str, int]:
+        """Resolves orders left in ``purchasing`` by a crash or an unknown outcome."""
+        counts: dict[str, int] = {}
+        before = self._clock() - self._recovery_after
+        for order in await self._orders.stuck_purchasing(started_before=before, limit=limit):
+            try:
+                outcome = await self._recover_one(order)
+            except (ProviderError, CarrierUnavailable) as exc:
+                _LOGGER.warning("recovery lookup failed: %s", type(exc).__name__)
+                outcome = "retry_later"
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return counts
+
+    async def _recover_one(self, order: Document) -> str:
+        mode = str(order.get("api_mode", "test"))
+        label = await self._gateway.find_label(mode, str(order["_id"]))
+        if label is None:
+            await self._compensate(order, "not_created")
+            return "compensated"
+        debit = await self._ledger.get(f"label:{order['_id']}")
+        if debit is None:
+            # Crashed between the claim and the debit, yet a label exists: charge now.
+            try:
+                await self._ledger.apply(
+                    user_id=order["user_id"],
+                    amount_cents=-int(order["price_cents"]),
+                    kind="label",
+                    key=f"label:{order['_id']}",
+                    now=self._clock(),
+                    meta={"order_id": str(order["_id"]), "recovered": True},
+                )
+            except InsufficientFunds:
+                _LOGGER.error("recovered a label the balance no longer covers; needs review")
+        done = await self._complete(order, label)
+        if done is not None:
+            await self._notices.label_recovered(done)
+        return "completed"
+
+    async def label_pdf(self, order: Document) -> bytes:
+        return await self._gateway.download(str(order.get("api_mode", "test")), order["label_url"])
+
+    async def save_file_id(self, order_id: ObjectId, file_id: str) -> None:
+        await self._orders.set_fields(order_id, {"label_file_id": file_id})
+
+    def now(self) -> datetime:
+        return self._clock()

@@ -1,0 +1,73 @@
+"""The carrier API by runtime mode: one ShipStation client per key (test, production).
+
+Rates and labels of one order always use the same mode: it is stored on the order when
+rates are fetched, and recovery and voids use the order's mode, not the current one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from models.shipping import Address, Label, Parcel, Rate, VoidResult
+from providers.errors import ProviderUnavailable
+from providers.shipping.shipstation import ShipStationClient
+
+
+class CarrierUnavailable(Exception):
+    """No client is configured for the mode (its API key is missing)."""
+
+
+class ShippingGateway:
+    def __init__(
+        self,
+        clients: Mapping[str, ShipStationClient],
+        current_mode: Callable[[], Awaitable[str]],
+    ) -> None:
+        self._clients = dict(clients)
+        self._current_mode = current_mode
+        self._carrier_ids: dict[str, list[str]] = {}
+
+    async def mode(self) -> str:
+        return await self._current_mode()
+
+    def client(self, mode: str) -> ShipStationClient:
+        client = self._clients.get(mode)
+        if client is None:
+            raise CarrierUnavailable(mode)
+        return client
+
+    async def carrier_ids(self, mode: str) -> list[str]:
+        cached = self._carrier_ids.get(mode)
+        if cached:
+            return cached
+        carriers = await self.client(mode).list_carriers()
+        ids = [carrier.carrier_id for carrier in carriers]
+        if not ids:
+            raise ProviderUnavailable("shipstation", "no carriers", operation="list_carriers")
+        self._carrier_ids[mode] = ids
+        return ids
+
+    async def rates(
+        self, mode: str, ship_from: Address, ship_to: Address, parcel: Parcel, reference: str
+    ) -> list[Rate]:
+        client = self.client(mode)
+        carrier_ids = await self.carrier_ids(mode)
+        return await client.get_rates(
+            ship_from, ship_to, parcel, carrier_ids=carrier_ids, external_shipment_id=reference
+        )
+
+    async def buy(self, mode: str, rate_id: str) -> Label:
+        return await self.client(mode).create_label_from_rate(rate_id)
+
+    async def find_label(self, mode: str, reference: str) -> Label | None:
+        return await self.client(mode).find_label_by_external_shipment_id(reference)
+
+    async def download(self, mode: str, url: str) -> bytes:
+        return await self.client(mode).download_label_pdf(url)
+
+    async def void(self, mode: str, label_id: str) -> VoidResult:
+        return await self.client(mode).void_label(label_id)
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()

@@ -1,0 +1,115 @@
+"""``orders``: label orders from draft to purchased, every status change conditional.
+
+``draft`` → ``purchasing`` → ``purchased`` → ``refunded``;
+``purchasing`` → ``failed`` (carrier refused; the debit was compensated);
+``purchasing`` → ``draft`` (balance short: nothing was debited).
+A draft is written at every step of the conversation and expires with the session.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import DESCENDING, ReturnDocument
+
+from storage.client import Document
+
+
+class OrdersRepo:
+    def __init__(self, db: Any) -> None:
+        self.col = db["orders"]
+
+    async def get(self, order_id: ObjectId) -> Document | None:
+        doc: Document | None = await self.col.find_one({"_id": order_id})
+        return doc
+
+    async def active_draft(self, user_id: int, *, now: datetime) -> Document | None:
+        doc: Document | None = await self.col.find_one(
+            {"user_id": user_id, "status": "draft", "expires_at": {"$gt": now}},
+            sort=[("created_at", DESCENDING)],
+        )
+        return doc
+
+    async def create_draft(self, user_id: int, *, now: datetime, expires_at: datetime) -> Document:
+        doc: Document = {
+            "_id": ObjectId(),
+            "user_id": user_id,
+            "status": "draft",
+            "from_address": {},
+            "to_address": {},
+            "parcel": {},
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": expires_at,
+        }
+        await self.col.insert_one(doc)
+        return doc
+
+    async def abandon_drafts(self, user_id: int, *, now: datetime) -> None:
+        await self.col.update_many(
+            {"user_id": user_id, "status": "draft"},
+            {"$set": {"status": "abandoned", "updated_at": now}},
+        )
+
+    async def update_draft(
+        self,
+        order_id: ObjectId,
+        *,
+        set_fields: dict[str, Any],
+        unset_fields: tuple[str, ...] = (),
+        now: datetime,
+        expires_at: datetime,
+    ) -> Document | None:
+        update: dict[str, Any] = {
+            "$set": {**set_fields, "updated_at": now, "expires_at": expires_at}
+        }
+        if unset_fields:
+            update["$unset"] = {name: "" for name in unset_fields}
+        doc: Document | None = await self.col.find_one_and_update(
+            {"_id": order_id, "status": "draft"}, update, return_document=ReturnDocument.AFTER
+        )
+        return doc
+
+    async def transition(
+        self,
+        order_id: ObjectId,
+        *,
+        from_status: str,
+        to_status: str,
+        now: datetime,
+        fields: dict[str, Any] | None = None,
+        extra_filter: dict[str, Any] | None = None,
+    ) -> Document | None:
+        doc: Document | None = await self.col.find_one_and_update(
+            {"_id": order_id, "status": from_status, **(extra_filter or {})},
+            {"$set": {"status": to_status, "updated_at": now, **(fields or {})}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc
+
+    async def set_fields(self, order_id: ObjectId, fields: dict[str, Any]) -> None:
+        await self.col.update_one({"_id": order_id}, {"$set": fields})
+
+    async def stuck_purchasing(self, *, started_before: datetime, limit: int) -> list[Document]:
+        cursor = self.col.find(
+            {"status": "purchasing", "purchase_started_at": {"$lte": started_before}}
+        ).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def history(
+        self, user_id: int, *, limit: int, offset: int
+    ) -> tuple[list[Document], int]:
+        query = {"user_id": user_id, "status": {"$in": ["purchased", "refunded", "purchasing"]}}
+        total: int = await self.col.count_documents(query)
+        cursor = self.col.find(query).sort("created_at", DESCENDING).skip(offset).limit(limit)
+        return [doc async for doc in cursor], total
+
+    async def by_tracking(self, tracking_number: str) -> Document | None:
+        doc: Document | None = await self.col.find_one({"tracking_number": tracking_number})
+        return doc
+
+    async def by_label(self, label_id: str) -> Document | None:
+        doc: Document | None = await self.col.find_one({"label_id": label_id})
+        return doc

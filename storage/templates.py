@@ -1,0 +1,65 @@
+"""``templates``: saved addresses, names unique per user."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from storage.client import Document
+
+
+class DuplicateName(Exception):
+    pass
+
+
+class TemplatesRepo:
+    def __init__(self, db: Any) -> None:
+        self.col = db["templates"]
+
+    async def list(self, user_id: int) -> list[Document]:
+        cursor = self.col.find({"user_id": user_id}).sort("name_key", ASCENDING)
+        return [doc async for doc in cursor]
+
+    async def count(self, user_id: int) -> int:
+        count: int = await self.col.count_documents({"user_id": user_id})
+        return count
+
+    async def get(self, user_id: int, template_id: ObjectId) -> Document | None:
+        doc: Document | None = await self.col.find_one({"_id": template_id, "user_id": user_id})
+        return doc
+
+    async def create(
+        self, user_id: int, name: str, address: dict[str, Any], *, now: datetime
+    ) -> Document:
+        doc: Document = {
+            "_id": ObjectId(),
+            "user_id": user_id,
+            "name": name,
+            "name_key": name.casefold(),
+            "address": address,
+            "created_at": now,
+        }
+        try:
+            await self.col.insert_one(doc)
+        except DuplicateKeyError:
+            raise DuplicateName(name) from None
+        return doc
+
+    async def rename(self, user_id: int, template_id: ObjectId, name: str) -> Document | None:
+        try:
+            doc: Document | None = await self.col.find_one_and_update(
+                {"_id": template_id, "user_id": user_id},
+                {"$set": {"name": name, "name_key": name.casefold()}},
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            raise DuplicateName(name) from None
+        return doc
+
+    async def delete(self, user_id: int, template_id: ObjectId) -> bool:
+        result = await self.col.delete_one({"_id": template_id, "user_id": user_id})
+        return bool(result.deleted_count)

@@ -1,0 +1,307 @@
+"""Buying labels end to end: the bot, the fake ShipStation and the Bot API emulator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from pydantic import SecretStr
+
+from bot.harness import BotHarness
+from bot.settings import Secrets
+from sandbox.shipstation import FakeShipStation
+from sandbox.telegram import SentMessage
+from storage.client import Mongo
+from tests.conftest import OWNER_ID, FakeClock, make_settings
+
+USER = 7001
+SENDER = "Jane Doe\n500 W 5th Ave Suite 200\nNew York, NY 10001\n(212) 555-0123"
+RECIPIENT = "John Smith, 123 Main St Apt 4, Springfield, IL 62704"
+
+
+@dataclass
+class ShopEnv:
+    harness: BotHarness
+    carrier: FakeShipStation
+    mongo: Mongo
+
+    async def fund(self, user_id: int, cents: int, key: str = "seed") -> None:
+        storage = self.harness.application.bot_data.require_storage()
+        await storage.ledger.apply(
+            user_id=user_id,
+            amount_cents=cents,
+            kind="topup",
+            key=f"{key}:{user_id}",
+            now=self.harness.clock(),
+        )
+
+    async def balance(self, user_id: int = USER) -> int:
+        user = await self.mongo.db["users"].find_one({"_id": user_id})
+        return int(user["balance_cents"]) if user else 0
+
+    async def audit_ok(self) -> None:
+        storage = self.harness.application.bot_data.require_storage()
+        _, mismatches = await storage.ledger.audit()
+        assert mismatches == []
+
+    async def to_summary(self, user_id: int = USER) -> SentMessage:
+        """Runs the flow up to the review; returns the review message."""
+        h = self.harness
+        [ask] = await h.say(user_id, "/order")
+        assert "Step 1 of 6" in ask.content
+        replies = await h.say(user_id, SENDER)
+        assert "Jane Doe" in replies[0].content  # shown back as understood
+        assert "Step 2 of 6" in replies[-1].content
+        replies = await h.say(user_id, RECIPIENT)
+        assert "Step 3 of 6" in replies[-1].content
+        [dims] = await h.say(user_id, "2 lb 4 oz")
+        assert "Step 4 of 6" in dims.content
+        [rates] = await h.say(user_id, "10x8x4")
+        assert "Step 5 of 6" in rates.content
+        replies = await h.press(user_id, rates, data=rates.buttons[0][1])
+        summary = replies[-1]
+        assert "Step 6 of 6" in summary.content
+        return summary
+
+
+@pytest.fixture
+async def shop(mongo: Mongo, clock: FakeClock) -> AsyncIterator[ShopEnv]:
+    carrier = FakeShipStation(instant=True)
+    await carrier.start()
+    base = make_settings()
+    shipping = base.shipping.model_copy(
+        update={"base_url": carrier.base_url, "recovery_after_seconds": 30}
+    )
+    secrets = Secrets.model_construct(
+        telegram_bot_token=None,
+        mongo_url=None,
+        shipstation_test_api_key=SecretStr("TEST_sandbox_key"),
+    )
+    harness = BotHarness(
+        make_settings(shipping=shipping, secrets=secrets),
+        mongo=mongo,
+        clock=clock,
+        rate_limits=False,
+    )
+    await harness.start()
+    harness.add_user(USER, first_name="Buyer")
+    harness.add_user(OWNER_ID)
+    await harness.say(USER, "/start")
+    try:
+        yield ShopEnv(harness, carrier, mongo)
+    finally:
+        await harness.close()
+        await carrier.stop()
+
+
+def _pay_button(summary: SentMessage) -> str:
+    return summary.callback_data_for("Pay")
+
+
+async def test_full_order_delivers_pdf_and_debits_once(shop: ShopEnv) -> None:
+    await shop.fund(USER, 10_000)
+    summary = await shop.to_summary()
+    assert "Jane Doe" in summary.content and "John Smith" in summary.content
+    replies = await shop.harness.press(USER, summary, data=_pay_button(summary))
+    bought = next(m for m in replies if "Label bought" in m.content)
+    pdf = next(m for m in replies if m.document is not None)
+    assert pdf.document is not None and pdf.document.data.startswith(b"%PDF-")
+    order = await shop.mongo.db["orders"].find_one({"user_id": USER, "status": "purchased"})
+    assert order is not None and order["tracking_number"] in bought.content
+    assert order["label_file_id"]
+    assert await shop.balance() == 10_000 - order["price_cents"]
+    assert order["price_cents"] > order["carrier_cost_cents"]
+    await shop.audit_ok()
+    # My labels shows it and re-sends the PDF by file id.
+    [labels] = await shop.harness.say(USER, "/labels")
+    assert order["tracking_number"] in labels.content
+    replies = await shop.harness.press(USER, labels, data=f"lbl:pdf:{order['_id']}")
+    assert any(m.document is not None for m in replies)
+
+
+async def test_double_pay_debits_once(shop: ShopEnv) -> None:
+    await shop.fund(USER, 10_000)
+    summary = await shop.to_summary()
+    data = _pay_button(summary)
+    emulator = shop.harness.emulator
+    ids = []
+    for _ in range(2):
+        emulator.press_button(USER, summary.message_id, data)
+        ids.append(emulator.last_update_id)
+    for update_id in ids:
+        await shop.harness.wait_done(update_id)
+    orders = (
+        await shop.mongo.db["orders"].find({"user_id": USER, "status": "purchased"}).to_list(None)
+    )
+    assert len(orders) == 1
+    debits = await shop.mongo.db["ledger"].find({"user_id": USER, "kind": "label"}).to_list(None)
+    assert len(debits) == 1
+    assert shop.carrier.call_count("create_label") == 1
+    assert any("already paid" in (a.text or "") for a in emulator.callback_answers)
+    await shop.audit_ok()
+
+
+async def test_edit_recipient_from_summary_returns_to_summary(shop: ShopEnv) -> None:
+    await shop.fund(USER, 10_000)
+    summary = await shop.to_summary()
+    h = shop.harness
+    replies = await h.press(USER, summary, data=summary.callback_data_for("Recipient"))
+    assert "Step 2 of 6" in replies[-1].content
+    replies = await h.say(USER, "Mary Major, 1600 Pennsylvania Ave NW, Washington, DC 20500")
+    rates = replies[-1]
+    assert "Step 5 of 6" in rates.content  # parcel kept, new quotes for the new address
+    replies = await h.press(USER, rates, data=rates.buttons[0][1])
+    assert "Mary Major" in replies[-1].content and "Step 6 of 6" in replies[-1].content
+
+
+async def test_insufficient_balance_topup_and_back(shop: ShopEnv) -> None:
+    summary = await shop.to_summary()
+    h = shop.harness
+    replies = await h.press(USER, summary, data=_pay_button(summary))
+    short = replies[-1]
+    assert "Top up at least" in short.content
+    assert await shop.balance() == 0
+    replies = await h.press(USER, short, "Top up")
+    assert "step 1 of 2" in replies[-1].content
+    await shop.fund(USER, 5_000, key="late")  # the payment arrives
+    replies = await h.press(USER, short, "Back to my order")
+    review = replies[-1]
+    assert "Step 6 of 6" in review.content
+    replies = await h.press(USER, review, data=_pay_button(review))
+    assert any("Label bought" in m.content for m in replies)
+    await shop.audit_ok()
+
+
+async def test_carrier_failure_is_compensated(shop: ShopEnv) -> None:
+    await shop.fund(USER, 10_000)
+    summary = await shop.to_summary()
+    shop.carrier.inject_failure("create_label", "insufficient_funds")
+    replies = await shop.harness.press(USER, summary, data=_pay_button(summary))
+    assert any("back on your balance" in m.content for m in replies)
+    assert await shop.balance() == 10_000
+    order = await shop.mongo.db["orders"].find_one({"user_id": USER})
+    assert order is not None and order["status"] == "failed"
+    kinds = sorted(
+        e["kind"] for e in await shop.mongo.db["ledger"].find({"user_id": USER}).to_list(None)
+    )
+    assert kinds == ["compensation", "label", "topup"]
+    alerts = await shop.mongo.db["outbox"].find({"kind": "admin_alert"}).to_list(None)
+    assert any("Compensation" in a["text"] for a in alerts)
+    await shop.audit_ok()
+
+
+async def test_crash_in_purchasing_is_resolved_by_recovery(
+    shop: ShopEnv, clock: FakeClock
+) -> None:
+    await shop.fund(USER, 10_000)
+    summary = await shop.to_summary()
+    # The carrier answers too slowly: the outcome is unknown, the label was bought.
+    services = shop.harness.application.bot_data.require_services()
+    client = shop.harness.application.bot_data.extras["shipping"].client("test")
+    client._purchase_timeout = 0.2  # noqa: SLF001 - make the timeout quick for the test
+    shop.carrier.inject_failure("create_label", "slow", delay=1.0)
+    replies = await shop.harness.press(USER, summary, data=_pay_button(summary))
+    assert any("has not confirmed" in m.content for m in replies)
+    order = await shop.mongo.db["orders"].find_one({"user_id": USER})
+    assert order is not None and order["status"] == "purchasing"
+    await asyncio.sleep(1.0)  # the fake finishes creating the label
+    clock.advance(seconds=31)
+    counts = await services.purchase.recover_stuck()
+    assert counts == {"completed": 1}
+    order = await shop.mongo.db["orders"].find_one({"user_id": USER})
+    assert order is not None and order["status"] == "purchased" and order["tracking_number"]
+    await shop.audit_ok()
+
+
+async def test_crash_before_label_is_compensated_by_recovery(
+    shop: ShopEnv, clock: FakeClock
+) -> None:
+    await shop.fund(USER, 10_000)
+    await shop.to_summary()
+    storage = shop.harness.application.bot_data.require_storage()
+    order = await shop.mongo.db["orders"].find_one({"user_id": USER, "status": "draft"})
+    assert order is not None
+    # Simulate a crash right after the debit: purchasing, debited, no carrier call.
+    await storage.orders.transition(
+        order["_id"],
+        from_status="draft",
+        to_status="purchasing",
+        now=clock(),
+        fields={"purchase_started_at": clock()},
+    )
+    await storage.ledger.apply(
+        user_id=USER,
+        amount_cents=-order["price_cents"],
+        kind="label",
+        key=f"label:{order['_id']}",
+        now=clock(),
+    )
+    clock.advance(seconds=31)
+    services = shop.harness.application.bot_data.require_services()
+    assert await services.purchase.recover_stuck() == {"compensated": 1}
+    assert await shop.balance() == 10_000
+    await shop.audit_ok()
+
+
+async def test_carrier_down_keeps_draft(shop: ShopEnv) -> None:
+    h = shop.harness
+    await h.say(USER, "/order")
+    await h.say(USER, SENDER)
+    await h.say(USER, RECIPIENT)
+    await h.say(USER, "2 lb")
+    shop.carrier.inject_failure("get_rates", "error_500", times=3)  # every retry fails
+    replies = await h.say(USER, "10x8x4")
+    assert "temporarily unavailable" in replies[-1].content
+    replies = await h.press(USER, replies[-1], "Try again")
+    assert "Step 5 of 6" in replies[-1].content
+
+
+async def test_hostile_input_gets_clear_answers(shop: ShopEnv) -> None:
+    h = shop.harness
+    await h.say(USER, "/order")
+    for text in ["<b>bold</b>", "x" * 5000, "😀😀", "\u202eevil", "Robert'); DROP TABLE--"]:
+        replies = await h.say(USER, text)
+        assert replies, text
+    replies = await h.say(USER, "Jane Doe")
+    assert "Step 1 of 6" in replies[-1].content and "street" in replies[-1].content
+
+
+def _name(uid: int) -> str:
+    return "Customer " + "".join(chr(ord("a") + int(d)) for d in str(uid)).title()
+
+
+async def test_concurrent_customers_get_their_own_labels(shop: ShopEnv) -> None:
+    users = list(range(8000, 8020))
+    for uid in users:
+        shop.harness.add_user(uid)
+    await asyncio.gather(*(shop.harness.say(uid, "/start") for uid in users))
+    for uid in users:
+        await shop.fund(uid, 10_000)
+
+    async def customer(uid: int) -> None:
+        h = shop.harness
+        await h.say(uid, "/order")
+        await h.say(uid, f"{_name(uid)}, 1 Main St, Albany, NY 12207")
+        await h.say(uid, RECIPIENT)
+        await h.say(uid, "1 lb")
+        [rates] = await h.say(uid, "6x6x6")
+        replies = await h.press(uid, rates, data=rates.buttons[0][1])
+        summary = replies[-1]
+        replies = await h.press(uid, summary, data=_pay_button(summary))
+        assert any(m.document is not None for m in replies)
+
+    await asyncio.gather(*(customer(uid) for uid in users))
+    for uid in users:
+        msgs = shop.harness.emulator.sent_messages(uid)
+        assert all(m.chat_id == uid for m in msgs)
+        others = [_name(other) for other in users if other != uid]
+        assert not any(name in m.content for m in msgs for name in others)
+        orders = (
+            await shop.mongo.db["orders"]
+            .find({"user_id": uid, "status": "purchased"})
+            .to_list(None)
+        )
+        assert len(orders) == 1
+    await shop.audit_ok()
