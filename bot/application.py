@@ -24,10 +24,12 @@ from bot.sessions import SessionConversationHandler
 from bot.settings import Settings
 from bot.update_processor import PerChatUpdateProcessor
 from conversations.order import build_order_conversation
+from conversations.refund import build_refund_conversation
 from conversations.support import build_support_conversation
 from conversations.topup import build_topup_conversation
-from handlers import balance, gates, labels, orders_stale, payments, start
+from handlers import balance, gates, labels, orders_stale, payments, refunds, start
 from handlers.admin import payments as admin_payments
+from handlers.admin import refunds as admin_refunds
 from handlers.errors import error_handler
 from jobs.registry import schedule_jobs
 from providers.payments.oxapay import OxaPayClient
@@ -40,6 +42,7 @@ from services.orders import OrderConfig, OrderService
 from services.payments import PaymentService, TopUpConfig
 from services.pricing import PricingRules
 from services.purchase import PurchaseService
+from services.refunds import RefundConfig, RefundService
 from services.runtime import RuntimeFlags
 from services.sessions import SessionService
 from services.shipping import ShippingGateway
@@ -63,6 +66,7 @@ BOT_COMMANDS = (
     ("help", "How it works"),
     ("order", "Buy a shipping label"),
     ("labels", "My labels"),
+    ("refund", "Refund unused labels"),
     ("balance", "Balance and history"),
     ("topup", "Top up the balance"),
     ("support", "Contact support"),
@@ -89,7 +93,12 @@ def build_storage(settings: Settings, url: str) -> Storage:
 
 def build_conversations() -> list[SessionConversationHandler]:
     # Top-up first: started from the order review it runs while the order waits.
-    return [build_topup_conversation(), build_order_conversation(), build_support_conversation()]
+    return [
+        build_topup_conversation(),
+        build_order_conversation(),
+        build_refund_conversation(),
+        build_support_conversation(),
+    ]
 
 
 def build_application(
@@ -177,9 +186,11 @@ def _register_handlers(application: BotApplication) -> None:
             *start.build_handlers(),
             *balance.build_handlers(),
             *labels.build_handlers(),
+            *refunds.build_handlers(),
             *orders_stale.build_handlers(),
             *payments.build_handlers(),
             *admin_payments.build_handlers(settings),
+            *admin_refunds.build_handlers(settings),
             *payments.build_fallback_handlers(),
             *start.build_fallback_handlers(),
         ],
@@ -261,6 +272,23 @@ async def _post_init(application: BotApplication) -> None:
                 max_weight_oz=ship.max_weight_oz,
                 max_side_in=ship.max_side_in,
                 templates_per_user=ship.templates_per_user,
+            ),
+            clock=clock,
+        ),
+        refunds=RefundService(
+            storage.refunds,
+            storage.orders,
+            storage.ledger,
+            gateway,
+            notices,
+            RefundConfig(
+                min_age=timedelta(days=settings.refunds.min_label_age_days),
+                max_age=timedelta(days=settings.refunds.max_label_age_days),
+                max_numbers=settings.refunds.max_numbers_per_request,
+                max_attempts=settings.refunds.max_attempts,
+                retry_base=timedelta(seconds=settings.refunds.retry_base_seconds),
+                voiding_lease=timedelta(seconds=settings.refunds.voiding_lease_seconds),
+                batch_limit=settings.refunds.batch_limit,
             ),
             clock=clock,
         ),

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from services.orders import OrderService
     from services.payments import PaymentService
     from services.purchase import PurchaseService
+    from services.refunds import RefundService
     from services.runtime import RuntimeFlags
     from services.sessions import SessionService
     from services.users import UserService
@@ -41,6 +42,7 @@ class Services:
     audit: AuditService
     orders: OrderService
     purchase: PurchaseService
+    refunds: RefundService
 
 
 @dataclass

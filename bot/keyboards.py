@@ -27,6 +27,7 @@ MAIN_MENU_ITEMS: tuple[tuple[str, str], ...] = (
     ("menu.labels", "menu:labels"),
     ("menu.balance", "menu:balance"),
     ("menu.topup", "menu:topup"),
+    ("menu.refunds", "menu:refunds"),
     ("menu.support", "menu:support"),
     ("menu.language", "menu:language"),
     ("menu.help", "menu:help"),

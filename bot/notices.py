@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.i18n import I18n
+from bot.i18n import Html, I18n
 from services.notifications import Notifier
 from services.users import UserService
 from storage.client import Document
@@ -16,6 +16,15 @@ def button_markup(rows: list[list[tuple[str, str]]]) -> dict[str, object]:
             [{"text": text, "callback_data": data} for text, data in row] for row in rows
         ]
     }
+
+
+def refund_reason(i18n: I18n, lang: str, refund: Document) -> str:
+    """A carrier's reason code in words; an admin's free-text reason as written."""
+    reason = str(refund.get("reason") or "")
+    key = f"refund.reason.{reason}"
+    if key in i18n.catalogs[i18n.default].messages:
+        return i18n.t(lang, key)
+    return i18n.t(lang, "refund.reason.other", reason=reason)
 
 
 class BotNotices:
@@ -141,3 +150,77 @@ class BotNotices:
         lang = await self._lang(user_id)
         text = self._i18n.t(lang, "order.recovered", tracking=str(order.get("tracking_number")))
         await self._notifier.notify_user(user_id, text, dedup_key=f"recovered:{order['_id']}")
+
+    # -- refunds ---------------------------------------------------------------------------
+
+    async def refund_credited(self, refund: Document, balance_cents: int) -> None:
+        user_id = refund["user_id"]
+        lang = await self._lang(user_id)
+        i18n = self._i18n
+        text = i18n.t(
+            lang,
+            "refund.credited",
+            number=str(refund.get("tracking_number")),
+            amount=i18n.money(lang, int(refund["amount_cents"])),
+            balance=i18n.money(lang, balance_cents),
+        )
+        await self._notifier.notify_user(
+            user_id, text, dedup_key=f"refund-credited:{refund['_id']}"
+        )
+
+    async def refund_rejected(self, refund: Document) -> None:
+        user_id = refund["user_id"]
+        lang = await self._lang(user_id)
+        text = self._i18n.t(
+            lang,
+            "refund.rejected",
+            number=str(refund.get("tracking_number")),
+            reason=refund_reason(self._i18n, lang, refund),
+        )
+        await self._notifier.notify_user(
+            user_id, text, dedup_key=f"refund-rejected:{refund['_id']}"
+        )
+
+    def _refund_row(self, lang: str, refund: Document) -> str:
+        return self._i18n.t(
+            lang,
+            "admin.refunds.row",
+            refund_id=str(refund["_id"]),
+            user_id=refund["user_id"],
+            number=str(refund.get("tracking_number")),
+            amount=self._i18n.money(lang, int(refund["amount_cents"])),
+            status=refund["status"],
+        )
+
+    async def refunds_requested(self, refunds: list[Document]) -> None:
+        """One batched message per job run, however many labels were requested."""
+        lang = self._i18n.default
+        lines = "\n".join(self._refund_row(lang, refund) for refund in refunds[:30])
+        text = self._i18n.t(lang, "admin.refunds.requested", count=len(refunds), lines=Html(lines))
+        first = refunds[0]["_id"]
+        await self._notifier.alert_admins(text, dedup_key=f"refunds-requested:{first}")
+
+    async def refund_needs_review(self, refund: Document) -> None:
+        i18n = self._i18n
+        lang = i18n.default
+        text = i18n.t(
+            lang,
+            "admin.refunds.needs_review",
+            refund_id=str(refund["_id"]),
+            user_id=refund["user_id"],
+            number=str(refund.get("tracking_number")),
+            amount=i18n.money(lang, int(refund["amount_cents"])),
+            error=str(refund.get("last_error", "")),
+        )
+        rid = refund["_id"]
+        markup = button_markup(
+            [
+                [
+                    (i18n.t(lang, "admin.refunds.approve"), f"adm:rfok:{rid}"),
+                    (i18n.t(lang, "admin.refunds.reject"), f"adm:rfno:{rid}"),
+                ]
+            ]
+        )
+        await self._notifier.alert_admins(
+            text, dedup_key=f"refund-review:{rid}", reply_markup=markup
+        )

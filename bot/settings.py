@@ -136,6 +136,17 @@ class ShippingSettings(_Section):
     templates_per_user: int = Field(20, ge=1, le=100)
 
 
+class RefundSettings(_Section):
+    min_label_age_days: int = Field(5, ge=0)
+    max_label_age_days: int = Field(30, ge=1)
+    max_numbers_per_request: int = Field(50, ge=1, le=200)
+    check_interval_seconds: float = Field(300, gt=0)
+    max_attempts: int = Field(5, ge=1)
+    retry_base_seconds: int = Field(300, ge=1)
+    voiding_lease_seconds: int = Field(300, ge=10)
+    batch_limit: int = Field(50, ge=1)
+
+
 class Role(StrEnum):
     OWNER = "owner"
     ADMIN = "admin"
@@ -197,6 +208,7 @@ class Settings(BaseSettings):
     i18n: I18nSettings = I18nSettings()
     payments: PaymentsSettings = PaymentsSettings()
     shipping: ShippingSettings = ShippingSettings()
+    refunds: RefundSettings = RefundSettings()
     admins: tuple[AdminEntry, ...] = ()
     support_contact: str = "@shiplabel_support"
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)

@@ -311,11 +311,7 @@ async def receive_text(update: Update, context: BotContext) -> OrderState | int:
                 i18n.t(lang, "order.understood", side=side_name, address=understood),
             )
         for error in errors.values():
-            label = (
-                i18n.t(lang, f"order.field.{error.field}")
-                if error.field in addresses.ADDRESS_FIELDS
-                else error.field
-            )
+            label = i18n.t(lang, f"order.field.{error.field}")
             await reply(update, context, f"{label}: {field_error(i18n, lang, error)}")
         return await _advance(update, context, draft)
     try:

@@ -50,6 +50,9 @@ async def show_labels(update: Update, context: BotContext) -> None:
             row: list[Button] = [
                 (i18n.t(lang, "labels.resend", tracking=tracking[-12:]), f"lbl:pdf:{order['_id']}")
             ]
+            row.append(
+                (i18n.t(lang, "labels.refund", tracking=tracking[-8:]), f"rf:one:{order['_id']}")
+            )
             rows.append(row)
     nav: list[Button] = []
     if page > 1:

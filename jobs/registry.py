@@ -10,6 +10,7 @@ from bot.settings import Settings
 from jobs.orders import recover_purchases_job
 from jobs.outbox import deliver_outbox_job
 from jobs.payments import reconcile_payments_job, stale_payments_job
+from jobs.refunds import check_refunds_job
 from jobs.sessions import expire_sessions_job, purge_expired_job
 
 
@@ -26,6 +27,7 @@ def schedule_jobs(
         ("payments:reconcile", reconcile_payments_job, payments.reconcile_interval_seconds),
         ("payments:stale", stale_payments_job, 60.0),
         ("orders:recover", recover_purchases_job, settings.shipping.recovery_interval_seconds),
+        ("refunds:check", check_refunds_job, settings.refunds.check_interval_seconds),
     ]
     if in_memory:
         jobs.append(("storage:purge-expired", purge_expired_job, 60.0))

@@ -71,6 +71,13 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
             IndexModel([("user_id", ASCENDING), ("name_key", ASCENDING)],
                        name="user_name_unique", unique=True),
         ],
+        "refunds": [
+            IndexModel([("order_id", ASCENDING)], name="order_unique", unique=True),
+            IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)],
+                       name="status_next_attempt"),
+            IndexModel([("user_id", ASCENDING), ("created_at", -1)], name="user_created"),
+            IndexModel([("announced_at", ASCENDING)], name="announced_at", sparse=False),
+        ],
         "outbox": [
             IndexModel(
                 [("dedup_key", ASCENDING)],

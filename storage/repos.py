@@ -14,6 +14,7 @@ from storage.orders import OrdersRepo
 from storage.outbox import OutboxRepo
 from storage.payments import PaymentsRepo
 from storage.processed_updates import ProcessedUpdatesRepo
+from storage.refunds import RefundsRepo
 from storage.runtime_settings import RuntimeSettingsRepo
 from storage.sessions import SessionsRepo
 from storage.templates import TemplatesRepo
@@ -66,6 +67,7 @@ class Storage:
             self.audit = AuditRepo(db)
             self.orders = OrdersRepo(db)
             self.templates = TemplatesRepo(db)
+            self.refunds = RefundsRepo(db)
             self._started = True
             return self
 

@@ -18,3 +18,6 @@ async def harness(settings: Settings, mongo: Mongo, clock: FakeClock) -> AsyncIt
         yield h
     finally:
         await h.close()
+
+
+from tests.e2e.shop import shop  # noqa: E402,F401 - the fixture, shared by order tests

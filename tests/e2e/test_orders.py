@@ -3,128 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import pytest
-from pydantic import SecretStr
-
-from bot.harness import BotHarness
-from bot.settings import Secrets
-from sandbox.shipstation import FakeShipStation
-from sandbox.telegram import SentMessage
-from storage.client import Mongo
-from tests.conftest import OWNER_ID, FakeClock, make_settings
-
-USER = 7001
-SENDER = "Jane Doe\n500 W 5th Ave Suite 200\nNew York, NY 10001\n(212) 555-0123"
-RECIPIENT = "John Smith, 123 Main St Apt 4, Springfield, IL 62704"
-
-
-@dataclass
-class ShopEnv:
-    harness: BotHarness
-    carrier: FakeShipStation
-    mongo: Mongo
-
-    async def fund(self, user_id: int, cents: int, key: str = "seed") -> None:
-        storage = self.harness.application.bot_data.require_storage()
-        await storage.ledger.apply(
-            user_id=user_id,
-            amount_cents=cents,
-            kind="topup",
-            key=f"{key}:{user_id}",
-            now=self.harness.clock(),
-        )
-
-    async def balance(self, user_id: int = USER) -> int:
-        user = await self.mongo.db["users"].find_one({"_id": user_id})
-        return int(user["balance_cents"]) if user else 0
-
-    async def audit_ok(self) -> None:
-        storage = self.harness.application.bot_data.require_storage()
-        _, mismatches = await storage.ledger.audit()
-        assert mismatches == []
-
-    async def to_summary(self, user_id: int = USER) -> SentMessage:
-        """Runs the flow up to the review; returns the review message."""
-        h = self.harness
-        [ask] = await h.say(user_id, "/order")
-        assert "Step 1 of 6" in ask.content
-        replies = await h.say(user_id, SENDER)
-        assert "Jane Doe" in replies[0].content  # shown back as understood
-        assert "Step 2 of 6" in replies[-1].content
-        replies = await h.say(user_id, RECIPIENT)
-        assert "Step 3 of 6" in replies[-1].content
-        [dims] = await h.say(user_id, "2 lb 4 oz")
-        assert "Step 4 of 6" in dims.content
-        [rates] = await h.say(user_id, "10x8x4")
-        assert "Step 5 of 6" in rates.content
-        replies = await h.press(user_id, rates, data=rates.buttons[0][1])
-        summary = replies[-1]
-        assert "Step 6 of 6" in summary.content
-        return summary
-
-
-@pytest.fixture
-async def shop(mongo: Mongo, clock: FakeClock) -> AsyncIterator[ShopEnv]:
-    carrier = FakeShipStation(instant=True)
-    await carrier.start()
-    base = make_settings()
-    shipping = base.shipping.model_copy(
-        update={"base_url": carrier.base_url, "recovery_after_seconds": 30}
-    )
-    secrets = Secrets.model_construct(
-        telegram_bot_token=None,
-        mongo_url=None,
-        shipstation_test_api_key=SecretStr("TEST_sandbox_key"),
-    )
-    harness = BotHarness(
-        make_settings(shipping=shipping, secrets=secrets),
-        mongo=mongo,
-        clock=clock,
-        rate_limits=False,
-    )
-    await harness.start()
-    harness.add_user(USER, first_name="Buyer")
-    harness.add_user(OWNER_ID)
-    await harness.say(USER, "/start")
-    try:
-        yield ShopEnv(harness, carrier, mongo)
-    finally:
-        await harness.close()
-        await carrier.stop()
-
-
-def _pay_button(summary: SentMessage) -> str:
-    return summary.callback_data_for("Pay")
-
-
-async def test_full_order_delivers_pdf_and_debits_once(shop: ShopEnv) -> None:
-    await shop.fund(USER, 10_000)
-    summary = await shop.to_summary()
-    assert "Jane Doe" in summary.content and "John Smith" in summary.content
-    replies = await shop.harness.press(USER, summary, data=_pay_button(summary))
-    bought = next(m for m in replies if "Label bought" in m.content)
-    pdf = next(m for m in replies if m.document is not None)
-    assert pdf.document is not None and pdf.document.data.startswith(b"%PDF-")
-    order = await shop.mongo.db["orders"].find_one({"user_id": USER, "status": "purchased"})
-    assert order is not None and order["tracking_number"] in bought.content
-    assert order["label_file_id"]
-    assert await shop.balance() == 10_000 - order["price_cents"]
-    assert order["price_cents"] > order["carrier_cost_cents"]
-    await shop.audit_ok()
-    # My labels shows it and re-sends the PDF by file id.
-    [labels] = await shop.harness.say(USER, "/labels")
-    assert order["tracking_number"] in labels.content
-    replies = await shop.harness.press(USER, labels, data=f"lbl:pdf:{order['_id']}")
-    assert any(m.document is not None for m in replies)
+from tests.conftest import FakeClock
+from tests.e2e.shop import RECIPIENT, SENDER, USER, ShopEnv, pay_button
 
 
 async def test_double_pay_debits_once(shop: ShopEnv) -> None:
     await shop.fund(USER, 10_000)
     summary = await shop.to_summary()
-    data = _pay_button(summary)
+    data = pay_button(summary)
     emulator = shop.harness.emulator
     ids = []
     for _ in range(2):
@@ -159,7 +46,7 @@ async def test_edit_recipient_from_summary_returns_to_summary(shop: ShopEnv) -> 
 async def test_insufficient_balance_topup_and_back(shop: ShopEnv) -> None:
     summary = await shop.to_summary()
     h = shop.harness
-    replies = await h.press(USER, summary, data=_pay_button(summary))
+    replies = await h.press(USER, summary, data=pay_button(summary))
     short = replies[-1]
     assert "Top up at least" in short.content
     assert await shop.balance() == 0
@@ -169,7 +56,7 @@ async def test_insufficient_balance_topup_and_back(shop: ShopEnv) -> None:
     replies = await h.press(USER, short, "Back to my order")
     review = replies[-1]
     assert "Step 6 of 6" in review.content
-    replies = await h.press(USER, review, data=_pay_button(review))
+    replies = await h.press(USER, review, data=pay_button(review))
     assert any("Label bought" in m.content for m in replies)
     await shop.audit_ok()
 
@@ -178,7 +65,7 @@ async def test_carrier_failure_is_compensated(shop: ShopEnv) -> None:
     await shop.fund(USER, 10_000)
     summary = await shop.to_summary()
     shop.carrier.inject_failure("create_label", "insufficient_funds")
-    replies = await shop.harness.press(USER, summary, data=_pay_button(summary))
+    replies = await shop.harness.press(USER, summary, data=pay_button(summary))
     assert any("back on your balance" in m.content for m in replies)
     assert await shop.balance() == 10_000
     order = await shop.mongo.db["orders"].find_one({"user_id": USER})
@@ -202,7 +89,7 @@ async def test_crash_in_purchasing_is_resolved_by_recovery(
     client = shop.harness.application.bot_data.extras["shipping"].client("test")
     client._purchase_timeout = 0.2  # noqa: SLF001 - make the timeout quick for the test
     shop.carrier.inject_failure("create_label", "slow", delay=1.0)
-    replies = await shop.harness.press(USER, summary, data=_pay_button(summary))
+    replies = await shop.harness.press(USER, summary, data=pay_button(summary))
     assert any("has not confirmed" in m.content for m in replies)
     order = await shop.mongo.db["orders"].find_one({"user_id": USER})
     assert order is not None and order["status"] == "purchasing"
@@ -289,7 +176,7 @@ async def test_concurrent_customers_get_their_own_labels(shop: ShopEnv) -> None:
         [rates] = await h.say(uid, "6x6x6")
         replies = await h.press(uid, rates, data=rates.buttons[0][1])
         summary = replies[-1]
-        replies = await h.press(uid, summary, data=_pay_button(summary))
+        replies = await h.press(uid, summary, data=pay_button(summary))
         assert any(m.document is not None for m in replies)
 
     await asyncio.gather(*(customer(uid) for uid in users))
