@@ -26,6 +26,7 @@ from bot.update_processor import PerChatUpdateProcessor
 from conversations.order import build_order_conversation
 from conversations.refund import build_refund_conversation
 from conversations.support import build_support_conversation
+from conversations.templates import build_templates_conversation
 from conversations.topup import build_topup_conversation
 from handlers import balance, gates, labels, orders_stale, payments, refunds, start
 from handlers.admin import payments as admin_payments
@@ -66,6 +67,7 @@ BOT_COMMANDS = (
     ("help", "How it works"),
     ("order", "Buy a shipping label"),
     ("labels", "My labels"),
+    ("templates", "Address templates"),
     ("refund", "Refund unused labels"),
     ("balance", "Balance and history"),
     ("topup", "Top up the balance"),
@@ -98,6 +100,7 @@ def build_conversations() -> list[SessionConversationHandler]:
         build_order_conversation(),
         build_refund_conversation(),
         build_support_conversation(),
+        build_templates_conversation(),
     ]
 
 

@@ -25,6 +25,7 @@ def inline(rows: Sequence[Sequence[Button]]) -> InlineKeyboardMarkup:
 MAIN_MENU_ITEMS: tuple[tuple[str, str], ...] = (
     ("menu.order", "menu:order"),
     ("menu.labels", "menu:labels"),
+    ("menu.templates", "menu:templates"),
     ("menu.balance", "menu:balance"),
     ("menu.topup", "menu:topup"),
     ("menu.refunds", "menu:refunds"),

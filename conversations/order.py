@@ -286,6 +286,23 @@ async def start(update: Update, context: BotContext) -> OrderState:
     return await _advance(update, context, draft)
 
 
+async def start_from_template(update: Update, context: BotContext) -> OrderState | None:
+    """Starts a new draft with a saved template as the sender (from the templates list)."""
+    query = update.callback_query
+    user = update.effective_user
+    assert query is not None and query.data is not None and user is not None
+    orders = context.services.orders
+    template = await orders.template(user.id, query.data.rsplit(":", 1)[-1])
+    if template is None:
+        await ack(update, context.i18n.t(lang_of(update, context), "errors.stale_button"))
+        return None
+    await ack(update)
+    leave_others(context, conversation_key(update), keep={NAME})
+    draft = await orders.start_draft(user.id)
+    draft = await orders.set_address(draft, "from", dict(template["address"]))
+    return await _advance(update, context, draft)
+
+
 async def receive_text(update: Update, context: BotContext) -> OrderState | int:
     """Stores an address field, or a whole pasted address, and asks for what is next."""
     message = update.effective_message
@@ -562,6 +579,7 @@ def build_order_conversation() -> SessionConversationHandler:
         entry_points=[
             CommandHandler("order", start),
             CallbackQueryHandler(start, pattern=r"^menu:order$"),
+            CallbackQueryHandler(start_from_template, pattern=rf"^order:usetpl:{draft_button}$"),
         ],
         states={
             OrderState.AWAITING_ADDRESS_FIELD: [

@@ -58,11 +58,7 @@ def _name_error(i18n: I18n, lang: str, error: FieldError) -> str:
 def _address_problems(i18n: I18n, lang: str, parsed: addresses.ParsedAddress) -> str:
     lines: list[str] = []
     for name, error in parsed.errors.items():
-        label = (
-            i18n.t(lang, f"order.field.{name}")
-            if name in addresses.ADDRESS_FIELDS
-            else i18n.t(lang, "templates.whole_address")
-        )
+        label = i18n.t(lang, f"order.field.{name}")  # "address" for the whole text
         lines.append(f"• {label}: {field_error(i18n, lang, error)}")
     for name in parsed.missing:
         label = i18n.t(lang, f"order.field.{name}")
@@ -236,9 +232,7 @@ async def _ask_name(
 ) -> TemplatesState:
     lang = lang_of(update, context)
     i18n = context.i18n
-    await context.services.sessions.set_data(
-        conversation_key(update), NAME, {"address": address}
-    )
+    await context.services.sessions.set_data(conversation_key(update), NAME, {"address": address})
     text = i18n.t(
         lang,
         "templates.ask_name",
@@ -300,9 +294,7 @@ async def receive_new_name(update: Update, context: BotContext) -> TemplatesStat
     data = await context.services.sessions.get_data(conversation_key(update), NAME)
     template_id = str(data.get("template_id") or "")
     try:
-        renamed = await context.services.orders.rename_template(
-            user.id, template_id, message.text
-        )
+        renamed = await context.services.orders.rename_template(user.id, template_id, message.text)
     except FieldError as error:
         await reply(update, context, _name_error(i18n, lang, error), inline([_cancel(i18n, lang)]))
         return TemplatesState.AWAITING_NEW_NAME

@@ -9,17 +9,14 @@ import pytest
 from bson import ObjectId
 from pydantic import SecretStr
 
-from bot import application
 from bot.harness import BotHarness
-from bot.sessions import SessionConversationHandler
 from bot.settings import Secrets
-from conversations.templates import build_templates_conversation
 from sandbox.shipstation import FakeShipStation
 from sandbox.telegram import SentMessage
 from services.orders import OrderService
 from storage.client import Mongo
 from tests.conftest import OWNER_ID, FakeClock, make_settings
-from tests.e2e.test_orders import RECIPIENT, SENDER, USER, ShopEnv
+from tests.e2e.shop import RECIPIENT, SENDER, USER, ShopEnv, pay_button
 
 OTHER = 7002
 HOME = {
@@ -40,23 +37,8 @@ def limit() -> int:
 
 
 @pytest.fixture
-def wired(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Registers the conversation when ``bot/application.py`` does not (yet)."""
-    original = application.build_conversations
-
-    def with_templates() -> list[SessionConversationHandler]:
-        conversations = original()
-        if not any(c.name == "templates" for c in conversations):
-            conversations.append(build_templates_conversation())
-        return conversations
-
-    monkeypatch.setattr(application, "build_conversations", with_templates)
-
-
-@pytest.fixture
-async def shop(
-    wired: None, mongo: Mongo, clock: FakeClock, limit: int
-) -> AsyncIterator[ShopEnv]:
+async def shop(mongo: Mongo, clock: FakeClock, limit: int) -> AsyncIterator[ShopEnv]:
+    """``tests/e2e/shop.py``'s fixture plus a second customer and a settable template limit."""
     carrier = FakeShipStation(instant=True)
     await carrier.start()
     base = make_settings()
@@ -95,10 +77,15 @@ def _orders(shop: ShopEnv) -> OrderService:
 
 
 async def _templates(shop: ShopEnv, user_id: int = USER) -> list[dict[str, Any]]:
-    return await shop.mongo.db["templates"].find({"user_id": user_id}).to_list(None)
+    found: list[dict[str, Any]] = (
+        await shop.mongo.db["templates"].find({"user_id": user_id}).to_list(None)
+    )
+    return found
 
 
-async def _forge(shop: ShopEnv, user_id: int, message: SentMessage, data: str) -> list[SentMessage]:
+async def _forge(
+    shop: ShopEnv, user_id: int, message: SentMessage, data: str
+) -> list[SentMessage]:
     """A modified client sends ``data`` from a button of ``message``."""
     stored = shop.harness.emulator.message(user_id, message.message_id)
     assert stored.reply_markup is not None
@@ -114,7 +101,7 @@ async def test_save_recipient_after_order_and_use_it_in_the_next(shop: ShopEnv) 
     h = shop.harness
     await shop.fund(USER, 10_000)
     summary = await shop.to_summary()
-    replies = await h.press(USER, summary, data=summary.callback_data_for("Pay"))
+    replies = await h.press(USER, summary, data=pay_button(summary))
     bought = next(m for m in replies if "Label bought" in m.content)
     [ask] = await h.press(USER, bought, "Save recipient as template")
     assert "John Smith" in ask.content and "name for this template" in ask.content
@@ -148,6 +135,8 @@ async def test_new_template_from_pasted_address(shop: ShopEnv) -> None:
     assert "send the whole address again" in problems.content
     [bad_zip] = await h.say(USER, "Jane Doe, 500 W 5th Ave, New York, NY 1000")
     assert "ZIP code" in bad_zip.content
+    [hidden] = await h.say(USER, "Jane\u202e Doe, 500 W 5th Ave, New York, NY 10001")
+    assert "address: Please use Latin letters" in hidden.content
     [named] = await h.say(USER, SENDER)
     assert "Jane Doe" in named.content and "name for this template" in named.content
     [refused] = await h.say(USER, "x" * 40)
@@ -230,7 +219,7 @@ async def test_limit_is_enforced(shop: ShopEnv) -> None:
     # After a purchase the save button says so too instead of asking for a name.
     await shop.fund(USER, 10_000)
     summary = await shop.to_summary()
-    replies = await h.press(USER, summary, data=summary.callback_data_for("Pay"))
+    replies = await h.press(USER, summary, data=pay_button(summary))
     bought = next(m for m in replies if "Label bought" in m.content)
     [refused] = await h.press(USER, bought, "Save recipient as template")
     assert "already have 2 templates" in refused.content
@@ -263,18 +252,7 @@ async def test_forged_buttons_for_another_users_template_change_nothing(shop: Sh
     assert [t["name"] for t in await _templates(shop, OTHER)] == ["Mine"]
 
 
-def _order_entry_wired(shop: ShopEnv) -> bool:
-    order = shop.harness.application.bot_data.conversations["order"]
-    probe = f"order:usetpl:{ObjectId()}"
-    return any(
-        getattr(getattr(handler, "pattern", None), "match", lambda _: None)(probe)
-        for handler in order.entry_points
-    )
-
-
 async def test_use_for_a_new_order_fills_the_sender(shop: ShopEnv) -> None:
-    if not _order_entry_wired(shop):
-        pytest.skip("conversations/order.py has no order:usetpl:<id> entry point yet")
     h = shop.harness
     await _orders(shop).save_template(USER, "Home", HOME)
     [listing] = await h.say(USER, "/templates")
@@ -288,7 +266,6 @@ async def test_use_for_a_new_order_fills_the_sender(shop: ShopEnv) -> None:
 async def test_main_menu_button_opens_the_list(shop: ShopEnv) -> None:
     h = shop.harness
     [_, menu] = await h.say(USER, "/start")
-    if "menu:templates" not in [data for _, data in menu.buttons]:
-        pytest.skip("bot/keyboards.py has no menu:templates item yet")
+    assert "menu:templates" in [data for _, data in menu.buttons]
     [listing] = await h.press(USER, menu, data="menu:templates")
     assert "Address templates" in listing.content
