@@ -15,13 +15,13 @@ from telegram.ext import (
     ContextTypes,
     Defaults,
 )
-from telegram.request import HTTPXRequest
 
 from bot.context import BotContext, BotData, Services
 from bot.i18n import I18n
 from bot.notices import BotNotices
 from bot.sessions import SessionConversationHandler
 from bot.settings import Settings
+from bot.telegram_request import AiohttpRequest
 from bot.update_processor import PerChatUpdateProcessor
 from conversations.order import build_order_conversation
 from conversations.refund import build_refund_conversation
@@ -118,14 +118,14 @@ def build_application(
         assert settings.secrets.telegram_bot_token is not None
         token = settings.secrets.telegram_bot_token.get_secret_value()
     tg = settings.telegram
-    request = HTTPXRequest(
+    request = AiohttpRequest(
         connection_pool_size=tg.connection_pool_size,
         connect_timeout=tg.connect_timeout,
         read_timeout=tg.read_timeout,
         write_timeout=tg.write_timeout,
         pool_timeout=tg.pool_timeout,
     )
-    updates_request = HTTPXRequest(
+    updates_request = AiohttpRequest(
         connection_pool_size=2,
         connect_timeout=tg.connect_timeout,
         read_timeout=tg.read_timeout + tg.poll_timeout,

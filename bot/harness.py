@@ -46,12 +46,15 @@ class BotHarness:
         if mongo is None:
             from mongomock_motor import AsyncMongoMockClient
 
+            from storage import inmemory
+
+            inmemory.install()
             client: Any = AsyncMongoMockClient(tz_aware=True)
             mongo = Mongo(client, settings.mongo.database, in_memory=True)
         self.mongo = mongo
         self.app: BotApplication | None = None
         self._done: set[int] = set()
-        self._done_event = asyncio.Event()
+        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
 
     @property
     def application(self) -> BotApplication:
@@ -109,15 +112,17 @@ class BotHarness:
     def _on_done(self, update: object) -> None:
         if isinstance(update, Update):
             self._done.add(update.update_id)
-            self._done_event.set()
+            for waiter in self._waiters.pop(update.update_id, []):
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def wait_done(self, update_id: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        async def wait() -> None:
-            while update_id not in self._done:
-                self._done_event.clear()
-                await self._done_event.wait()
-
-        await asyncio.wait_for(wait(), timeout)
+        """Waits until the application has finished handling ``update_id``."""
+        if update_id in self._done:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(update_id, []).append(waiter)
+        await asyncio.wait_for(waiter, timeout)
 
     async def _exchange(self, user_id: int, inject: Callable[[], int]) -> list[SentMessage]:
         mark = self.emulator.cursor(user_id)

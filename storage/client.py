@@ -43,6 +43,9 @@ class Mongo:
         if url.startswith(MONGOMOCK_SCHEME):
             from mongomock_motor import AsyncMongoMockClient
 
+            from storage import inmemory
+
+            inmemory.install()
             _LOGGER.warning("MONGO_URL=mongomock:// is an in-memory database: nothing persists")
             return cls(AsyncMongoMockClient(tz_aware=True), options.database, in_memory=True)
         client: AsyncMongoClient[Document] = AsyncMongoClient(
