@@ -1,6 +1,6 @@
 """``make bench``: prints one table of figures. Not a pass/fail test.
 
-    python -m bench [--customers 1000] [--sessions 10000,100000] [--only orders,memory,...]
+python -m bench [--customers 1000] [--sessions 10000,100000] [--only orders,memory,...]
 """
 
 from __future__ import annotations

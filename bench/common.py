@@ -24,11 +24,24 @@ class Table:
         self.rows.append((bench, metric, value))
 
     def render(self) -> str:
-        widths = [max(len(r[i]) for r in [("benchmark", "metric", "value"), *self.rows]) for i in range(3)]
+        widths = [
+            max(len(r[i]) for r in [("benchmark", "metric", "value"), *self.rows])
+            for i in range(3)
+        ]
         line = "+".join("-" * (w + 2) for w in widths)
-        out = [line, "| " + " | ".join(h.ljust(w) for h, w in zip(("benchmark", "metric", "value"), widths, strict=True)) + " |", line]
+        out = [
+            line,
+            "| "
+            + " | ".join(
+                h.ljust(w) for h, w in zip(("benchmark", "metric", "value"), widths, strict=True)
+            )
+            + " |",
+            line,
+        ]
         for row in self.rows:
-            out.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+            out.append(
+                "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+            )
         out.append(line)
         return "\n".join(out)
 

@@ -42,11 +42,26 @@ async def probe(count: int) -> dict[str, float]:
     users, sessions = [], []
     for i in range(count):
         uid = 30_000_000 + i
-        users.append({"_id": uid, "language": "en", "balance_cents": 0, "blocked": False,
-                      "created_at": now, "last_seen_at": now, "update_count": 3})
-        sessions.append({"_id": f"{uid}:{uid}", "key": [uid, uid],
-                         "states": {"order": "awaiting_weight"},
-                         "expires_at": now + timedelta(minutes=50), "updated_at": now})
+        users.append(
+            {
+                "_id": uid,
+                "language": "en",
+                "balance_cents": 0,
+                "blocked": False,
+                "created_at": now,
+                "last_seen_at": now,
+                "update_count": 3,
+            }
+        )
+        sessions.append(
+            {
+                "_id": f"{uid}:{uid}",
+                "key": [uid, uid],
+                "states": {"order": "awaiting_weight"},
+                "expires_at": now + timedelta(minutes=50),
+                "updated_at": now,
+            }
+        )
     await mongo.db["users"].insert_many(users)
     await mongo.db["sessions"].insert_many(sessions)
     del users, sessions
@@ -67,8 +82,14 @@ async def probe(count: int) -> dict[str, float]:
     await harness.close()
     await carrier.stop()
     del started
-    return {"count": count, "seeded_rss": seeded, "app_rss": after, "live": live,
-            "ready_s": ready, "first_poll_s": first_poll}
+    return {
+        "count": count,
+        "seeded_rss": seeded,
+        "app_rss": after,
+        "live": live,
+        "ready_s": ready,
+        "first_poll_s": first_poll,
+    }
 
 
 def run(counts: list[int], table: Table, *, startup: bool) -> None:
@@ -76,18 +97,29 @@ def run(counts: list[int], table: Table, *, startup: bool) -> None:
     for count in counts:
         out = subprocess.run(
             [sys.executable, "-m", "bench.memory", str(count)],
-            capture_output=True, text=True, check=True, timeout=1800,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=1800,
         )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for r in results:
         n = f"{int(r['count']):,}"
-        table.add("memory", f"RSS after seeding {n} users+sessions", f"{r['seeded_rss'] / 2**20:.0f} MB")
+        table.add(
+            "memory", f"RSS after seeding {n} users+sessions", f"{r['seeded_rss'] / 2**20:.0f} MB"
+        )
         table.add("memory", f"RSS with the app running ({n})", f"{r['app_rss'] / 2**20:.0f} MB")
-        table.add("memory", f"app on top of the data ({n})", f"{(r['app_rss'] - r['seeded_rss']) / 2**20:.1f} MB")
+        table.add(
+            "memory",
+            f"app on top of the data ({n})",
+            f"{(r['app_rss'] - r['seeded_rss']) / 2**20:.1f} MB",
+        )
         table.add("memory", f"live conversations loaded ({n})", f"{int(r['live']):,}")
         if startup:
             table.add("startup", f"to ready, {n} sessions", f"{r['ready_s']:.2f} s")
-            table.add("startup", f"to first getUpdates, {n} sessions", f"{r['first_poll_s']:.2f} s")
+            table.add(
+                "startup", f"to first getUpdates, {n} sessions", f"{r['first_poll_s']:.2f} s"
+            )
     if len(results) >= 2:
         a, b = results[0], results[-1]
         grow = (b["app_rss"] - b["seeded_rss"]) - (a["app_rss"] - a["seeded_rss"])

@@ -47,7 +47,10 @@ async def run(customers: int, table: Table) -> None:
             try:
                 await step(uid, "/start")
                 await storage.ledger.apply(
-                    user_id=uid, amount_cents=10_000, kind="topup", key=f"bench:{uid}",
+                    user_id=uid,
+                    amount_cents=10_000,
+                    kind="topup",
+                    key=f"bench:{uid}",
                     now=harness.clock(),
                 )
                 await step(uid, "/order")
@@ -83,7 +86,9 @@ async def run(customers: int, table: Table) -> None:
         table.add("orders", "latency p50/p95/p99", f"{p50:.0f} / {p95:.0f} / {p99:.0f} ms")
         table.add("orders", "errors", str(errors))
         table.add("orders", "cross-talk", str(crosstalk))
-        table.add("orders", "audit-ledger", "ok" if not mismatches else f"{len(mismatches)} mismatches")
+        table.add(
+            "orders", "audit-ledger", "ok" if not mismatches else f"{len(mismatches)} mismatches"
+        )
     finally:
         await harness.close()
         await carrier.stop()

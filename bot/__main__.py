@@ -1,4 +1,7 @@
-"""Command line: ``python -m bot run|demo|check-config|ensure-indexes``."""
+"""Command line: ``python -m bot run|demo|check-config|ensure-indexes|backup|restore|…``.
+
+``python -m bot --help`` lists every command.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,18 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
 
 from bot.settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
+EXIT_REFUSED = 1
 
 
 def _settings_or_exit() -> Settings:
@@ -47,6 +57,10 @@ def cmd_run(_: argparse.Namespace) -> int:
     _configure_logging(settings)
     from bot.application import build_application, build_storage
     from bot.runner import run_until_signalled
+    from bot.sentry import init_sentry
+
+    dsn = settings.secrets.sentry_dsn
+    init_sentry(dsn.get_secret_value() if dsn else None, settings.secrets.values())
 
     assert settings.secrets.mongo_url is not None
     storage = build_storage(settings, settings.secrets.mongo_url.get_secret_value())
@@ -104,6 +118,220 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(settings, verbose=bool(args.verbose)))
 
 
+_T = TypeVar("_T")
+
+
+def _mongo_url_or_exit(settings: Settings) -> str:
+    try:
+        settings.secrets.require("MONGO_URL")
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    assert settings.secrets.mongo_url is not None
+    return settings.secrets.mongo_url.get_secret_value()
+
+
+def _with_database(
+    settings: Settings, database: str | None, work: Callable[[Any, str], Awaitable[_T]]
+) -> _T:
+    """Connects inside a fresh event loop, runs ``work(db, name)``, closes the client."""
+    from storage.client import Mongo, MongoOptions
+
+    url = _mongo_url_or_exit(settings)
+    name = database or settings.mongo.database
+    options = MongoOptions(
+        database=name, server_selection_timeout_ms=settings.mongo.server_selection_timeout_ms
+    )
+
+    async def main() -> _T:
+        mongo = Mongo.connect(url, options)
+        try:
+            return await work(mongo.db, name)
+        finally:
+            await mongo.close()
+
+    return asyncio.run(main())
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    _configure_logging(settings)
+    from bot.backup import BackupError, backup_database, summary
+
+    out = Path(args.out)
+    try:
+        manifest = _with_database(
+            settings, args.database, lambda db, name: backup_database(db, out, database=name)
+        )
+    except BackupError as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"backup written to {out}: {summary(manifest)}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    _configure_logging(settings)
+    from bot.backup import BackupError, RestoreRefused, restore_database, verify_backup
+
+    source = Path(args.dir)
+    try:
+        verify_backup(source)  # before connecting: a damaged backup never touches the DB
+        report = _with_database(
+            settings,
+            args.database,
+            lambda db, _: restore_database(db, source, force=bool(args.force)),
+        )
+    except RestoreRefused as exc:
+        print(f"restore refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except BackupError as exc:
+        print(f"restore failed: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    total = sum(report.documents.values())
+    print(f"restored {total} documents into {len(report.documents)} collections from {source}")
+    return 0
+
+
+# ------------------------------------------------------------------ configuration reference
+
+REFERENCE_BEGIN = "<!-- BEGIN config-reference (generated: python -m bot config-reference) -->"
+REFERENCE_END = "<!-- END config-reference -->"
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Literal:
+        return " | ".join(json.dumps(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin in (tuple, list, set, frozenset):
+        inner = args[0] if args else Any
+        return f"list of {_type_name(inner)}"
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return " | ".join(json.dumps(m.value) for m in tp)
+    if tp is type(None):
+        return "null"
+    if getattr(tp, "__name__", "") == "SecretStr":
+        return "secret"
+    if isinstance(tp, type) and hasattr(tp, "model_fields"):
+        fields = ", ".join(
+            f"{name}: {_type_name(f.annotation)}" for name, f in tp.model_fields.items()
+        )
+        return f"{{{fields}}}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _constraints(metadata: list[Any]) -> str:
+    symbols = {"gt": ">", "ge": "≥", "lt": "<", "le": "≤"}
+    parts = []
+    for item in metadata:
+        for attr, symbol in symbols.items():
+            value = getattr(item, attr, None)
+            if value is not None:
+                parts.append(f"{symbol} {value}")
+        min_length = getattr(item, "min_length", None)
+        if min_length is not None:
+            parts.append(f"min length {min_length}")
+    return ", ".join(parts)
+
+
+def _default(value: Any) -> str:
+    from pydantic_core import PydanticUndefined, to_jsonable_python
+
+    if value is PydanticUndefined:
+        return "(required)"
+    if isinstance(value, Decimal):
+        return f"`{value}`"
+    return f"`{json.dumps(to_jsonable_python(value), ensure_ascii=False)}`"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def config_reference(settings_cls: type[Settings] = Settings) -> str:
+    """Markdown reference of every setting: name, env var, type, default, constraints."""
+    from pydantic import BaseModel
+
+    from bot.settings import Secrets
+
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    delimiter = str(settings_cls.model_config.get("env_nested_delimiter", "__"))
+    sections: dict[str, list[str]] = {}
+
+    def walk(model: type[BaseModel], path: list[str]) -> None:
+        for name, info in model.model_fields.items():
+            if info.exclude:
+                continue
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, [*path, name])
+                continue
+            key = ".".join([*path, name])
+            env = prefix + delimiter.join(p.upper() for p in [*path, name])
+            default = _default(info.get_default(call_default_factory=True))
+            row = (
+                f"| `{key}` | `{env}` | {_cell(_type_name(annotation))} "
+                f"| {_cell(default)} | {_cell(_constraints(info.metadata))} |"
+            )
+            sections.setdefault(path[0] if path else "(top level)", []).append(row)
+
+    walk(settings_cls, [])
+    lines = [
+        "Precedence: environment variable, then `config.yaml`, then the default. Lists and",
+        "mappings are given as JSON in environment variables, e.g.",
+        f"`{prefix}ADMINS='[{{\"user_id\": 123, \"role\": \"owner\"}}]'`.",
+        "",
+    ]
+    header = ["| setting | environment variable | type | default | constraints |",
+              "|---|---|---|---|---|"]
+    for section, rows in sections.items():
+        lines += [f"#### `{section}`", "", *header, *rows, ""]
+    lines += [
+        "#### Secrets (environment only, never in `config.yaml`)",
+        "",
+        "| environment variable | type |",
+        "|---|---|",
+    ]
+    for info in Secrets.model_fields.values():
+        lines.append(f"| `{info.validation_alias}` | {_cell(_type_name(info.annotation))} |")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def replace_reference_block(document: str, reference: str) -> str:
+    begin = document.find(REFERENCE_BEGIN)
+    end = document.find(REFERENCE_END)
+    if begin < 0 or end < begin:
+        raise ValueError("the document has no config-reference markers")
+    head = document[: begin + len(REFERENCE_BEGIN)]
+    return f"{head}\n{reference}{document[end:]}"
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    reference = config_reference()
+    target = Path(args.write or args.check) if (args.write or args.check) else None
+    if target is None:
+        print(reference, end="")
+        return 0
+    current = target.read_text(encoding="utf-8")
+    updated = replace_reference_block(current, reference)
+    if args.check:
+        if updated != current:
+            print(
+                f"{target}: the configuration reference is out of date; run "
+                f"python -m bot config-reference --write {target}",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
+        return 0
+    target.write_text(updated, encoding="utf-8")
+    print(f"updated the configuration reference in {target}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description="ShipLabel Bot worker")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +350,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-repair", action="store_true", help="do not apply pending entries first"
     )
     audit.set_defaults(func=cmd_audit_ledger)
+    backup = sub.add_parser("backup", help="dump every collection to a directory")
+    backup.add_argument("--out", required=True, help="new (or empty) directory to write")
+    backup.add_argument("--database", help="database name (default: mongo.database)")
+    backup.set_defaults(func=cmd_backup)
+    restore = sub.add_parser("restore", help="restore a backup directory")
+    restore.add_argument("dir", help="directory written by `backup`")
+    restore.add_argument("--database", help="database name (default: mongo.database)")
+    restore.add_argument(
+        "--force", action="store_true", help="replace the collections of a non-empty database"
+    )
+    restore.set_defaults(func=cmd_restore)
+    reference = sub.add_parser(
+        "config-reference", help="print the configuration reference (Markdown)"
+    )
+    group = reference.add_mutually_exclusive_group()
+    group.add_argument("--write", metavar="DOC", help="replace the generated block in DOC")
+    group.add_argument("--check", metavar="DOC", help="exit 1 if the block in DOC is stale")
+    reference.set_defaults(func=cmd_config_reference)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -18,11 +18,14 @@ from telegram.ext import (
 
 from bot.context import BotContext, BotData, Services
 from bot.i18n import I18n
+from bot.lease import PollerLease, attach_lease
 from bot.notices import BotNotices
+from bot.runner import UpdatesRequest, attach_updates_monitor
 from bot.sessions import SessionConversationHandler
 from bot.settings import Settings
 from bot.telegram_request import AiohttpRequest
 from bot.update_processor import PerChatUpdateProcessor
+from bot.web import WebServer, application_checks
 from conversations.order import build_order_conversation
 from conversations.refund import build_refund_conversation
 from conversations.support import build_support_conversation
@@ -32,6 +35,7 @@ from handlers import balance, gates, labels, orders_stale, payments, refunds, st
 from handlers.admin import payments as admin_payments
 from handlers.admin import refunds as admin_refunds
 from handlers.errors import error_handler
+from handlers.oxapay_callback import make_oxapay_callback
 from jobs.registry import schedule_jobs
 from providers.payments.oxapay import OxaPayClient
 from providers.shipping.shipstation import ShipStationClient
@@ -50,6 +54,7 @@ from services.shipping import ShippingGateway
 from services.users import UserService
 from storage.client import MongoOptions
 from storage.indexes import IndexOptions
+from storage.locks import LocksRepo
 from storage.persistence import MongoPersistence
 from storage.repos import Storage
 
@@ -125,12 +130,15 @@ def build_application(
         write_timeout=tg.write_timeout,
         pool_timeout=tg.pool_timeout,
     )
-    updates_request = AiohttpRequest(
-        connection_pool_size=2,
-        connect_timeout=tg.connect_timeout,
-        read_timeout=tg.read_timeout + tg.poll_timeout,
-        write_timeout=tg.write_timeout,
-        pool_timeout=tg.pool_timeout,
+    # Records each successful getUpdates (readiness), counts 409s, fences polling by lease.
+    updates_request = UpdatesRequest(
+        AiohttpRequest(
+            connection_pool_size=2,
+            connect_timeout=tg.connect_timeout,
+            read_timeout=tg.read_timeout + tg.poll_timeout,
+            write_timeout=tg.write_timeout,
+            pool_timeout=tg.pool_timeout,
+        )
     )
     context_types = ContextTypes(context=BotContext, bot_data=BotData)
     application: BotApplication = (
@@ -171,6 +179,7 @@ def build_application(
     data.i18n = i18n or I18n.load(settings.i18n.languages, settings.i18n.default_language)
     data.storage = storage
     data.clock = clock
+    attach_updates_monitor(data, updates_request)
     _register_handlers(application)
     return application
 
@@ -305,6 +314,38 @@ async def _post_init(application: BotApplication) -> None:
         ),
     )
     schedule_jobs(application, settings, in_memory=storage.mongo.in_memory)
+    if settings.poller.enabled:
+        # Started and stopped by bot.runner, which polls only while it is held.
+        attach_lease(
+            data,
+            PollerLease(
+                LocksRepo(storage.mongo.db),
+                lease_seconds=settings.poller.lease_seconds,
+                renew_seconds=settings.poller.renew_seconds,
+            ),
+        )
+    if settings.web.enabled:
+        web = WebServer(
+            settings.web.host,
+            settings.web.port,
+            checks=application_checks(
+                application, updates_max_age_seconds=settings.web.updates_max_age_seconds
+            ),
+            check_timeout=settings.web.check_timeout_seconds,
+            max_body_bytes=settings.web.max_body_bytes,
+        )
+        merchant_key = settings.secrets.oxapay_merchant_api_key
+        web.add_route(
+            "POST",
+            "/callbacks/oxapay",
+            make_oxapay_callback(
+                lambda: data.require_services().payments,
+                lambda: merchant_key.get_secret_value() if merchant_key else None,
+                max_bytes=settings.payments.callback_max_bytes,
+            ),
+        )
+        await web.start()
+        data.extras["web"] = web
     await application.bot.set_my_commands([BotCommand(name, desc) for name, desc in BOT_COMMANDS])
     _LOGGER.info("application initialised")
 
@@ -386,6 +427,9 @@ def _build_shipstation(settings: Settings, notifier: Notifier) -> dict[str, Ship
 
 
 async def _post_shutdown(application: BotApplication) -> None:
+    web = application.bot_data.extras.pop("web", None)
+    if isinstance(web, WebServer):
+        await web.stop()  # first: callbacks need MongoDB and the services
     gateway = application.bot_data.extras.pop("shipping", None)
     if isinstance(gateway, ShippingGateway):
         await gateway.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
@@ -79,6 +79,24 @@ class WebSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(65536, ge=1024)
+    check_timeout_seconds: float = Field(2.0, gt=0)
+    # /readyz fails when the last successful getUpdates is older than this.
+    updates_max_age_seconds: float = Field(90, gt=0)
+
+
+class PollerSettings(_Section):
+    """Single poller with hot standby: the holder of the ``locks/poller`` lease polls."""
+
+    enabled: bool = True
+    lease_seconds: float = Field(30, gt=0)
+    renew_seconds: float = Field(5, gt=0)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_renewals(self) -> PollerSettings:
+        if self.lease_seconds < 3 * self.renew_seconds:
+            raise ValueError("lease_seconds must be at least 3 x renew_seconds")
+        return self
 
 
 class I18nSettings(_Section):
@@ -205,6 +223,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = OutboxSettings()
     logging: LoggingSettings = LoggingSettings()
     web: WebSettings = WebSettings()
+    poller: PollerSettings = PollerSettings()
     i18n: I18nSettings = I18nSettings()
     payments: PaymentsSettings = PaymentsSettings()
     shipping: ShippingSettings = ShippingSettings()

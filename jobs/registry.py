@@ -6,6 +6,7 @@ from typing import Any
 
 from telegram.ext import Application
 
+from bot.lease import leader_only
 from bot.settings import Settings
 from jobs.orders import recover_purchases_job
 from jobs.outbox import deliver_outbox_job
@@ -23,11 +24,28 @@ def schedule_jobs(
     payments = settings.payments
     jobs: list[tuple[str, Any, float]] = [
         ("outbox:deliver", deliver_outbox_job, settings.outbox.interval_seconds),
-        ("sessions:expire", expire_sessions_job, settings.sessions.sweep_interval_seconds),
-        ("payments:reconcile", reconcile_payments_job, payments.reconcile_interval_seconds),
-        ("payments:stale", stale_payments_job, 60.0),
-        ("orders:recover", recover_purchases_job, settings.shipping.recovery_interval_seconds),
-        ("refunds:check", check_refunds_job, settings.refunds.check_interval_seconds),
+        # Leader-only: money, provider calls and in-memory conversation state.
+        (
+            "sessions:expire",
+            leader_only(expire_sessions_job),
+            settings.sessions.sweep_interval_seconds,
+        ),
+        (
+            "payments:reconcile",
+            leader_only(reconcile_payments_job),
+            payments.reconcile_interval_seconds,
+        ),
+        ("payments:stale", leader_only(stale_payments_job), 60.0),
+        (
+            "orders:recover",
+            leader_only(recover_purchases_job),
+            settings.shipping.recovery_interval_seconds,
+        ),
+        (
+            "refunds:check",
+            leader_only(check_refunds_job),
+            settings.refunds.check_interval_seconds,
+        ),
     ]
     if in_memory:
         jobs.append(("storage:purge-expired", purge_expired_job, 60.0))

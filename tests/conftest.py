@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.settings import AdminEntry, Role, Secrets, Settings
+from bot.settings import AdminEntry, Role, Secrets, Settings, WebSettings
 from storage.client import Mongo, MongoOptions
 
 TOKEN = "123456:TEST-token-AbCdEfGhIjKlMnOpQrStUvWxYz"
@@ -50,6 +50,7 @@ def make_settings(**overrides: object) -> Settings:
             AdminEntry(user_id=SUPPORT_ID, role=Role.SUPPORT),
         ),
         "secrets": Secrets.model_construct(telegram_bot_token=None, mongo_url=None),
+        "web": WebSettings(port=0),  # a free port per application
     }
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
