@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+from pydantic import SecretStr
 
 from bot.harness import BotHarness
-from bot.settings import AdminEntry, Role, Settings
+from bot.settings import AdminEntry, Role, Secrets, Settings
+from sandbox.oxapay import FakeOxaPay
+from sandbox.shipstation import FakeShipStation
 from sandbox.telegram import SentMessage
 
 CUSTOMER_ID = 5550001
 ADMIN_ID = 5559999
 _TAG = re.compile(r"<[^>]+>")
+DEMO_OXAPAY_KEY = "demo-oxapay-merchant-key"  # noqa: S105 - the fake's key
+DEMO_SENDER = "Dana Scully\n500 W 5th Ave Suite 200\nNew York, NY 10001\n(212) 555-0123"
+DEMO_RECIPIENT = "Fox Mulder, 2630 Hegal Pl Apt 42, Alexandria, VA 22314"
 
 
 class DemoFailure(Exception):
@@ -46,6 +55,9 @@ class Transcript:
             for row in message.button_rows:
                 self._write("      " + "  ".join(f"[{text}]" for text, _ in row))
 
+    def note(self, text: str) -> None:
+        self._write(f"   {text}")
+
     def section(self, title: str) -> None:
         self._write(f"\n━━━ {title} ━━━")
 
@@ -58,6 +70,7 @@ class Transcript:
 class Demo:
     harness: BotHarness
     transcript: Transcript
+    extras: dict[str, Any] = field(default_factory=dict)
 
     async def say(self, user_id: int, text: str, expect: str) -> list[SentMessage]:
         self.transcript.user(self._name(user_id), text)
@@ -111,33 +124,184 @@ async def scene_support(demo: Demo) -> None:
     await demo.say(CUSTOMER_ID, "/cancel", "nothing to cancel")
 
 
-SCENES: tuple[Scene, ...] = (scene_start_language_help, scene_support)
+async def _wait_for(demo: Demo, user_id: int, text: str, timeout: float = 20) -> SentMessage:  # noqa: ASYNC109
+    emulator = demo.harness.emulator
+
+    def found() -> SentMessage | None:
+        for message in reversed(emulator.sent_messages(user_id)):
+            if text in _TAG.sub("", message.content):
+                return message
+        return None
+
+    await emulator.wait_until(lambda: found() is not None, timeout=timeout)
+    message = found()
+    assert message is not None
+    demo.transcript.bot([message], to=" → admin" if user_id == ADMIN_ID else "")
+    return message
+
+
+async def scene_topup_crypto(demo: Demo) -> None:
+    demo.transcript.section("Top-up with crypto: OxaPay invoice, signed callback, credit")
+    await demo.say(CUSTOMER_ID, "/topup", "step 1 of 2")
+    [method] = await demo.say(CUSTOMER_ID, "25", "How would you like to pay")
+    await demo.press(CUSTOMER_ID, method, "Crypto", "Invoice for $25.00")
+    payment = await demo.harness.mongo.db["payments"].find_one({"user_id": CUSTOMER_ID})
+    assert payment is not None
+    oxapay = demo.extras["oxapay"]
+    demo.transcript.note("(the customer pays; OxaPay posts a signed callback to the bot)")
+    await oxapay.mark_paid(payment["provider_ref"])
+    await _wait_for(demo, CUSTOMER_ID, "Payment received")
+
+
+async def scene_topup_stars(demo: Demo) -> None:
+    demo.transcript.section("Top-up with Telegram Stars")
+    await demo.say(CUSTOMER_ID, "/topup", "step 1 of 2")
+    [method] = await demo.say(CUSTOMER_ID, "10", "How would you like to pay")
+    replies = await demo.press(CUSTOMER_ID, method, "Stars", "Telegram Stars")
+    invoice = next(m for m in replies if m.invoice is not None)
+    assert invoice.invoice is not None
+    emulator = demo.harness.emulator
+    demo.transcript.note(f"(the customer pays {invoice.invoice.total_amount} ⭐️ in Telegram)")
+    emulator.send_pre_checkout_query(
+        CUSTOMER_ID,
+        currency="XTR",
+        total_amount=invoice.invoice.total_amount,
+        payload=invoice.invoice.payload,
+    )
+    emulator.send_successful_payment(
+        CUSTOMER_ID,
+        currency="XTR",
+        total_amount=invoice.invoice.total_amount,
+        payload=invoice.invoice.payload,
+        charge_id="demo-charge-1",
+    )
+    await _wait_for(demo, CUSTOMER_ID, "Payment received: $10.00")
+    await demo.say(CUSTOMER_ID, "/balance", "$35.00")
+
+
+async def scene_buy_label(demo: Demo) -> None:
+    demo.transcript.section("Buying a label")
+    await demo.say(CUSTOMER_ID, "/order", "Step 1 of 6")
+    await demo.say(CUSTOMER_ID, DEMO_SENDER, "Step 2 of 6")
+    await demo.say(CUSTOMER_ID, DEMO_RECIPIENT, "Step 3 of 6")
+    await demo.say(CUSTOMER_ID, "2 lb 4 oz", "Step 4 of 6")
+    [rates] = await demo.say(CUSTOMER_ID, "10x8x4", "Step 5 of 6")
+    label = rates.buttons[0][0]
+    replies = await demo.press(CUSTOMER_ID, rates, label[:12], "Step 6 of 6")
+    await demo.press(CUSTOMER_ID, replies[-1], "Pay", "Label bought")
+
+
+async def scene_refund(demo: Demo) -> None:
+    demo.transcript.section("Refund of an unused label (six days later)")
+    order = await demo.harness.mongo.db["orders"].find_one(
+        {"user_id": CUSTOMER_ID, "status": "purchased"}
+    )
+    assert order is not None
+    clock = demo.extras["clock"]
+    clock.travel(days=6)
+    demo.transcript.note("(six days pass; the label was never scanned)")
+    await demo.say(CUSTOMER_ID, "/refund", "Send the tracking numbers")
+    await demo.say(CUSTOMER_ID, order["tracking_number"], "accepted")
+    demo.transcript.note("(the refund-check job runs: the carrier voids the label)")
+    services = demo.harness.application.bot_data.require_services()
+    await services.refunds.process_due()
+    await _wait_for(demo, CUSTOMER_ID, "Refund credited")
+    await _wait_for(demo, ADMIN_ID, "new refund request")
+    await demo.say(CUSTOMER_ID, "/balance", "$35.00")
+
+
+SCENES: tuple[Scene, ...] = (
+    scene_start_language_help,
+    scene_support,
+    scene_topup_crypto,
+    scene_topup_stars,
+    scene_buy_label,
+    scene_refund,
+)
+
+
+class TravelClock:
+    """The real UTC time plus an offset the demo can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def travel(self, **kwargs: float) -> None:
+        self.offset += timedelta(**kwargs)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 async def run_demo(settings: Settings, *, verbose: bool = False, out: TextIO = sys.stdout) -> int:
     if not verbose:
         logging.getLogger().setLevel(logging.WARNING)
+    carrier = FakeShipStation(instant=True)
+    await carrier.start()
+    oxapay = FakeOxaPay(merchant_api_key=DEMO_OXAPAY_KEY, instant=True)
+    await oxapay.start()
+    web_port = _free_port()
+    payments = settings.payments
     demo_settings = settings.model_copy(
         update={
             "admins": (AdminEntry(user_id=ADMIN_ID, role=Role.OWNER),),
             "outbox": settings.outbox.model_copy(update={"interval_seconds": 0.5}),
+            "web": settings.web.model_copy(update={"port": web_port}),
+            "shipping": settings.shipping.model_copy(update={"base_url": carrier.base_url}),
+            "payments": payments.model_copy(
+                update={
+                    "oxapay": payments.oxapay.model_copy(
+                        update={
+                            "base_url": oxapay.base_url,
+                            "sandbox": True,
+                            "callback_url": f"http://127.0.0.1:{web_port}/callbacks/oxapay",
+                        }
+                    )
+                }
+            ),
+            "secrets": Secrets.model_construct(
+                telegram_bot_token=None,
+                mongo_url=None,
+                shipstation_test_api_key=SecretStr("TEST_demo_shipstation"),
+                oxapay_merchant_api_key=SecretStr(DEMO_OXAPAY_KEY),
+            ),
         }
     )
-    harness = BotHarness(demo_settings, rate_limits=False)
+    clock = TravelClock()
+    harness = BotHarness(demo_settings, rate_limits=False, clock=clock)
     transcript = Transcript(out)
     print("ShipLabel Bot demo: the real application against the offline sandbox", file=out)
     await harness.start()
-    print(f"Bot API emulator at {harness.emulator.url}, MongoDB in memory", file=out)
+    print(
+        f"Bot API emulator {harness.emulator.url} · fake ShipStation {carrier.base_url} · "
+        f"fake OxaPay {oxapay.base_url} · web {web_port} · MongoDB in memory",
+        file=out,
+    )
     harness.add_user(CUSTOMER_ID, first_name="Dana", username="dana", language_code="en")
     harness.add_user(ADMIN_ID, first_name="Alex", username="ops_alex", language_code="en")
-    demo = Demo(harness, transcript)
+    demo = Demo(harness, transcript, {"oxapay": oxapay, "clock": clock})
     try:
         for scene in SCENES:
             await scene(demo)
-    except (DemoFailure, TimeoutError) as exc:
-        print(f"\n❌ demo failed: {exc}", file=out)
+        storage = harness.application.bot_data.require_storage()
+        checked, mismatches = await storage.ledger.audit()
+        transcript.section("audit-ledger")
+        transcript.note(f"{checked} users checked, {len(mismatches)} mismatches")
+        if mismatches:
+            raise DemoFailure("the ledger does not add up")
+    except (DemoFailure, TimeoutError, AssertionError) as exc:
+        print(f"\n❌ demo failed: {exc!r}", file=out)
         return 1
     finally:
         await harness.close()
+        await oxapay.stop()
+        await carrier.stop()
     print(f"\n✅ demo finished: {transcript.steps} steps, every reply as expected", file=out)
     return 0

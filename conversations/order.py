@@ -80,6 +80,14 @@ def format_weight(ounces: int) -> str:
     return f"{pounds} lb" if pounds else f"{rest} oz"
 
 
+def service_name(rate: dict[str, Any]) -> tuple[str, str]:
+    """(carrier, service) without repeating the carrier ("USPS USPS Ground Advantage")."""
+    carrier, service = str(rate.get("carrier", "")), str(rate.get("service", ""))
+    if carrier and service.lower().startswith(carrier.lower()):
+        return "", service
+    return carrier, service
+
+
 def _days(i18n: I18n, lang: str, days: object) -> str:
     if isinstance(days, int) and days > 0:
         return i18n.t(lang, "order.days", days=days)
@@ -188,12 +196,13 @@ async def _show_rates(update: Update, context: BotContext, draft: Document) -> O
     i18n = context.i18n
     rows: list[list[Button]] = []
     for index, rate in enumerate(draft.get("rates") or []):
+        carrier, service = service_name(rate)
         label = i18n.t(
             lang,
             "order.rate_button",
             price=i18n.money(lang, rate["price_cents"]),
-            carrier=rate["carrier"],
-            service=rate["service"],
+            carrier=carrier,
+            service=service,
             days=_days(i18n, lang, rate.get("delivery_days")),
         )
         rows.append([(label[:64], f"order:rate:{draft['_id']}:{index}")])
@@ -234,8 +243,8 @@ async def _show_summary(
         to_address=format_address(address_of(draft, "to")),
         weight=format_weight(parcel["weight_oz"]),
         dimensions=f"{parcel['length_in']}×{parcel['width_in']}×{parcel['height_in']}",
-        carrier=rate["carrier"],
-        service=rate["service"],
+        carrier=service_name(rate)[0],
+        service=service_name(rate)[1],
         days=_days(i18n, lang, rate.get("delivery_days")),
         price=price,
         balance=i18n.money(lang, balance),
@@ -542,8 +551,8 @@ async def deliver_label(
             lang,
             "order.purchased",
             tracking=tracking,
-            carrier=rate.get("carrier", ""),
-            service=rate.get("service", ""),
+            carrier=service_name(rate)[0],
+            service=service_name(rate)[1],
             price=i18n.money(lang, int(order["price_cents"])),
             balance=i18n.money(lang, balance_cents),
         )
