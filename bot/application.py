@@ -17,6 +17,7 @@ from telegram.ext import (
 )
 
 from bot.context import BotContext, BotData, Services
+from bot.flood import FloodControl
 from bot.i18n import I18n
 from bot.lease import PollerLease, attach_lease
 from bot.notices import BotNotices
@@ -62,7 +63,7 @@ _LOGGER = logging.getLogger(__name__)
 
 # Note: order matters! Within a group only the first matching handler runs; every group
 # runs in ascending order until a handler raises ApplicationHandlerStop.
-GROUP_GATES = -100  # -100..-96: log context + dedup, account, blocked, maintenance, session
+GROUP_GATES = -100  # -100..-95: context + dedup, flood, account, blocked, maintenance, session
 GROUP_FEATURES = 0  # conversations first, then stateless features, then catch-alls
 
 BotApplication = Application[Any, BotContext, Any, Any, BotData, Any]
@@ -179,6 +180,11 @@ def build_application(
     data.i18n = i18n or I18n.load(settings.i18n.languages, settings.i18n.default_language)
     data.storage = storage
     data.clock = clock
+    data.flood = FloodControl(
+        max_updates=settings.flood.max_updates,
+        window_seconds=settings.flood.window_seconds,
+        mute_seconds=settings.flood.mute_seconds,
+    )
     attach_updates_monitor(data, updates_request)
     _register_handlers(application)
     return application

@@ -12,6 +12,7 @@ from bot.settings import Settings
 from services.clock import Clock, utc_now
 
 if TYPE_CHECKING:
+    from bot.flood import FloodControl
     from bot.sessions import SessionConversationHandler
     from services.audit import AuditService
     from services.balance import BalanceService
@@ -55,6 +56,7 @@ class BotData:
     services: Services | None = None
     clock: Clock = utc_now
     conversations: dict[str, SessionConversationHandler] = field(default_factory=dict)
+    flood: FloodControl | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def require_settings(self) -> Settings:

@@ -99,6 +99,15 @@ class PollerSettings(_Section):
         return self
 
 
+class FloodSettings(_Section):
+    """A user sending more than ``max_updates`` in ``window_seconds`` is told once to slow
+    down and ignored for ``mute_seconds``."""
+
+    max_updates: int = Field(20, ge=1)
+    window_seconds: float = Field(10, gt=0)
+    mute_seconds: float = Field(30, ge=0)
+
+
 class I18nSettings(_Section):
     default_language: str = "en"
     languages: tuple[str, ...] = ("en", "ru", "uk")
@@ -165,6 +174,29 @@ class RefundSettings(_Section):
     batch_limit: int = Field(50, ge=1)
 
 
+# Telegram's documented ceiling for bulk messages from one bot.
+TELEGRAM_BULK_MAX_RATE = 30
+
+
+class BroadcastSettings(_Section):
+    # Never above Telegram's 30 messages/s overall; 1 message per chat is built in.
+    rate_per_second: float = Field(25, gt=0, le=TELEGRAM_BULK_MAX_RATE)
+    interval_seconds: float = Field(2, gt=0)
+    # One job run delivers for at most this long, so a stop never waits longer.
+    slice_seconds: float = Field(10, gt=0, le=60)
+    progress_interval_seconds: float = Field(3, ge=1)
+    batch_size: int = Field(200, ge=1, le=5000)
+    max_concurrency: int = Field(8, ge=1, le=64)
+    max_text_length: int = Field(4000, ge=1, le=4096)
+
+
+class AdminConsoleSettings(_Section):
+    confirm_ttl_minutes: int = Field(15, ge=1)
+    audit_default_entries: int = Field(20, ge=1, le=50)
+    recent_items: int = Field(5, ge=1, le=20)
+    export_batch_size: int = Field(1000, ge=10, le=10000)
+
+
 class Role(StrEnum):
     OWNER = "owner"
     ADMIN = "admin"
@@ -225,9 +257,12 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     poller: PollerSettings = PollerSettings()
     i18n: I18nSettings = I18nSettings()
+    flood: FloodSettings = FloodSettings()
     payments: PaymentsSettings = PaymentsSettings()
     shipping: ShippingSettings = ShippingSettings()
     refunds: RefundSettings = RefundSettings()
+    broadcast: BroadcastSettings = BroadcastSettings()
+    admin_console: AdminConsoleSettings = AdminConsoleSettings()
     admins: tuple[AdminEntry, ...] = ()
     support_contact: str = "@shiplabel_support"
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)

@@ -1,10 +1,11 @@
 """Gatekeeping that runs before any feature handler, in this order:
 
 1. ``bind_context``: log fields for the update; skip an update that was already handled.
-2. ``register_user``: create or refresh the account; remember it for this update.
-3. ``blocked_gate``: a blocked user gets a polite refusal and nothing else.
-4. ``maintenance_gate``: in maintenance mode customers get the notice; admins pass.
-5. ``session_gate``: extend the session; tell the user when it had expired.
+2. ``flood_gate``: a user over the rate gets one "slow down" notice, then is ignored.
+3. ``register_user``: create or refresh the account; remember it for this update.
+4. ``blocked_gate``: a blocked user gets a polite refusal and nothing else.
+5. ``maintenance_gate``: in maintenance mode customers get the notice; admins pass.
+6. ``session_gate``: extend the session; tell the user when it had expired.
 
 Each raises ``ApplicationHandlerStop`` to end processing of the update.
 """
@@ -42,6 +43,28 @@ async def bind_context(update: Update, context: BotContext) -> None:
         UPDATES_SKIPPED.labels(reason="duplicate").inc()
         _LOGGER.info("skipping an update that was already handled")
         raise ApplicationHandlerStop
+
+
+async def flood_gate(update: Update, context: BotContext) -> None:
+    """Drops a flood from one user without slowing anyone else down."""
+    user = update.effective_user
+    flood = context.bot_data.flood
+    if user is None or flood is None or context.settings.admin_role(user.id):
+        return
+    verdict = flood.check(user.id)
+    if verdict == "ok":
+        return
+    UPDATES_SKIPPED.labels(reason="flood").inc()
+    if verdict == "notice":
+        lang = context.i18n.resolve_language(user.language_code)
+        text = context.i18n.t(lang, "gate.slow_down")
+        if update.callback_query is not None:
+            await update.callback_query.answer(text[:200], show_alert=True)
+        elif update.effective_chat is not None:
+            await context.bot.send_message(update.effective_chat.id, text)
+    elif update.callback_query is not None:
+        await update.callback_query.answer()
+    raise ApplicationHandlerStop
 
 
 async def register_user(update: Update, context: BotContext) -> None:
@@ -122,8 +145,9 @@ def build_handlers() -> list[tuple[int, BaseHandler[Update, BotContext, None]]]:
     """(relative order, handler) pairs; the application puts them in the gate groups."""
     return [
         (0, TypeHandler(Update, bind_context)),
-        (1, TypeHandler(Update, register_user)),
-        (2, TypeHandler(Update, blocked_gate)),
-        (3, TypeHandler(Update, maintenance_gate)),
-        (4, TypeHandler(Update, session_gate)),
+        (1, TypeHandler(Update, flood_gate)),
+        (2, TypeHandler(Update, register_user)),
+        (3, TypeHandler(Update, blocked_gate)),
+        (4, TypeHandler(Update, maintenance_gate)),
+        (5, TypeHandler(Update, session_gate)),
     ]

@@ -213,3 +213,23 @@ async def test_expired_session_without_restart(harness: BotHarness, clock: FakeC
     replies = await harness.press(110, topics, "order")
     assert "expired" in replies[0].content
     assert not any("Step 2" in m.content for m in replies)
+
+
+async def test_flood_from_one_user_is_throttled_alone(mongo: Mongo, clock: FakeClock) -> None:
+    base = make_settings()
+    flood = base.flood.model_copy(update={"max_updates": 5, "window_seconds": 60})
+    harness = BotHarness(make_settings(flood=flood), mongo=mongo, clock=clock, rate_limits=False)
+    await harness.start()
+    try:
+        harness.add_user(301)
+        harness.add_user(302)
+        ids = [harness.emulator.send_message(301, "/help") for _ in range(30)]
+        other = harness.emulator.send_message(302, "/help")
+        for update_id in [*ids, other]:
+            await harness.wait_done(update_id)
+        texts = [m.content for m in harness.emulator.sent_messages(301)]
+        assert sum("too fast" in t for t in texts) == 1
+        assert sum("How it works" in t for t in texts) == 5
+        assert any("How it works" in m.content for m in harness.emulator.sent_messages(302))
+    finally:
+        await harness.close()
