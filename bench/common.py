@@ -53,6 +53,7 @@ def bench_settings(carrier: FakeShipStation, *, overall_max_rate: float = 0) -> 
         update={
             "admins": (AdminEntry(user_id=ADMIN_ID, role=Role.OWNER),),
             "telegram": base.telegram.model_copy(update={"overall_max_rate": overall_max_rate}),
+            "flood": base.flood.model_copy(update={"max_updates": 10_000}),
             "shipping": base.shipping.model_copy(update={"base_url": carrier.base_url}),
             "secrets": Secrets.model_construct(
                 telegram_bot_token=None,

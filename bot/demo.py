@@ -253,6 +253,8 @@ async def run_demo(settings: Settings, *, verbose: bool = False, out: TextIO = s
         update={
             "admins": (AdminEntry(user_id=ADMIN_ID, role=Role.OWNER),),
             "outbox": settings.outbox.model_copy(update={"interval_seconds": 0.5}),
+            # The scripted customer types faster than any person: no flood limit here.
+            "flood": settings.flood.model_copy(update={"max_updates": 10_000}),
             "web": settings.web.model_copy(update={"port": web_port}),
             "shipping": settings.shipping.model_copy(update={"base_url": carrier.base_url}),
             "payments": payments.model_copy(
