@@ -21,7 +21,9 @@ HANDLER_LATENCY = Histogram(
 )
 ERRORS = Counter("bot_errors_total", "Exceptions that reached the error handler", ["type"])
 TELEGRAM_CALLS = Counter(
-    "bot_telegram_api_calls_total", "Bot API calls by method and result", ["method", "result"]
+    "bot_telegram_api_calls_total",
+    "Bot API calls by method and HTTP status (429 = rate limited by Telegram)",
+    ["method", "result"],
 )
 OUTBOX_DEPTH = Gauge("bot_outbox_depth", "Undelivered outbox messages")
 OUTBOX_AGE = Gauge("bot_outbox_oldest_age_seconds", "Age of the oldest undelivered message")

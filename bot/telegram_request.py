@@ -18,6 +18,8 @@ from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
+from bot.metrics import TELEGRAM_CALLS
+
 
 class AiohttpRequest(BaseRequest):
     __slots__ = (
@@ -107,14 +109,19 @@ class AiohttpRequest(BaseRequest):
             body = form
         else:
             body = params or None
+        api_method = url.rsplit("/", 1)[-1]
         try:
             async with self._session.request(method, url, data=body, timeout=timeout) as res:
-                return res.status, await res.read()
+                payload = await res.read()
         except TimeoutError as err:
+            TELEGRAM_CALLS.labels(method=api_method, result="timeout").inc()
             raise TimedOut from err
         except aiohttp.ClientError as err:
+            TELEGRAM_CALLS.labels(method=api_method, result="network_error").inc()
             # No URL in the message: it contains the bot token.
             raise NetworkError(f"aiohttp.{err.__class__.__name__}") from err
+        TELEGRAM_CALLS.labels(method=api_method, result=str(res.status)).inc()
+        return res.status, payload
 
 
 def _file_part(part: Any) -> tuple[str | None, bytes, str | None]:

@@ -32,6 +32,8 @@ async def deliver_outbox_job(context: BotContext) -> None:
             seconds = retry_after if isinstance(retry_after, int) else retry_after.total_seconds()
             raise DeliveryError("rate limited", retry_after=float(seconds)) from exc
         except Forbidden as exc:
+            # The user blocked the bot: stop messaging them until they write again.
+            await context.services.users.mark_bot_blocked(message.chat_id)
             raise DeliveryError(f"forbidden: {exc.message}", permanent=True) from exc
         except BadRequest as exc:
             raise DeliveryError(f"bad request: {exc.message}", permanent=True) from exc
