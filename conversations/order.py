@@ -559,21 +559,31 @@ async def deliver_label(
         save = inline([[(i18n.t(lang, "order.save_template"), f"tpl:save:{order['_id']}")]])
         await reply(update, context, text, save)
     caption = i18n.t(lang, "order.pdf_caption", tracking=tracking)
+    try:
+        await send_label_document(context, chat.id, order, caption)
+    except ProviderError:
+        _LOGGER.warning("label PDF download failed; the delivery job will retry")
+        await reply(update, context, i18n.t(lang, "order.pdf_later"))
+
+
+async def send_label_document(
+    context: BotContext, chat_id: int, order: Document, caption: str
+) -> None:
+    """Sends the label PDF (by Telegram file id once known) and records the delivery."""
+    purchase = context.services.purchase
     file_id = order.get("label_file_id")
     if file_id:
-        await context.bot.send_document(chat.id, file_id, caption=caption)
-        return
-    try:
-        pdf = await context.services.purchase.label_pdf(order)
-    except ProviderError:
-        _LOGGER.warning("label PDF download failed")
-        await reply(update, context, i18n.t(lang, "order.pdf_later"))
-        return
-    sent = await context.bot.send_document(
-        chat.id, InputFile(pdf, filename=f"label-{tracking}.pdf"), caption=caption
-    )
-    if sent.document is not None:
-        await context.services.purchase.save_file_id(order["_id"], sent.document.file_id)
+        await context.bot.send_document(chat_id, file_id, caption=caption)
+    else:
+        pdf = await purchase.label_pdf(order)
+        tracking = str(order.get("tracking_number", ""))
+        sent = await context.bot.send_document(
+            chat_id, InputFile(pdf, filename=f"label-{tracking}.pdf"), caption=caption
+        )
+        if sent.document is not None:
+            await purchase.save_file_id(order["_id"], sent.document.file_id)
+    if order.get("label_delivered_at") is None:
+        await purchase.mark_delivered(order["_id"])
 
 
 async def text_expected(update: Update, context: BotContext) -> None:

@@ -8,7 +8,7 @@ from telegram.ext import Application
 
 from bot.lease import leader_only
 from bot.settings import Settings
-from jobs.orders import recover_purchases_job
+from jobs.orders import deliver_labels_job, recover_purchases_job
 from jobs.outbox import deliver_outbox_job
 from jobs.payments import reconcile_payments_job, stale_payments_job
 from jobs.refunds import check_refunds_job
@@ -41,6 +41,7 @@ def schedule_jobs(
             leader_only(recover_purchases_job),
             settings.shipping.recovery_interval_seconds,
         ),
+        ("orders:deliver-labels", leader_only(deliver_labels_job), 30.0),
         (
             "refunds:check",
             leader_only(check_refunds_job),

@@ -216,5 +216,15 @@ class PurchaseService:
     async def save_file_id(self, order_id: ObjectId, file_id: str) -> None:
         await self._orders.set_fields(order_id, {"label_file_id": file_id})
 
+    async def mark_delivered(self, order_id: ObjectId) -> None:
+        """The PDF reached the chat; until then ``undelivered`` keeps offering it."""
+        await self._orders.set_fields(order_id, {"label_delivered_at": self._clock()})
+
+    async def undelivered(self, *, older_than: timedelta, limit: int = 50) -> list[Document]:
+        """Bought labels whose PDF never reached the chat (a crash or a Telegram outage)."""
+        return await self._orders.undelivered_labels(
+            purchased_before=self._clock() - older_than, limit=limit
+        )
+
     def now(self) -> datetime:
         return self._clock()

@@ -98,6 +98,18 @@ class OrdersRepo:
         ).limit(limit)
         return [doc async for doc in cursor]
 
+    async def undelivered_labels(
+        self, *, purchased_before: datetime, limit: int
+    ) -> list[Document]:
+        cursor = self.col.find(
+            {
+                "status": "purchased",
+                "label_delivered_at": None,
+                "purchased_at": {"$lte": purchased_before},
+            }
+        ).limit(limit)
+        return [doc async for doc in cursor]
+
     async def history(
         self, user_id: int, *, limit: int, offset: int
     ) -> tuple[list[Document], int]:
@@ -113,3 +125,12 @@ class OrdersRepo:
     async def by_label(self, label_id: str) -> Document | None:
         doc: Document | None = await self.col.find_one({"label_id": label_id})
         return doc
+
+    async def recent_for_user(self, user_id: int, *, limit: int) -> list[Document]:
+        """The user's latest orders past the draft stage (admin lookup)."""
+        cursor = (
+            self.col.find({"user_id": user_id, "status": {"$nin": ["draft", "abandoned"]}})
+            .sort("created_at", DESCENDING)
+            .limit(limit)
+        )
+        return [doc async for doc in cursor]

@@ -44,6 +44,8 @@ def clock() -> FakeClock:
 
 def make_settings(**overrides: object) -> Settings:
     base: dict[str, object] = {
+        # Scripted users type faster than people; tests of flood control set their own.
+        "flood": {"max_updates": 10_000, "window_seconds": 10, "mute_seconds": 30},
         "admins": (
             AdminEntry(user_id=OWNER_ID, role=Role.OWNER),
             AdminEntry(user_id=ADMIN_ID, role=Role.ADMIN),
