@@ -16,12 +16,14 @@ from telegram.ext import (
     Defaults,
 )
 
+from bot.admin_services import build_admin_services
 from bot.context import BotContext, BotData, Services
 from bot.flood import FloodControl
 from bot.i18n import I18n
+from bot.inbox import Inbox
 from bot.lease import PollerLease, attach_lease
 from bot.notices import BotNotices
-from bot.runner import UpdatesRequest, attach_updates_monitor
+from bot.runner import UpdatesRequest, attach_updates_monitor, updates_monitor_of
 from bot.sessions import SessionConversationHandler
 from bot.settings import Settings
 from bot.telegram_request import AiohttpRequest
@@ -32,9 +34,10 @@ from conversations.refund import build_refund_conversation
 from conversations.support import build_support_conversation
 from conversations.templates import build_templates_conversation
 from conversations.topup import build_topup_conversation
-from handlers import balance, gates, labels, orders_stale, payments, refunds, start
+from handlers import balance, gates, labels, notifications, orders_stale, payments, refunds, start
 from handlers.admin import payments as admin_payments
 from handlers.admin import refunds as admin_refunds
+from handlers.admin import registry as admin_console
 from handlers.errors import error_handler
 from handlers.oxapay_callback import make_oxapay_callback
 from jobs.registry import schedule_jobs
@@ -198,6 +201,10 @@ def _register_handlers(application: BotApplication) -> None:
         assert conversation.name is not None
         application.bot_data.conversations[conversation.name] = conversation
     settings = application.bot_data.require_settings()
+    admin_handlers = admin_console.build_handlers(settings)
+    for conversation in admin_console.conversations(admin_handlers):
+        assert conversation.name is not None
+        application.bot_data.conversations[conversation.name] = conversation
     application.add_handlers(
         [
             *conversations,
@@ -209,6 +216,8 @@ def _register_handlers(application: BotApplication) -> None:
             *payments.build_handlers(),
             *admin_payments.build_handlers(settings),
             *admin_refunds.build_handlers(settings),
+            *admin_handlers,
+            *notifications.build_handlers(),
             *payments.build_fallback_handlers(),
             *start.build_fallback_handlers(),
         ],
@@ -249,7 +258,20 @@ async def _post_init(application: BotApplication) -> None:
     gateway = ShippingGateway(_build_shipstation(settings, notifier), runtime.api_mode)
     data.extras["shipping"] = gateway
     ship = settings.shipping
+    console = build_admin_services(
+        settings,
+        storage,
+        i18n=data.require_i18n(),
+        notifier=notifier,
+        users=users,
+        runtime=runtime,
+        clock=clock,
+    )
     data.services = Services(
+        admin=console.admin,
+        stats=console.stats,
+        broadcasts=console.broadcasts,
+        exports=console.exports,
         users=users,
         runtime=runtime,
         notifier=notifier,
@@ -320,6 +342,15 @@ async def _post_init(application: BotApplication) -> None:
         ),
     )
     schedule_jobs(application, settings, in_memory=storage.mongo.in_memory)
+    inbox = Inbox(storage.inbox, clock=clock)
+    monitor = updates_monitor_of(data)
+    if monitor is not None:
+        monitor.on_batch = inbox.store_batch
+    processor = application.update_processor
+    if isinstance(processor, PerChatUpdateProcessor):
+        processor.done_listeners.append(inbox.done)
+    inbox.start()
+    data.extras["inbox"] = inbox
     if settings.poller.enabled:
         # Started and stopped by bot.runner, which polls only while it is held.
         attach_lease(
@@ -433,6 +464,9 @@ def _build_shipstation(settings: Settings, notifier: Notifier) -> dict[str, Ship
 
 
 async def _post_shutdown(application: BotApplication) -> None:
+    inbox = application.bot_data.extras.pop("inbox", None)
+    if isinstance(inbox, Inbox):
+        await inbox.stop()
     web = application.bot_data.extras.pop("web", None)
     if isinstance(web, WebServer):
         await web.stop()  # first: callbacks need MongoDB and the services

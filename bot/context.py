@@ -14,8 +14,11 @@ from services.clock import Clock, utc_now
 if TYPE_CHECKING:
     from bot.flood import FloodControl
     from bot.sessions import SessionConversationHandler
+    from services.admin import AdminService
     from services.audit import AuditService
     from services.balance import BalanceService
+    from services.broadcast import BroadcastService
+    from services.export import ExportService
     from services.notifications import Notifier, OutboxDelivery
     from services.orders import OrderService
     from services.payments import PaymentService
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from services.refunds import RefundService
     from services.runtime import RuntimeFlags
     from services.sessions import SessionService
+    from services.stats import StatsService
     from services.users import UserService
     from storage.repos import Storage
 
@@ -44,6 +48,10 @@ class Services:
     orders: OrderService
     purchase: PurchaseService
     refunds: RefundService
+    admin: AdminService
+    stats: StatsService
+    broadcasts: BroadcastService
+    exports: ExportService
 
 
 @dataclass

@@ -100,6 +100,40 @@ class BotHarness:
             await self.emulator.stop()
             self._emulator_started = False
 
+    async def crash(self) -> None:
+        """Simulates ``kill -9`` of the worker: every task of the application is cancelled
+        wherever it stands, nothing is flushed, nothing is released or closed gracefully.
+        MongoDB (the shared in-memory database) and the Bot API emulator survive, as they
+        would outside a killed process. Uses PTB's private task handles: test-only."""
+        app, self.app = self.app, None
+        if app is None:
+            return
+        tasks: list[asyncio.Task[Any]] = []
+        extras = app.bot_data.extras
+        for key in ("polling_controller", "poller_lease"):
+            owner = extras.get(key)
+            task = getattr(owner, "_task", None)
+            if isinstance(task, asyncio.Task):
+                tasks.append(task)
+        updater = app.updater
+        if updater is not None:
+            polling = getattr(updater, "_Updater__polling_task", None)
+            if isinstance(polling, asyncio.Task):
+                tasks.append(polling)
+        for name in ("_Application__update_fetcher_task", "_Application__update_persistence_task"):
+            task = getattr(app, name, None)
+            if isinstance(task, asyncio.Task):
+                tasks.append(task)
+        tasks.extend(getattr(app, "_Application__create_task_tasks", set()))
+        if app.job_queue is not None and app.job_queue.scheduler.running:
+            app.job_queue.scheduler.shutdown(wait=False)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        web = extras.get("web")
+        if web is not None:
+            await web.stop()  # a dead process frees its port
+
     async def flush(self) -> None:
         """Writes changed conversation positions now instead of at the next interval."""
         await self.application.update_persistence()
@@ -124,15 +158,21 @@ class BotHarness:
         self._waiters.setdefault(update_id, []).append(waiter)
         await asyncio.wait_for(waiter, timeout)
 
-    async def _exchange(self, user_id: int, inject: Callable[[], int]) -> list[SentMessage]:
+    async def _exchange(
+        self, user_id: int, inject: Callable[[], int], timeout: float = 10.0  # noqa: ASYNC109
+    ) -> list[SentMessage]:
         mark = self.emulator.cursor(user_id)
         update_id = inject()
-        await self.wait_done(update_id)
+        await self.wait_done(update_id, timeout)
         return self.emulator.sent_messages(user_id, since=mark)
 
-    async def say(self, user_id: int, text: str) -> list[SentMessage]:
+    async def say(
+        self, user_id: int, text: str, *, timeout: float = 10.0  # noqa: ASYNC109
+    ) -> list[SentMessage]:
         """The user sends ``text``; returns the bot's new messages once it is handled."""
-        return await self._exchange(user_id, lambda: self.emulator.send_message(user_id, text))
+        return await self._exchange(
+            user_id, lambda: self.emulator.send_message(user_id, text), timeout
+        )
 
     async def press(
         self,

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +97,8 @@ class UpdatesRequest(BaseRequest):
         self.conflicts = 0
         self.failures = 0
         self.fenced = 0
+        # Called with each successful getUpdates body before PTB sees it (bot/inbox.py).
+        self.on_batch: Callable[[bytes], Awaitable[None]] | None = None
 
     @property
     def read_timeout(self) -> float | None:
@@ -155,6 +157,13 @@ class UpdatesRequest(BaseRequest):
             self.failures += 1
             GET_UPDATES.labels(result="error").inc()
             raise
+        if HTTPStatus.OK <= code < 300 and self.on_batch is not None:
+            try:
+                await self.on_batch(payload)
+            except Exception:
+                self.failures += 1
+                GET_UPDATES.labels(result="error").inc()
+                raise
         if HTTPStatus.OK <= code < 300:
             self.successes += 1
             self.last_success = self._monotonic()
@@ -232,6 +241,13 @@ async def prepare_takeover(application: BotApplication) -> None:
         await application.update_persistence()
     live = await resync_conversations(application)
     _LOGGER.info("conversation positions reloaded from MongoDB: %d live", live)
+    await replay_inbox(application)
+
+
+async def replay_inbox(application: BotApplication) -> None:
+    inbox = application.bot_data.extras.get("inbox")
+    if inbox is not None:
+        await inbox.replay(application)
 
 
 # -------------------------------------------------------------------- polling controller
@@ -338,6 +354,7 @@ async def start_application(
         attach_lease(data, lease)
     lease = lease_of(data)
     if lease is None:
+        await replay_inbox(application)
         await application.updater.start_polling(
             timeout=poll_timeout,
             allowed_updates=Update.ALL_TYPES,

@@ -182,8 +182,6 @@ class BroadcastSettings(_Section):
     # Never above Telegram's 30 messages/s overall; 1 message per chat is built in.
     rate_per_second: float = Field(25, gt=0, le=TELEGRAM_BULK_MAX_RATE)
     interval_seconds: float = Field(2, gt=0)
-    # One job run delivers for at most this long, so a stop never waits longer.
-    slice_seconds: float = Field(10, gt=0, le=60)
     progress_interval_seconds: float = Field(3, ge=1)
     batch_size: int = Field(200, ge=1, le=5000)
     max_concurrency: int = Field(8, ge=1, le=64)

@@ -8,9 +8,10 @@ from telegram.ext import Application
 
 from bot.lease import leader_only
 from bot.settings import Settings
+from jobs.broadcast import deliver_broadcasts_job
 from jobs.orders import deliver_labels_job, recover_purchases_job
 from jobs.outbox import deliver_outbox_job
-from jobs.payments import reconcile_payments_job, stale_payments_job
+from jobs.payments import reconcile_payments_job, reconcile_stars_job, stale_payments_job
 from jobs.refunds import check_refunds_job
 from jobs.sessions import expire_sessions_job, purge_expired_job
 
@@ -37,6 +38,11 @@ def schedule_jobs(
         ),
         ("payments:stale", leader_only(stale_payments_job), 60.0),
         (
+            "payments:reconcile-stars",
+            leader_only(reconcile_stars_job),
+            payments.reconcile_interval_seconds,
+        ),
+        (
             "orders:recover",
             leader_only(recover_purchases_job),
             settings.shipping.recovery_interval_seconds,
@@ -46,6 +52,12 @@ def schedule_jobs(
             "refunds:check",
             leader_only(check_refunds_job),
             settings.refunds.check_interval_seconds,
+        ),
+        # Starts the broadcast runner task; one instance delivers.
+        (
+            "broadcast:deliver",
+            leader_only(deliver_broadcasts_job),
+            settings.broadcast.interval_seconds,
         ),
     ]
     if in_memory:

@@ -1044,6 +1044,7 @@ class BotApiEmulator:
             ("sendInvoice", self._m_send_invoice),
             ("answerPreCheckoutQuery", self._m_answer_pre_checkout_query),
             ("refundStarPayment", self._m_refund_star_payment),
+            ("getStarTransactions", self._m_get_star_transactions),
         ]
         self._methods: dict[str, tuple[str, _Handler]] = {
             name.lower(): (name, handler) for name, handler in handlers
@@ -2236,6 +2237,43 @@ class BotApiEmulator:
         self.push_update("message", message)
         self._notify_changed()
         return True
+
+    async def _m_get_star_transactions(self, p: _Params) -> Any:
+        """Incoming Stars payments, oldest first (``offset``/``limit`` 1-100), as
+        ``TransactionPartnerUser`` with the invoice payload; refunds as outgoing ones."""
+        offset = p.int_("offset") or 0
+        limit = p.int_("limit") or 100
+        if not 1 <= limit <= 100:
+            raise _bad_request("LIMIT_INVALID")
+        transactions: list[JSONDict] = []
+        for charge in self._charges.values():
+            if charge.currency != "XTR":
+                continue
+            user = self._chat_for_user(charge.user_id).user.user_json()
+            partner = {
+                "type": "user",
+                "transaction_type": "invoice_payment",
+                "user": user,
+                "invoice_payload": charge.payload,
+            }
+            transactions.append(
+                {
+                    "id": charge.charge_id,
+                    "amount": charge.total_amount,
+                    "date": int(time.time()),
+                    "source": partner,
+                }
+            )
+            if charge.refunded:
+                transactions.append(
+                    {
+                        "id": charge.charge_id,
+                        "amount": charge.total_amount,
+                        "date": int(time.time()),
+                        "receiver": partner,
+                    }
+                )
+        return {"transactions": transactions[offset : offset + limit]}
 
     # ------------------------------------------------------------------ HTTP: control API
 

@@ -15,11 +15,19 @@ class AuditService:
         self._clock = clock
 
     async def record(
-        self, actor: int, action: str, target: str, *, before: Any = None, after: Any = None
-    ) -> None:
-        await self._repo.record(
+        self,
+        actor: int,
+        action: str,
+        target: str,
+        *,
+        before: Any = None,
+        after: Any = None,
+        key: str | None = None,
+    ) -> bool:
+        """Records an admin action; the same ``key`` is recorded once (replays, retries)."""
+        return await self._repo.record(
             actor=actor, action=action, target=target, before=before, after=after,
-            at=self._clock(),
+            at=self._clock(), key=key,
         )
 
     async def latest(self, limit: int = 20) -> list[Document]:

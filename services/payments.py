@@ -114,6 +114,16 @@ class CreatedTopUp:
 
 
 @dataclass(frozen=True)
+class StarsTransaction:
+    """An incoming Stars payment as Telegram's ``getStarTransactions`` lists it."""
+
+    charge_id: str
+    user_id: int
+    payload: str
+    amount: int
+
+
+@dataclass(frozen=True)
 class StarsCheck:
     ok: bool
     reason: str = ""  # unknown, not_yours, expired, used, amount_mismatch
@@ -204,6 +214,7 @@ class PaymentService:
             now=self._clock(),
             fields={
                 "provider_ref": invoice.track_id,
+                "provider_key": f"{OXAPAY}:{invoice.track_id}",
                 "payment_url": invoice.payment_url,
                 "expires_at": expires_at,
             },
@@ -398,7 +409,11 @@ class PaymentService:
                 from_statuses=["creating"],
                 to_status="pending",
                 now=now,
-                fields={"provider_ref": info.track_id, "expires_at": info.expires_at},
+                fields={
+                    "provider_ref": info.track_id,
+                    "provider_key": f"{OXAPAY}:{info.track_id}",
+                    "expires_at": info.expires_at,
+                },
             )
             track_id = info.track_id
         try:
@@ -476,11 +491,21 @@ class PaymentService:
             _LOGGER.error("a second Stars charge for one payload; needs review")
             return await self._flag_suspicious(payment, None, "double_charge")
         if payment.get("provider_ref") is None:
-            await self._payments.set_fields(
-                payment["_id"], {"provider_ref": charge_id, "stars_paid": total_amount}
-            )
+            await self._payments.set_provider_ref(payment["_id"], STARS, charge_id)
+            await self._payments.set_fields(payment["_id"], {"stars_paid": total_amount})
             payment = {**payment, "provider_ref": charge_id}
         return await self._credit(payment, payment["amount_cents"], now=now)
+
+    async def reconcile_stars(self, payments: list[StarsTransaction]) -> dict[str, int]:
+        """Credits Stars payments Telegram reports but whose update never got handled
+        (a worker killed with the update in flight). Same idempotent path, same key."""
+        counts: dict[str, int] = {}
+        for tx in payments:
+            if not tx.payload.startswith(STARS_PAYLOAD_PREFIX):
+                continue
+            outcome = await self.on_stars_paid(tx.user_id, tx.payload, tx.charge_id, tx.amount)
+            counts[str(outcome)] = counts.get(str(outcome), 0) + 1
+        return counts
 
     async def _stars_payment(self, payload: str) -> Document | None:
         if not payload.startswith(STARS_PAYLOAD_PREFIX):

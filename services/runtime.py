@@ -63,6 +63,13 @@ class RuntimeFlags:
         self._mode = None
         return str(before.get("carrier_api_mode") or self._default_mode)
 
+    async def get_counter(self, name: str) -> int:
+        doc = await self._repo.get()
+        return int(doc.get(name, 0) or 0)
+
+    async def set_counter(self, name: str, value: int) -> None:
+        await self._repo.set_fields({name: value}, now=self._clock())
+
     async def set_maintenance(self, enabled: bool, message: str | None) -> Maintenance:
         """Switches maintenance mode; returns the previous state."""
         before = await self._repo.set_fields(

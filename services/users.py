@@ -54,3 +54,11 @@ class UserService:
     async def language_of(self, user_id: int, default: str) -> str:
         doc = await self._users.get(user_id)
         return str(doc.get("language", default)) if doc else default
+
+    async def set_notifications(self, user_id: int, enabled: bool) -> None:
+        """``/notifications on|off``: broadcasts skip users who opted out."""
+        await self._users.set_notify_opt_out(user_id, not enabled)
+
+    async def notifications_enabled(self, user_id: int) -> bool:
+        doc = await self._users.get(user_id)
+        return not (doc or {}).get("notify_opt_out", False)

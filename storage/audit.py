@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import DESCENDING
+from pymongo.errors import DuplicateKeyError
 
 from storage.client import Document
 
@@ -23,17 +24,24 @@ class AuditRepo:
         before: Any,
         after: Any,
         at: datetime,
-    ) -> None:
-        await self.col.insert_one(
-            {
-                "actor": actor,
-                "action": action,
-                "target": target,
-                "before": before,
-                "after": after,
-                "at": at,
-            }
-        )
+        key: str | None = None,
+    ) -> bool:
+        """Inserts the entry; with ``key`` (its ``_id``) a repeated record is a no-op."""
+        doc: Document = {
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "before": before,
+            "after": after,
+            "at": at,
+        }
+        if key is not None:
+            doc["_id"] = key
+        try:
+            await self.col.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def latest(self, limit: int) -> list[Document]:
         cursor = self.col.find({}).sort("at", DESCENDING).limit(limit)

@@ -48,15 +48,18 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
             IndexModel([("kind", ASCENDING), ("created_at", ASCENDING)], name="kind_created"),
         ],
         "payments": [
+            # Always present ("pending:<id>" until the provider's reference is known), so a
+            # plain unique index works on every backend; mongomock ignores partial indexes.
+            IndexModel([("provider_key", ASCENDING)], name="provider_key_unique", unique=True),
             IndexModel(
-                [("provider", ASCENDING), ("provider_ref", ASCENDING)],
-                name="provider_ref_unique",
-                unique=True,
-                partialFilterExpression={"provider_ref": {"$exists": True}},
+                [("provider", ASCENDING), ("provider_ref", ASCENDING)], name="provider_ref"
             ),
             IndexModel([("order_id", ASCENDING)], name="order_id_unique", unique=True),
             IndexModel([("user_id", ASCENDING), ("created_at", ASCENDING)], name="user_created"),
             IndexModel([("status", ASCENDING), ("created_at", ASCENDING)], name="status_created"),
+            # /stats: top-ups by method and the success rate over a period
+            IndexModel([("status", ASCENDING), ("paid_at", ASCENDING)], name="status_paid_at"),
+            IndexModel([("created_at", ASCENDING)], name="created_at"),
         ],
         "orders": [
             IndexModel([("user_id", ASCENDING), ("status", ASCENDING), ("created_at", -1)],
@@ -66,6 +69,9 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
             IndexModel([("tracking_number", ASCENDING)], name="tracking_number", sparse=True),
             IndexModel([("label_id", ASCENDING)], name="label_id", sparse=True),
             IndexModel([("created_at", ASCENDING)], name="created_at"),
+            # /stats: labels sold, revenue and cost over a period
+            IndexModel([("status", ASCENDING), ("purchased_at", ASCENDING)],
+                       name="status_purchased_at"),
         ],
         "templates": [
             IndexModel([("user_id", ASCENDING), ("name_key", ASCENDING)],
@@ -77,17 +83,29 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
                        name="status_next_attempt"),
             IndexModel([("user_id", ASCENDING), ("created_at", -1)], name="user_created"),
             IndexModel([("announced_at", ASCENDING)], name="announced_at", sparse=False),
+            # /stats: refunds requested and credited over a period
+            IndexModel([("status", ASCENDING), ("credited_at", ASCENDING)],
+                       name="status_credited_at"),
+            IndexModel([("created_at", ASCENDING)], name="created_at"),
         ],
         "outbox": [
-            IndexModel(
-                [("dedup_key", ASCENDING)],
-                name="dedup_key_unique",
-                unique=True,
-                partialFilterExpression={"dedup_key": {"$exists": True}},
-            ),
+            # Every message has a dedup_key (a random one when no deduplication is wanted).
+            IndexModel([("dedup_key", ASCENDING)], name="dedup_key_unique", unique=True),
             IndexModel(
                 [("delivered_at", ASCENDING), ("failed_at", ASCENDING), ("next_attempt_at", 1)],
                 name="due",
+            ),
+        ],
+        # Admin console: /audit, broadcasts (one delivery per user, claimed by status).
+        "audit": [IndexModel([("at", ASCENDING)], name="at")],
+        "broadcasts": [
+            IndexModel([("status", ASCENDING), ("confirmed_at", ASCENDING)],
+                       name="status_confirmed"),
+        ],
+        "broadcast_deliveries": [
+            IndexModel(
+                [("broadcast_id", ASCENDING), ("status", ASCENDING), ("user_id", ASCENDING)],
+                name="broadcast_status_user",
             ),
         ],
     }

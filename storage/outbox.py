@@ -57,8 +57,7 @@ class OutboxRepo:
             "failed_at": None,
             "last_error": None,
         }
-        if dedup_key is not None:
-            doc["dedup_key"] = dedup_key
+        doc["dedup_key"] = dedup_key if dedup_key is not None else f"unique:{ObjectId()}"
         try:
             await self.col.insert_one(doc)
         except DuplicateKeyError:

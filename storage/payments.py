@@ -29,8 +29,16 @@ class PaymentsRepo:
 
     async def create(self, doc: Document) -> Document:
         doc = {"_id": ObjectId(), **doc}
+        doc.setdefault("provider_key", _provider_key(doc))
         await self.col.insert_one(doc)
         return doc
+
+    async def set_provider_ref(self, payment_id: ObjectId, provider: str, ref: str) -> None:
+        """Records the provider's reference; unique per provider (a clash raises)."""
+        await self.col.update_one(
+            {"_id": payment_id},
+            {"$set": {"provider_ref": ref, "provider_key": f"{provider}:{ref}"}},
+        )
 
     async def get(self, payment_id: ObjectId) -> Document | None:
         doc: Document | None = await self.col.find_one({"_id": payment_id})
@@ -146,3 +154,13 @@ class PaymentsRepo:
             return 0, 0
         total, unique = int(rows[0]["total"]), int(rows[0]["unique"])
         return total, total - unique
+
+    async def recent_for_user(self, user_id: int, *, limit: int) -> list[Document]:
+        """The user's latest payments (admin lookup; index ``user_created``)."""
+        cursor = self.col.find({"user_id": user_id}).sort("created_at", DESCENDING).limit(limit)
+        return [doc async for doc in cursor]
+
+
+def _provider_key(doc: Document) -> str:
+    ref = doc.get("provider_ref")
+    return f"{doc['provider']}:{ref}" if ref else f"pending:{doc['_id']}"

@@ -7,7 +7,11 @@ from dataclasses import replace
 from datetime import timedelta
 
 from storage.audit import AuditRepo
+from storage.broadcasts import BroadcastsRepo
 from storage.client import Mongo, MongoOptions
+from storage.confirmations import ConfirmationsRepo
+from storage.exports import ExportRepo
+from storage.inbox import InboxRepo
 from storage.indexes import IndexOptions, ensure_indexes
 from storage.ledger import LedgerRepo
 from storage.orders import OrdersRepo
@@ -17,6 +21,7 @@ from storage.processed_updates import ProcessedUpdatesRepo
 from storage.refunds import RefundsRepo
 from storage.runtime_settings import RuntimeSettingsRepo
 from storage.sessions import SessionsRepo
+from storage.stats import StatsRepo
 from storage.templates import TemplatesRepo
 from storage.users import UsersRepo
 
@@ -68,6 +73,11 @@ class Storage:
             self.orders = OrdersRepo(db)
             self.templates = TemplatesRepo(db)
             self.refunds = RefundsRepo(db)
+            self.inbox = InboxRepo(db)
+            self.broadcasts = BroadcastsRepo(db)
+            self.confirmations = ConfirmationsRepo(db)
+            self.stats = StatsRepo(db)
+            self.exports = ExportRepo(db)
             self._started = True
             return self
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -70,4 +71,25 @@ class UsersRepo:
     async def mark_bot_blocked(self, user_id: int, now: datetime | None) -> None:
         """Records that the user blocked the bot (``now``) or wrote again (``None``)."""
         await self.col.update_one({"_id": user_id}, {"$set": {"bot_blocked_at": now}})
+
+    async def by_username(self, username: str) -> Document | None:
+        """Exact match first (index ``username``), then case-insensitive."""
+        doc: Document | None = await self.col.find_one({"username": username})
+        if doc is None:
+            doc = await self.col.find_one(
+                {"username": {"$regex": f"^{re.escape(username)}$", "$options": "i"}}
+            )
+        return doc
+
+    async def set_discount(self, user_id: int, percent: int) -> Document | None:
+        """Sets ``discount_percent``; returns the user as it was before (None: unknown)."""
+        doc: Document | None = await self.col.find_one_and_update(
+            {"_id": user_id},
+            {"$set": {"discount_percent": percent}},
+            return_document=ReturnDocument.BEFORE,
+        )
+        return doc
+
+    async def set_notify_opt_out(self, user_id: int, opt_out: bool) -> None:
+        await self.col.update_one({"_id": user_id}, {"$set": {"notify_opt_out": opt_out}})
 

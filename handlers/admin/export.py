@@ -1,0 +1,76 @@
+"""``/export orders|payments|users [from] [to]``: a CSV document, streamed to a file first."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import date
+
+from telegram import Update
+from telegram.constants import ChatAction
+from telegram.ext import BaseHandler, CommandHandler
+
+from bot.context import BotContext
+from bot.settings import Settings
+from handlers.admin.access import ALL_ROLES, MANAGERS, admin_filter, requires, role_of
+from handlers.common import lang_of, reply
+from services.export import KINDS, ExportError, parse_day
+
+
+def _day(value: date | None) -> str:
+    return value.isoformat() if value else "…"
+
+
+@requires(ALL_ROLES)
+async def export_command(update: Update, context: BotContext) -> None:
+    """Phones are masked unless the role is owner or admin; every export is audited."""
+    admin = update.effective_user
+    chat = update.effective_chat
+    assert admin is not None and chat is not None
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    args = context.args or []
+    if not args or args[0].lower() not in KINDS or len(args) > 3:
+        await reply(update, context, i18n.t(lang, "admin.export.usage"))
+        return
+    kind = args[0].lower()
+    show_phones = role_of(update, context) in MANAGERS
+    try:
+        since = parse_day(args[1]) if len(args) > 1 else None
+        until = parse_day(args[2]) if len(args) > 2 else None
+        await context.bot.send_chat_action(chat.id, ChatAction.UPLOAD_DOCUMENT)
+        result = await context.services.exports.write_csv(
+            kind, since=since, until=until, show_phones=show_phones
+        )
+    except ExportError as exc:
+        await reply(update, context, i18n.t(lang, f"admin.export.{exc.code}"))
+        return
+    try:
+        caption = i18n.t(
+            lang,
+            "admin.export.done",
+            kind=kind,
+            rows=result.rows,
+            since=_day(result.since),
+            until=_day(result.until),
+        )
+        await context.bot.send_document(
+            chat.id, result.path, filename=result.filename, caption=caption
+        )
+    finally:
+        with contextlib.suppress(OSError):
+            result.path.unlink()
+    await context.services.audit.record(
+        admin.id,
+        f"export.{kind}",
+        f"export:{kind}",
+        after={
+            "rows": result.rows,
+            "from": _day(result.since),
+            "to": _day(result.until),
+            "phones_masked": not show_phones,
+        },
+    )
+
+
+def build_handlers(settings: Settings) -> list[BaseHandler[Update, BotContext, None]]:
+    return [CommandHandler("export", export_command, filters=admin_filter(settings, ALL_ROLES))]
