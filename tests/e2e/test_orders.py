@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 from tests.conftest import FakeClock
 from tests.e2e.shop import RECIPIENT, SENDER, USER, ShopEnv, pay_button
@@ -192,3 +193,41 @@ async def test_concurrent_customers_get_their_own_labels(shop: ShopEnv) -> None:
         )
         assert len(orders) == 1
     await shop.audit_ok()
+
+
+async def test_carrier_outage_opens_circuit_alerts_once_and_recovers(
+    shop: ShopEnv, clock: FakeClock
+) -> None:
+    """Carrier down → circuit opens, customers get the friendly message at once, admins one
+    alert; carrier back → the circuit closes and the draft continues where it was."""
+    h = shop.harness
+    client = h.application.bot_data.extras["shipping"].client("test")
+    breaker = client.breaker
+    await h.say(USER, "/order")
+    await h.say(USER, SENDER)
+    await h.say(USER, RECIPIENT)
+    await h.say(USER, "2 lb")
+    shop.carrier.inject_failure("*", "error_500", times=1000)
+    replies = await h.say(USER, "10x8x4")  # 3 attempts fail
+    assert "temporarily unavailable" in replies[-1].content
+    retry = replies[-1]
+    for _ in range(3):  # more failures open the circuit; then it answers without calling
+        replies = await h.press(USER, retry, "Try again")
+        retry = replies[-1]
+        assert "temporarily unavailable" in retry.content
+    assert str(breaker.state).lower().endswith("open")
+    calls = shop.carrier.call_count("get_rates")
+    replies = await h.press(USER, retry, "Try again")
+    assert "temporarily unavailable" in replies[-1].content
+    assert shop.carrier.call_count("get_rates") == calls  # failed fast, no HTTP
+    shop.carrier.clear_failures()
+    breaker_clock = getattr(breaker, "_clock", None)
+    assert breaker_clock is not None
+    breaker._opened_at = breaker_clock() - 3600  # noqa: SLF001 - the cooldown has passed
+    replies = await h.press(USER, replies[-1], "Try again")
+    assert "Step 5 of 6" in replies[-1].content
+    alerts = await shop.mongo.db["outbox"].find({"text": {"$regex": "circuit"}}).to_list(None)
+    texts = {a["text"] for a in alerts}
+    assert any("open" in t for t in texts) and any("closed" in t for t in texts)
+    per_admin = Counter(a["chat_id"] for a in alerts if "→ open" in a["text"])
+    assert per_admin and all(n == 1 for n in per_admin.values())
