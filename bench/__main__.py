@@ -22,7 +22,10 @@ def main() -> int:
     only = set(args.only.split(","))
     table = Table([])
     if "orders" in only:
-        asyncio.run(orders.run(args.customers, table))
+        try:
+            asyncio.run(orders.run(args.customers, table))
+        except Exception as exc:  # noqa: BLE001 - a failed benchmark is a row, not a crash
+            table.add("orders", "failed", f"{type(exc).__name__}: {exc}"[:80])
     counts = [int(x) for x in args.sessions.split(",") if x]
     if "memory" in only or "startup" in only:
         memory.run(counts, table, startup="startup" in only)

@@ -74,7 +74,7 @@ async def probe(count: int) -> dict[str, float]:
     await harness.start()
     ready = time.perf_counter() - begin
     await harness.emulator.wait_until(
-        lambda: harness.emulator.stats.last_get_updates_at is not None, timeout=30
+        lambda: harness.emulator.stats.last_get_updates_at is not None, timeout=600
     )
     first_poll = time.perf_counter() - begin
     live = sum(h.live_count() for h in harness.application.bot_data.conversations.values())

@@ -181,6 +181,7 @@ class BotHarness:
         label: str | None = None,
         *,
         data: str | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109
     ) -> list[SentMessage]:
         """Presses the button whose text contains ``label`` (or with ``data``) on ``message``."""
         payload = data if data is not None else message.callback_data_for(label or "")
@@ -189,7 +190,7 @@ class BotHarness:
             self.emulator.press_button(user_id, message.message_id, payload)
             return self._last_update_id()
 
-        return await self._exchange(user_id, inject)
+        return await self._exchange(user_id, inject, timeout)
 
     def _last_update_id(self) -> int:
         return self.emulator.last_update_id
