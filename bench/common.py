@@ -54,6 +54,7 @@ def bench_settings(carrier: FakeShipStation, *, overall_max_rate: float = 0) -> 
             "admins": (AdminEntry(user_id=ADMIN_ID, role=Role.OWNER),),
             "telegram": base.telegram.model_copy(update={"overall_max_rate": overall_max_rate}),
             "flood": base.flood.model_copy(update={"max_updates": 10_000}),
+            "web": base.web.model_copy(update={"port": 0}),
             "shipping": base.shipping.model_copy(update={"base_url": carrier.base_url}),
             "secrets": Secrets.model_construct(
                 telegram_bot_token=None,
