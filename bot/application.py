@@ -83,6 +83,7 @@ BOT_COMMANDS = (
     ("support", "Contact support"),
     ("language", "Change the language"),
     ("cancel", "Leave the current step"),
+    ("notifications", "News from us on/off"),
 )
 
 

@@ -298,6 +298,9 @@ class AdminService:
                 meta={"reason": reason, "actor": actor, "confirmation_id": str(doc["_id"])},
             )
         except InsufficientFunds as exc:
+            if await self._ledger.get(key) is not None:
+                # A concurrent press applied it meanwhile: the balance read was after it.
+                return ConfirmOutcome("already_applied", doc, exc.balance_cents)
             await self._confirmations.close(doc["_id"], status="refused", by=actor, now=now)
             return ConfirmOutcome("insufficient", doc, exc.balance_cents)
         await self._audit.record(

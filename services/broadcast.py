@@ -110,10 +110,16 @@ class BroadcastError(ValueError):
 @dataclass
 class _Run:
     started: float
+    interval: float
+    should_stop: Callable[[], bool]
     sent: int = 0
     pause_until: float = 0.0
     last_progress: float = 0.0
+    next_send: float = 0.0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Sends take turns here, so their starts are spaced by ``interval`` whatever the
+    # scheduling of the tasks (FIFO: asyncio.Lock wakes waiters in order).
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def text_for(broadcast: Document, language: str) -> str:
@@ -270,16 +276,18 @@ class BroadcastService:
         if self._lock.locked():
             return 0
         finished = 0
+        last_done = 0.0
         async with self._lock:
             while not should_stop():
                 broadcast = await self._repo.oldest_active()
                 if broadcast is None:
                     break
+                if finished and await self._sleep(last_done + GAP_BETWEEN_BROADCASTS, should_stop):
+                    break
                 if not await self._run_one(broadcast, send, should_stop, on_progress):
                     break
                 finished += 1
-                if await self._sleep(self._monotonic() + GAP_BETWEEN_BROADCASTS, should_stop):
-                    break
+                last_done = self._monotonic()
         return finished
 
     async def _run_one(
@@ -318,9 +326,15 @@ class BroadcastService:
         on_progress: ProgressCallback,
     ) -> bool:
         now_m = self._monotonic()
-        run = _Run(started=now_m, last_progress=now_m)
+        run = _Run(
+            started=now_m,
+            interval=1.0 / self._config.rate_per_second,
+            should_stop=should_stop,
+            last_progress=now_m,
+            next_send=now_m,
+        )
         try:
-            return await self._send_loop(broadcast, send, should_stop, on_progress, run)
+            return await self._send_loop(broadcast, send, on_progress, run)
         except asyncio.CancelledError:
             # The process is being torn down: in-flight sends die with it (their
             # deliveries stay in ``sending`` and are never sent again).
@@ -329,23 +343,15 @@ class BroadcastService:
             raise
 
     async def _send_loop(
-        self,
-        broadcast: Document,
-        send: Sender,
-        should_stop: Callable[[], bool],
-        on_progress: ProgressCallback,
-        run: _Run,
+        self, broadcast: Document, send: Sender, on_progress: ProgressCallback, run: _Run
     ) -> bool:
         bid = broadcast["_id"]
-        rate = self._config.rate_per_second
-        interval = 1.0 / rate
         # Claim about two seconds of work at a time: a stop releases little.
-        claim_size = max(1, min(self._config.batch_size, int(rate * 2)))
+        claim_size = max(1, min(self._config.batch_size, int(self._config.rate_per_second * 2)))
         semaphore = asyncio.Semaphore(self._config.max_concurrency)
-        next_at = run.started
         stopped = False
         while not stopped:
-            if should_stop():
+            if run.should_stop():
                 break
             # A fresh token per claim: the previous batch may still be in flight.
             batch = await self._repo.claim(
@@ -367,13 +373,11 @@ class BroadcastService:
                 return True
             for index, delivery in enumerate(batch):
                 await semaphore.acquire()
-                target = max(next_at, run.pause_until)
-                if should_stop() or await self._sleep(target, should_stop):
+                if run.should_stop():
                     semaphore.release()
                     await self._repo.release([d.id for d in batch[index:]])
                     stopped = True
                     break
-                next_at = self._monotonic() + interval
                 task = asyncio.create_task(
                     self._deliver(broadcast, delivery, send, semaphore, run)
                 )
@@ -384,6 +388,19 @@ class BroadcastService:
         await self._drain(run)
         await self._report(on_progress, broadcast, run)
         return False
+
+    async def _take_turn(self, run: _Run) -> bool:
+        """Waits until this send may start; False when a stop was asked meanwhile."""
+        async with run.turn:
+            while True:  # re-read the target: a 429 may set a pause while we wait
+                if run.should_stop():
+                    return False
+                left = max(run.next_send, run.pause_until) - self._monotonic()
+                if left <= 0:
+                    break
+                await asyncio.sleep(min(left, _SLEEP_STEP))
+            run.next_send = self._monotonic() + run.interval
+            return True
 
     async def _deliver(
         self,
@@ -400,8 +417,15 @@ class BroadcastService:
         )
         try:
             if not await self._repo.begin(delivery.id, now=self._clock()):
-                return  # no longer ours (released after a long pause): never send twice
+                return  # no longer ours: never send twice
+            # The turn comes last so nothing runs between it and the send: the starts of
+            # two sends are never closer than ``interval``.
+            if not await self._take_turn(run):
+                await self._repo.release([delivery.id])  # stopping: never attempted
+                return
             result = await send(outgoing)
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:  # noqa: BLE001 - an unknown outcome is never retried
             _LOGGER.warning("broadcast send failed: %s", type(exc).__name__, exc_info=True)
             result = SendResult(SendOutcome.FAILED, error=type(exc).__name__)

@@ -114,6 +114,8 @@ class LedgerRepo:
             user = await self._settle(user_id)
             balance = int(user.get("balance_cents", 0))
             if amount_cents < 0 and balance + amount_cents < 0:
+                if await self.col.find_one({"_id": key}, {"_id": 1}) is not None:
+                    continue  # a concurrent call applied this very key: answer as a replay
                 raise InsufficientFunds(balance, -amount_cents)
             seq = int(user.get("ledger_seq", 0)) + 1
             doc: Document = {

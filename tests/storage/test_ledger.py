@@ -47,15 +47,20 @@ async def test_key_reused_for_other_effect_is_refused(mongo: Mongo, clock: FakeC
         await ledger.apply(user_id=1, amount_cents=999, kind="topup", key="t", now=clock())
 
 
-async def test_crash_between_entry_and_balance_is_repaired(
-    mongo: Mongo, clock: FakeClock
-) -> None:
+async def test_crash_between_entry_and_balance_is_repaired(mongo: Mongo, clock: FakeClock) -> None:
     ledger = await _ledger(mongo, 1)
     await ledger.apply(user_id=1, amount_cents=1000, kind="topup", key="t", now=clock())
     # A crash after step 3: the entry exists, the balance was never updated.
     await mongo.db["ledger"].insert_one(
-        {"_id": "crashed", "user_id": 1, "amount_cents": -400, "kind": "label", "seq": 2,
-         "created_at": clock(), "meta": {}}
+        {
+            "_id": "crashed",
+            "user_id": 1,
+            "amount_cents": -400,
+            "kind": "label",
+            "seq": 2,
+            "created_at": clock(),
+            "meta": {},
+        }
     )
     checked, mismatches = await ledger.audit(repair=False)
     assert mismatches and mismatches[0].balance_cents == 1000
@@ -125,3 +130,25 @@ async def test_random_interleavings_keep_invariant(ops: list[Any], seed: int) ->
     assert mismatches == []
     async for user in mongo.db["users"].find({}):
         assert user["balance_cents"] >= 0
+
+
+async def test_concurrent_replays_of_one_debit_never_report_insufficient_funds(
+    mongo: Mongo, clock: FakeClock
+) -> None:
+    """The balance covers the debit once; every concurrent call with its key succeeds."""
+    for seed in range(10):
+        ledger = await _ledger(mongo, 100 + seed, seed=seed)
+        user = 100 + seed
+        await ledger.apply(
+            user_id=user, amount_cents=500, kind="topup", key=f"t{seed}", now=clock()
+        )
+        results = await asyncio.gather(
+            *(
+                ledger.apply(
+                    user_id=user, amount_cents=-500, kind="adjustment", key=f"d{seed}", now=clock()
+                )
+                for _ in range(5)
+            )
+        )
+        assert sum(not r.replayed for r in results) == 1
+        assert all(r.balance_cents == 0 for r in results)
