@@ -387,32 +387,33 @@ async def use_template(update: Update, context: BotContext) -> OrderState | int:
     return await _advance(update, context, draft)
 
 
-async def receive_weight(update: Update, context: BotContext) -> OrderState | int:
+async def _parcel_input(
+    update: Update, context: BotContext, state: OrderState
+) -> OrderState | int:
+    """Stores the weight or the size typed at ``state`` and asks for what is next."""
     message = update.effective_message
     assert message is not None and message.text is not None
     draft = await _current_draft(update, context)
     if draft is None:
         return await _lost_draft(update, context)
+    orders = context.services.orders
+    store = orders.set_weight if state is OrderState.AWAITING_WEIGHT else orders.set_dimensions
     try:
-        draft = await context.services.orders.set_weight(draft, message.text)
+        draft = await store(draft, message.text)
     except FieldError as error:
         await reply(update, context, field_error(context.i18n, lang_of(update, context), error))
-        return OrderState.AWAITING_WEIGHT
+        return state
     return await _advance(update, context, draft)
+
+
+async def receive_weight(update: Update, context: BotContext) -> OrderState | int:
+    """Stores the weight and asks for the size."""
+    return await _parcel_input(update, context, OrderState.AWAITING_WEIGHT)
 
 
 async def receive_dimensions(update: Update, context: BotContext) -> OrderState | int:
-    message = update.effective_message
-    assert message is not None and message.text is not None
-    draft = await _current_draft(update, context)
-    if draft is None:
-        return await _lost_draft(update, context)
-    try:
-        draft = await context.services.orders.set_dimensions(draft, message.text)
-    except FieldError as error:
-        await reply(update, context, field_error(context.i18n, lang_of(update, context), error))
-        return OrderState.AWAITING_DIMENSIONS
-    return await _advance(update, context, draft)
+    """Stores the size and fetches rates."""
+    return await _parcel_input(update, context, OrderState.AWAITING_DIMENSIONS)
 
 
 async def _draft_from_button(update: Update, context: BotContext) -> Document | None:
