@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -56,7 +57,7 @@ from services.runtime import RuntimeFlags
 from services.sessions import SessionService
 from services.shipping import ShippingGateway
 from services.users import UserService
-from storage.client import MongoOptions
+from storage.client import Mongo, MongoOptions
 from storage.indexes import IndexOptions
 from storage.locks import LocksRepo
 from storage.persistence import MongoPersistence
@@ -87,7 +88,8 @@ BOT_COMMANDS = (
 )
 
 
-def build_storage(settings: Settings, url: str) -> Storage:
+def build_storage(settings: Settings, url: str, *, client: Mongo | None = None) -> Storage:
+    """``client``: an already connected database (the harness shares one across restarts)."""
     mongo = settings.mongo
     return Storage(
         url,
@@ -100,6 +102,7 @@ def build_storage(settings: Settings, url: str) -> Storage:
         ),
         session_ttl=timedelta(minutes=settings.sessions.ttl_minutes),
         index_options=IndexOptions(session_purge_grace_seconds=settings.sessions.purge_grace_seconds),
+        mongo=client,
     )
 
 
@@ -406,12 +409,8 @@ def _topup_config(settings: Settings, *, crypto_enabled: bool) -> TopUpConfig:
     )
 
 
-def _build_oxapay(settings: Settings, notifier: Notifier) -> OxaPayClient | None:
-    key = settings.secrets.oxapay_merchant_api_key
-    if key is None or not key.get_secret_value():
-        _LOGGER.warning("OXAPAY_MERCHANT_API_KEY is not set: crypto top-ups are disabled")
-        return None
-    cfg = settings.payments.oxapay
+def _circuit_alert(notifier: Notifier) -> Callable[[str, object, object], Awaitable[None]]:
+    """One admin alert per circuit-breaker transition of a provider."""
 
     async def circuit_changed(provider: str, old: object, new: object) -> None:
         await notifier.alert_admins(
@@ -420,6 +419,17 @@ def _build_oxapay(settings: Settings, notifier: Notifier) -> OxaPayClient | None
             windowed=True,
         )
 
+    return circuit_changed
+
+
+def _build_oxapay(settings: Settings, notifier: Notifier) -> OxaPayClient | None:
+    key = settings.secrets.oxapay_merchant_api_key
+    if key is None or not key.get_secret_value():
+        _LOGGER.warning("OXAPAY_MERCHANT_API_KEY is not set: crypto top-ups are disabled")
+        return None
+    cfg = settings.payments.oxapay
+
+    circuit_changed = _circuit_alert(notifier)
     return OxaPayClient(
         cfg.base_url,
         key,
@@ -438,13 +448,7 @@ def _build_shipstation(settings: Settings, notifier: Notifier) -> dict[str, Ship
     secrets = settings.secrets
     keys = {"test": secrets.shipstation_test_api_key, "production": secrets.shipstation_api_key}
 
-    async def circuit_changed(provider: str, old: object, new: object) -> None:
-        await notifier.alert_admins(
-            f"⚠️ Provider {provider}: circuit {old} → {new}",
-            dedup_key=f"circuit:{provider}:{new}",
-            windowed=True,
-        )
-
+    circuit_changed = _circuit_alert(notifier)
     clients: dict[str, ShipStationClient] = {}
     for mode, secret in keys.items():
         if secret is None or not secret.get_secret_value():

@@ -20,7 +20,7 @@ from bot.settings import Settings
 from bot.update_processor import PerChatUpdateProcessor
 from sandbox.telegram import BotApiEmulator, SentMessage
 from services.clock import Clock, utc_now
-from storage.client import Mongo, MongoOptions
+from storage.client import Mongo
 
 SANDBOX_TOKEN = "123456:SANDBOX-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"  # noqa: S105 - fake
 
@@ -73,14 +73,7 @@ class BotHarness:
             }
         )
         settings = self.settings.model_copy(update={"telegram": tg})
-        storage = build_storage(settings, "mongomock://")
-        storage = type(storage)(
-            "mongomock://",
-            MongoOptions(database=settings.mongo.database),
-            session_ttl=storage._session_ttl,  # noqa: SLF001 - same values, injected client
-            index_options=storage._index_options,  # noqa: SLF001
-            mongo=self.mongo,
-        )
+        storage = build_storage(settings, "mongomock://", client=self.mongo)
         self.app = build_application(
             settings, storage, token=self.emulator.token, clock=self.clock, i18n=self.i18n
         )
