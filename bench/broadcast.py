@@ -46,27 +46,52 @@ async def run(users: int, table: Table) -> None:
             harness.emulator.add_user(uid)
         services = harness.application.bot_data.require_services()
         started = time.perf_counter()
-        await services.broadcasts.start(
+        broadcast = await services.broadcasts.start(
             ADMIN_ID, kind="manual", texts={"en": "Bench broadcast"}, admin_language="en"
         )
         emulator = harness.emulator
-
-        def delivered() -> int:
-            return sum(1 for uid in ids if emulator.sent_messages(uid))
-
-        last = -1
-        while True:
-            await asyncio.sleep(2)
-            count = delivered()
-            if count >= users or count == last and time.perf_counter() - started > 60:
+        # Poll only the chats still waiting, so the check costs less as the run goes on.
+        waiting = set(ids)
+        first_at: float | None = None
+        first_count = 0
+        last_change = time.perf_counter()
+        while waiting:
+            await asyncio.sleep(0.5)
+            reached = {uid for uid in waiting if emulator.sent_messages(uid)}
+            now = time.perf_counter()
+            if reached:
+                waiting -= reached
+                last_change = now
+                if first_at is None:
+                    first_at, first_count = now, len(reached)
+            elif now - last_change > 60:
+                break  # stuck: report what arrived
+        finished = last_change
+        # Then wait for the runner to call it done, so a late duplicate would be counted.
+        deadline = time.perf_counter() + 60
+        while time.perf_counter() < deadline:
+            doc = await services.broadcasts.get(str(broadcast["_id"]))
+            if doc is not None and doc["status"] == "done":
                 break
-            last = count
-        elapsed = time.perf_counter() - started
+            await asyncio.sleep(0.5)
+        elapsed = finished - started
         per_chat = [len(emulator.sent_messages(uid)) for uid in ids]
-        rate = sum(1 for n in per_chat if n) / elapsed
+        delivered = sum(1 for n in per_chat if n)
+        rate = delivered / elapsed
+        sending = (finished - first_at) if first_at is not None else 0.0
+        sustained = (delivered - first_count) / sending if sending > 0 else 0.0
         table.add("broadcast", "users", f"{users:,}")
         table.add("broadcast", "time", f"{elapsed:.0f} s")
-        table.add("broadcast", "achieved rate", f"{rate:.1f}/s = {rate / 30:.0%} of 30/s")
+        table.add(
+            "broadcast",
+            "achieved rate while sending",
+            f"{sustained:.1f}/s = {sustained / 30:.1%} of 30/s",
+        )
+        table.add(
+            "broadcast",
+            "from confirmation to the last message",
+            f"{rate:.1f}/s = {rate / 30:.1%} of 30/s (includes the job's start-up delay)",
+        )
         table.add("broadcast", "429s from the emulator", str(emulator.stats.rate_limited))
         table.add("broadcast", "lost", str(sum(1 for n in per_chat if n == 0)))
         table.add("broadcast", "duplicated", str(sum(1 for n in per_chat if n > 1)))

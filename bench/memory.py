@@ -25,19 +25,15 @@ def _rss() -> int:
 
 
 async def probe(count: int) -> dict[str, float]:
-    from mongomock_motor import AsyncMongoMockClient
-
     from bench.common import bench_settings
     from bot.harness import BotHarness
     from sandbox.shipstation import FakeShipStation
-    from storage import inmemory
     from storage.client import Mongo
 
-    inmemory.install()
     carrier = FakeShipStation(instant=True)
     await carrier.start()
     settings = bench_settings(carrier)
-    mongo = Mongo(AsyncMongoMockClient(tz_aware=True), settings.mongo.database, in_memory=True)
+    mongo = Mongo.memory(settings.mongo.database)
     now = datetime.now(UTC)
     users, sessions = [], []
     for i in range(count):

@@ -44,13 +44,7 @@ class BotHarness:
         self.poll_timeout = poll_timeout
         self.i18n = I18n.load(settings.i18n.languages, settings.i18n.default_language)
         if mongo is None:
-            from mongomock_motor import AsyncMongoMockClient
-
-            from storage import inmemory
-
-            inmemory.install()
-            client: Any = AsyncMongoMockClient(tz_aware=True)
-            mongo = Mongo(client, settings.mongo.database, in_memory=True)
+            mongo = Mongo.memory(settings.mongo.database)
         self.mongo = mongo
         self.app: BotApplication | None = None
         self._done: set[int] = set()

@@ -5,13 +5,15 @@ delivery document per recipient. The runner
 
 1. lists the audience (users in ``_id`` order from a stored cursor; opted-out users, users
    who blocked the bot and blocked accounts are listed as ``skipped``);
-2. claims pending deliveries, sends them paced to ``rate_per_second`` overall (each send
-   starts at least ``1 / rate`` after the previous one; a chat gets one message per
+2. claims pending deliveries, sends them paced to ``rate_per_second`` overall (send slots
+   are ``1 / rate`` apart and a send never starts before its slot; a chat gets one message per
    broadcast and broadcasts run one at a time), and records each outcome;
 3. pauses everything for ``retry_after`` when Telegram answers 429 (that recipient goes
    back in the queue: nothing was delivered), marks users who answer 403
    (``users.bot_blocked_at``) so later broadcasts skip them;
-4. reports progress through a callback at most every ``progress_interval`` seconds.
+4. reports progress through a callback at most every ``progress_interval`` seconds (from
+   the counts at the start of the run plus this run's outcomes: recounting every delivery
+   on each report would cost as much as the sends; the final report counts them).
 
 A stop (shutdown, restart) lets in-flight sends finish and returns unsent claims to the
 queue, so the next run resumes exactly where this one stopped. A crash can leave the sends
@@ -49,6 +51,8 @@ GAP_BETWEEN_BROADCASTS = 1.0
 ORPHAN_AFTER = timedelta(minutes=5)
 # Longest single sleep, so a stop request is noticed quickly even during a long pause.
 _SLEEP_STEP = 0.25
+# How much of a late send's delay the next send may make up (see ``_take_turn``).
+_CATCH_UP = 0.1
 
 
 class SendOutcome(StrEnum):
@@ -112,7 +116,11 @@ class _Run:
     started: float
     interval: float
     should_stop: Callable[[], bool]
+    # Counts at the start of this run; progress adds this run's outcomes to them, so a
+    # report does not count the deliveries again (the final report counts them anew).
+    base: dict[str, int] = field(default_factory=dict)
     sent: int = 0
+    failed: int = 0
     pause_until: float = 0.0
     last_progress: float = 0.0
     next_send: float = 0.0
@@ -325,9 +333,11 @@ class BroadcastService:
         should_stop: Callable[[], bool],
         on_progress: ProgressCallback,
     ) -> bool:
+        base = await self._repo.counts(broadcast["_id"])
         now_m = self._monotonic()
         run = _Run(
             started=now_m,
+            base=base,
             interval=1.0 / self._config.rate_per_second,
             should_stop=should_stop,
             last_progress=now_m,
@@ -395,11 +405,17 @@ class BroadcastService:
             while True:  # re-read the target: a 429 may set a pause while we wait
                 if run.should_stop():
                     return False
-                left = max(run.next_send, run.pause_until) - self._monotonic()
+                target = max(run.next_send, run.pause_until)
+                left = target - self._monotonic()
                 if left <= 0:
                     break
                 await asyncio.sleep(min(left, _SLEEP_STEP))
-            run.next_send = self._monotonic() + run.interval
+            # The next slot follows this one's target, not the moment the loop woke us, so
+            # the lateness of each wake-up does not add up and the rate stays the configured
+            # one; a late send may pull the next one at most ``_CATCH_UP`` of an interval
+            # closer. Slots are never closer than ``interval``: no burst.
+            now = self._monotonic()
+            run.next_send = max(target + run.interval, now + run.interval * (1 - _CATCH_UP))
             return True
 
     async def _deliver(
@@ -441,10 +457,25 @@ class BroadcastService:
         elif result.outcome is SendOutcome.BLOCKED:
             await self._repo.finish(delivery.id, status="failed", now=now, reason="bot_blocked")
             await self._users.mark_bot_blocked(delivery.user_id, now)
+            run.failed += 1
         else:
             await self._repo.finish(
                 delivery.id, status="failed", now=now, reason=(result.error or "failed")[:200]
             )
+            run.failed += 1
+
+    @staticmethod
+    def _estimate(run: _Run) -> dict[str, int]:
+        """Progress without recounting: the run's start counts plus its own outcomes."""
+        base = run.base
+        total = sum(base.values())
+        sent = base.get("sent", 0) + run.sent
+        failed = base.get("failed", 0) + run.failed
+        skipped = base.get("skipped", 0)
+        counts = dict.fromkeys(base, 0)
+        counts.update(sent=sent, failed=failed, skipped=skipped)
+        counts["pending"] = max(total - sent - failed - skipped, 0)
+        return counts
 
     async def _drain(self, run: _Run) -> None:
         if run.tasks:
@@ -471,7 +502,7 @@ class BroadcastService:
     ) -> None:
         run.last_progress = self._monotonic()
         if counts is None:
-            counts = await self._repo.counts(broadcast["_id"])
+            counts = self._estimate(run)
         elapsed = max(self._monotonic() - run.started, 1e-6)
         measured = run.sent / elapsed
         left = counts["pending"] + counts["claimed"] + counts["sending"]

@@ -39,15 +39,20 @@ class Mongo:
         self.in_memory = in_memory
 
     @classmethod
+    def memory(cls, database: str) -> Mongo:
+        """An in-memory database (mongomock) with the faster lookups of ``inmemory``."""
+        from mongomock_motor import AsyncMongoMockClient
+
+        from storage import inmemory
+
+        inmemory.install()
+        return cls(AsyncMongoMockClient(tz_aware=True), database, in_memory=True)
+
+    @classmethod
     def connect(cls, url: str, options: MongoOptions) -> Mongo:
         if url.startswith(MONGOMOCK_SCHEME):
-            from mongomock_motor import AsyncMongoMockClient
-
-            from storage import inmemory
-
-            inmemory.install()
             _LOGGER.warning("MONGO_URL=mongomock:// is an in-memory database: nothing persists")
-            return cls(AsyncMongoMockClient(tz_aware=True), options.database, in_memory=True)
+            return cls.memory(options.database)
         client: AsyncMongoClient[Document] = AsyncMongoClient(
             url,
             tz_aware=True,

@@ -7,6 +7,8 @@ positions every ``update_interval`` seconds (kept at <= 2 s, not PTB's 60 s defa
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +19,9 @@ from telegram.ext._utils.types import CDCData, ConversationDict, ConversationKey
 from storage.sessions import SessionsRepo
 
 Clock = Callable[[], datetime]
+
+# How long one read of every conversation's positions answers the following asks.
+SNAPSHOT_SECONDS = 5.0
 
 
 def utc_now() -> datetime:
@@ -30,6 +35,7 @@ class MongoPersistence(BasePersistence[dict[Any, Any], dict[Any, Any], dict[Any,
         *,
         update_interval: float = 1.0,
         clock: Clock = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
             store_data=PersistenceInput(
@@ -41,11 +47,24 @@ class MongoPersistence(BasePersistence[dict[Any, Any], dict[Any, Any], dict[Any,
         # read connects the storage inside the running loop.
         self._sessions = sessions
         self._clock = clock
+        self._monotonic = monotonic
+        self._snapshot: dict[str, dict[ConversationKey, str]] = {}
+        self._snapshot_at = -math.inf
+        self._served: set[str] = set()
 
     async def get_conversations(self, name: str) -> ConversationDict:
-        repo = await self._sessions()
-        states = await repo.load_states(name, now=self._clock())
-        return dict(states)
+        """PTB asks once per conversation handler, one after the other (at start-up and on
+        takeover): the first ask reads every conversation's positions in one pass and the
+        others are answered from that read. A name asked again, or a read older than
+        ``SNAPSHOT_SECONDS``, starts a new read."""
+        fresh = self._monotonic() - self._snapshot_at < SNAPSHOT_SECONDS
+        if not fresh or name in self._served:
+            repo = await self._sessions()
+            self._snapshot = await repo.load_all_states(now=self._clock())
+            self._snapshot_at = self._monotonic()
+            self._served = set()
+        self._served.add(name)
+        return dict(self._snapshot.get(name, {}))
 
     async def update_conversation(
         self, name: str, key: ConversationKey, new_state: object | None

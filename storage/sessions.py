@@ -36,15 +36,16 @@ class SessionsRepo:
         self.col = db["sessions"]
         self.ttl = ttl
 
-    async def load_states(self, conversation: str, *, now: datetime) -> dict[ConversationKey, str]:
-        """Live positions of one conversation, keyed like PTB's ``ConversationDict``."""
-        out: dict[ConversationKey, str] = {}
-        cursor = self.col.find(
-            {f"states.{conversation}": {"$exists": True}, "expires_at": {"$gt": now}},
-            {"key": 1, f"states.{conversation}": 1},
-        )
+    async def load_all_states(
+        self, *, now: datetime
+    ) -> dict[str, dict[ConversationKey, str]]:
+        """Live positions of every conversation, in one pass over the live sessions."""
+        out: dict[str, dict[ConversationKey, str]] = {}
+        cursor = self.col.find({"expires_at": {"$gt": now}}, {"key": 1, "states": 1})
         async for doc in cursor:
-            out[tuple(doc["key"])] = doc["states"][conversation]
+            key = tuple(doc["key"])
+            for conversation, state in (doc.get("states") or {}).items():
+                out.setdefault(conversation, {})[key] = state
         return out
 
     async def set_state(

@@ -77,9 +77,7 @@ async def mongo() -> AsyncIterator[Mongo]:
         await handle.client.drop_database(name)
         await handle.close()
     else:
-        from mongomock_motor import AsyncMongoMockClient
-
-        yield Mongo(AsyncMongoMockClient(tz_aware=True), name, in_memory=True)
+        yield Mongo.memory(name)
 
 
 _ASYNC_OPS = {

@@ -18,7 +18,6 @@ from bson import ObjectId
 from bot.harness import BotHarness
 from bot.settings import AdminEntry, Role, Settings
 from sandbox.telegram import SentMessage
-from storage import inmemory
 from storage.client import Mongo
 from tests.conftest import ADMIN_ID, OWNER_ID, SUPPORT_ID, FakeClock, make_settings
 from tests.e2e.shop import RECIPIENT, SENDER, ShopEnv
@@ -450,7 +449,6 @@ async def make_crowd(
     test-only override that bypasses validation; the per-chat rule is unchanged. The
     full-size run at 30/s belongs in ``bench/``.
     """
-    inmemory.install()  # mongomock answers _id/equality lookups without a full scan
     base = make_settings()
     poller = base.poller
     if short_lease:  # a killed worker never releases its lease: let it lapse quickly

@@ -112,9 +112,7 @@ operation = st.tuples(
 async def test_random_interleavings_keep_invariant(ops: list[Any], seed: int) -> None:
     """Credits, debits and duplicate deliveries in random concurrent order keep
     balance == sum(ledger) and never below zero."""
-    from mongomock_motor import AsyncMongoMockClient
-
-    mongo = Mongo(AsyncMongoMockClient(tz_aware=True), "prop", in_memory=True)
+    mongo = Mongo.memory("prop")
     clock = FakeClock()
     ledger = await _ledger(mongo, 1, 2, seed=seed)
     amounts: dict[str, tuple[int, int]] = {}

@@ -1,6 +1,7 @@
 """Sessions and persistence against mongomock (and real MongoDB with MONGO_TEST_URL)."""
 
 from datetime import timedelta
+from typing import Any
 
 from storage.client import Mongo
 from storage.indexes import IndexOptions, ensure_indexes, index_models
@@ -58,6 +59,44 @@ async def test_persistence_round_trip_and_expiry(mongo: Mongo, clock: FakeClock)
     clock.advance(minutes=61)
     assert await persistence.get_conversations("order") == {}
     assert await repo.get((1, 1)) is not None
+
+
+async def test_one_read_answers_each_conversation_once(mongo: Mongo, clock: FakeClock) -> None:
+    repo = await _repo(mongo)
+    reads = 0
+
+    async def factory() -> SessionsRepo:
+        return repo
+
+    original = repo.load_all_states
+
+    async def counting(*, now: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await original(now=now)
+
+    repo.load_all_states = counting  # type: ignore[method-assign]
+    ticks = [0.0]
+    persistence = MongoPersistence(factory, clock=clock, monotonic=lambda: ticks[0])
+    await repo.set_state("order", (1, 1), "awaiting_city", now=clock())
+    await repo.set_state("support", (1, 1), "awaiting_topic", now=clock())
+    # Start-up: PTB asks for each conversation in turn; one read answers all of them.
+    assert await persistence.get_conversations("order") == {(1, 1): "awaiting_city"}
+    assert await persistence.get_conversations("support") == {(1, 1): "awaiting_topic"}
+    assert await persistence.get_conversations("templates") == {}
+    assert reads == 1
+    # Asking again (a takeover) reads anew and sees what changed meanwhile.
+    await repo.set_state("order", (2, 2), "awaiting_name", now=clock())
+    assert await persistence.get_conversations("order") == {
+        (1, 1): "awaiting_city",
+        (2, 2): "awaiting_name",
+    }
+    assert reads == 2
+    # So does a first ask long after the last read.
+    await repo.set_state("support", (1, 1), None, now=clock())
+    ticks[0] += 60
+    assert await persistence.get_conversations("support") == {}
+    assert reads == 3
 
 
 async def test_ending_a_conversation_removes_it(mongo: Mongo, clock: FakeClock) -> None:
