@@ -17,7 +17,7 @@ RATE = 29.0  # the setting's ceiling is Telegram's 30/s; 29 leaves room for prog
 async def run(users: int, table: Table) -> None:
     carrier = FakeShipStation(instant=True)
     await carrier.start()
-    settings = bench_settings(carrier, overall_max_rate=30)
+    settings = bench_settings(carrier.base_url, overall_max_rate=30)
     settings = settings.model_copy(
         update={"broadcast": settings.broadcast.model_copy(update={"rate_per_second": RATE})}
     )

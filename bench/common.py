@@ -46,7 +46,7 @@ class Table:
         return "\n".join(out)
 
 
-def bench_settings(carrier: FakeShipStation, *, overall_max_rate: float = 0) -> Settings:
+def bench_settings(carrier_url: str, *, overall_max_rate: float = 0) -> Settings:
     logging.getLogger().setLevel(logging.ERROR)
     base = load_settings()
     return base.model_copy(
@@ -55,7 +55,7 @@ def bench_settings(carrier: FakeShipStation, *, overall_max_rate: float = 0) -> 
             "telegram": base.telegram.model_copy(update={"overall_max_rate": overall_max_rate}),
             "flood": base.flood.model_copy(update={"max_updates": 10_000}),
             "web": base.web.model_copy(update={"port": 0}),
-            "shipping": base.shipping.model_copy(update={"base_url": carrier.base_url}),
+            "shipping": base.shipping.model_copy(update={"base_url": carrier_url}),
             "secrets": Secrets.model_construct(
                 telegram_bot_token=None,
                 mongo_url=None,
@@ -71,7 +71,8 @@ async def start_shop(
     carrier = FakeShipStation(instant=True)
     await carrier.start()
     harness = BotHarness(
-        bench_settings(carrier, overall_max_rate=overall_max_rate), rate_limits=rate_limits
+        bench_settings(carrier.base_url, overall_max_rate=overall_max_rate),
+        rate_limits=rate_limits,
     )
     await harness.start()
     return harness, carrier

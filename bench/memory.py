@@ -32,7 +32,7 @@ async def probe(count: int) -> dict[str, float]:
 
     carrier = FakeShipStation(instant=True)
     await carrier.start()
-    settings = bench_settings(carrier)
+    settings = bench_settings(carrier.base_url)
     mongo = Mongo.memory(settings.mongo.database)
     now = datetime.now(UTC)
     users, sessions = [], []

@@ -46,7 +46,8 @@ Python control API (call it from the event loop that runs the server):
   ``message(chat_id, message_id)``, ``wait_for_messages(chat_id, count=1, *, since=0,
   timeout=5.0)``, ``wait_until(predicate, *, timeout=5.0)``, ``callback_answers``,
   ``pre_checkout_answers``, ``charges``, ``file(file_id)``, ``bot_commands(...)``, ``stats``,
-  ``reset_stats()``, ``set_rate_limits(...)``.
+  ``reset_stats()``, ``set_rate_limits(...)``, ``add_chat_listener(fn)`` (``fn(chat_id)``
+  on every message the bot sends or edits).
 
 HTTP control API (JSON; answers ``{"ok": true, "result": ...}`` or ``{"ok": false,
 "description": ...}`` with status 400/404):
@@ -999,6 +1000,7 @@ class BotApiEmulator:
         self._allowed_updates: frozenset[str] | None = None
         self._polls: set[_Poll] = set()
         self._changed: asyncio.Event | None = None
+        self._chat_listeners: list[Callable[[int], None]] = []
         self._changed_loop: asyncio.AbstractEventLoop | None = None
         self._order = itertools.count()
 
@@ -1440,6 +1442,15 @@ class BotApiEmulator:
 
     # ------------------------------------------------------------------ internals
 
+    def add_chat_listener(self, listener: Callable[[int], None]) -> None:
+        """``listener(chat_id)`` runs whenever the bot sends or edits a message in a chat
+        (for drivers with many chats, which cannot afford a wake-up of every waiter)."""
+        self._chat_listeners.append(listener)
+
+    def _notify_chat(self, chat_id: int) -> None:
+        for listener in self._chat_listeners:
+            listener(chat_id)
+
     def _notify_changed(self) -> None:
         if self._changed is not None:
             self._changed.set()
@@ -1649,6 +1660,7 @@ class BotApiEmulator:
             chat.by_id.pop(old.message_id, None)
         self._messages_sent += 1
         self._notify_changed()
+        self._notify_chat(msg.chat_id)
         return msg
 
     def _message_json(self, msg: SentMessage, *, with_reply: bool = True) -> JSONDict:
@@ -1709,6 +1721,7 @@ class BotApiEmulator:
             setattr(msg, name, value)
         msg.edit_date = int(time.time())
         self._notify_changed()
+        self._notify_chat(msg.chat_id)
         return self._message_json(msg)
 
     def _input_file(self, p: _Params, name: str) -> StoredFile:

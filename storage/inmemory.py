@@ -3,24 +3,35 @@
 mongomock answers every query by running its full filter interpreter over every document
 of the collection, so a lookup by ``_id`` costs as much as a collection scan and the demo,
 the tests and the benchmarks slow down as data grows. This installs a narrowing step in
-front of the interpreter: a filter on ``_id`` (one value or ``$in`` a list of values) goes
-straight to those documents, and a filter
-with plain equality on ``int``/``str``/``bool``/``ObjectId`` fields first keeps only the
-documents whose values are equal (or are arrays, which MongoDB matches element-wise).
+front of the interpreter, in this order:
+
+1. a filter on ``_id`` (one value, or ``$in`` a list of values) goes straight to those
+   documents;
+2. a filter with plain equality on an indexed field (``INDEXED_FIELDS``: ``user_id``, which
+   the application never changes after insert) takes the documents from a hash index of
+   that field, as MongoDB would from its index;
+3. a filter with plain equality on other ``int``/``str``/``bool``/``ObjectId`` fields first
+   keeps the documents whose values are equal (or are arrays, which MongoDB matches
+   element-wise), in one cheap pass.
+
 mongomock's own ``filter_applies`` still decides every match, so results are unchanged:
-the step only skips documents that cannot match. It also makes reading a cursor linear
-(see ``_cursor_next``).
+the step only skips documents that cannot match. The hash index follows every insert,
+replacement and delete of the store; an update that writes an indexed field (or a
+replacement or pipeline update, which may) drops the index, and the next query rebuilds it.
+The patch also makes reading a cursor linear (see ``_cursor_next``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 from bson import ObjectId
 
 _MISSING = object()
 _SCALARS = (int, str, bool, ObjectId)
+INDEXED_FIELDS = ("user_id",)
+_INDEX_ATTR = "_shipbot_indexes"
 _installed = False
 
 
@@ -28,12 +39,88 @@ def _plain(value: Any) -> bool:
     return isinstance(value, _SCALARS)
 
 
+class _FieldIndex:
+    """Document ids by the value of one top-level field. Values that cannot be keys
+    (arrays, sub-documents) are kept apart and are candidates for every value."""
+
+    def __init__(self, field: str, documents: dict[Any, Any]) -> None:
+        self.field = field
+        self.buckets: dict[Hashable, dict[Any, None]] = {}
+        self.others: dict[Any, None] = {}
+        self.where: dict[Any, object] = {}
+        for key, doc in documents.items():
+            self.add(key, doc)
+
+    def add(self, key: Any, doc: Any) -> None:
+        value = doc.get(self.field, _MISSING) if isinstance(doc, dict) else _MISSING
+        if value is _MISSING:
+            return
+        if _plain(value):
+            self.buckets.setdefault(value, {})[key] = None
+            self.where[key] = value
+        else:
+            self.others[key] = None
+            self.where[key] = self.others
+
+    def remove(self, key: Any) -> None:
+        value = self.where.pop(key, _MISSING)
+        if value is _MISSING:
+            return
+        if value is self.others:
+            self.others.pop(key, None)
+            return
+        bucket = self.buckets.get(value)  # type: ignore[arg-type]
+        if bucket is not None:
+            bucket.pop(key, None)
+            if not bucket:
+                del self.buckets[value]  # type: ignore[arg-type]
+
+    def keys(self, value: Hashable) -> list[Any]:
+        return [*self.buckets.get(value, ()), *self.others]
+
+
+def _indexes(store: Any) -> dict[str, _FieldIndex] | None:
+    indexes: dict[str, _FieldIndex] | None = store.__dict__.get(_INDEX_ATTR)
+    return indexes
+
+
+def _index(store: Any, field: str) -> _FieldIndex:
+    indexes = _indexes(store)
+    if indexes is None:
+        indexes = store.__dict__[_INDEX_ATTR] = {}
+    index = indexes.get(field)
+    if index is None:
+        index = indexes[field] = _FieldIndex(field, store._documents)  # noqa: SLF001
+    return index
+
+
+def _drop_indexes(store: Any) -> None:
+    store.__dict__.pop(_INDEX_ATTR, None)
+
+
+def _writes_indexed_field(update: Any) -> bool:
+    """True when an update may change an indexed field of the documents it touches."""
+    if not isinstance(update, dict):
+        return True  # an aggregation pipeline: may write anything
+    for operator, fields in update.items():
+        if not operator.startswith("$") or not isinstance(fields, dict):
+            return True  # a replacement document
+        names = list(fields)
+        if operator == "$rename":
+            names += [str(v) for v in fields.values()]
+        for name in names:
+            if name.split(".", 1)[0] in INDEXED_FIELDS:
+                return True
+    return False
+
+
 def _candidates(store: Any, flt: dict[str, Any]) -> list[Any] | None:
     """Documents that may match, or ``None`` when the filter gives no shortcut."""
+    documents = store._documents  # noqa: SLF001
     if "_id" in flt:
         wanted = flt["_id"]
         if _plain(wanted):
-            doc = store._documents.get(wanted)  # noqa: SLF001
+            doc = documents.get(wanted)
             return [] if doc is None else [doc]
         if (
             isinstance(wanted, dict)
@@ -41,8 +128,12 @@ def _candidates(store: Any, flt: dict[str, Any]) -> list[Any] | None:
             and isinstance(wanted["$in"], list | tuple)
             and all(_plain(v) for v in wanted["$in"])
         ):
-            docs = (store._documents.get(v) for v in dict.fromkeys(wanted["$in"]))  # noqa: SLF001
-            return [doc for doc in docs if doc is not None]
+            found_docs = (documents.get(v) for v in dict.fromkeys(wanted["$in"]))
+            return [doc for doc in found_docs if doc is not None]
+    for field in INDEXED_FIELDS:
+        if field in flt and _plain(flt[field]):
+            keys = _index(store, field).keys(flt[field])
+            return [documents[key] for key in keys if key in documents]
     equalities = [
         (key, value)
         for key, value in flt.items()
@@ -68,6 +159,7 @@ def install() -> None:
         return
     from mongomock.collection import Collection, Cursor
     from mongomock.filtering import filter_applies as untyped_filter_applies
+    from mongomock.store import CollectionStore
 
     filter_applies: Any = untyped_filter_applies
     original: Any = Collection._iter_documents  # noqa: SLF001
@@ -80,7 +172,40 @@ def install() -> None:
         result: Iterator[Any] = original(self, flt)
         return result
 
+    original_update: Any = Collection._update  # noqa: SLF001
+
+    def update(self: Any, spec: Any, document: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original_update(self, spec, document, *args, **kwargs)
+        finally:
+            # After, not before: the update's own query may have (re)built the index.
+            if _writes_indexed_field(document):
+                _drop_indexes(self._store)  # noqa: SLF001
+
+    original_set: Any = CollectionStore.__setitem__
+    original_del: Any = CollectionStore.__delitem__
+    original_drop: Any = CollectionStore.drop
+
+    def set_document(self: Any, key: Any, value: Any) -> None:
+        original_set(self, key, value)
+        for index in (_indexes(self) or {}).values():
+            index.remove(key)
+            index.add(key, value)
+
+    def delete_document(self: Any, key: Any) -> None:
+        original_del(self, key)
+        for index in (_indexes(self) or {}).values():
+            index.remove(key)
+
+    def drop(self: Any) -> None:
+        _drop_indexes(self)
+        original_drop(self)
+
     Collection._iter_documents = iter_documents  # type: ignore[method-assign]  # noqa: SLF001
+    Collection._update = update  # type: ignore[method-assign]  # noqa: SLF001
+    CollectionStore.__setitem__ = set_document  # type: ignore[method-assign]
+    CollectionStore.__delitem__ = delete_document  # type: ignore[method-assign]
+    CollectionStore.drop = drop  # type: ignore[method-assign]
     Cursor.__next__ = Cursor.next = _cursor_next  # type: ignore[method-assign]
     _installed = True
 

@@ -102,8 +102,16 @@ class SessionsRepo:
         return doc
 
     async def touch(self, key: ConversationKey, *, now: datetime) -> ExpiredSession | None:
-        """Extends a live session; claims and returns one that had already expired."""
+        """Extends a live session; claims and returns one that had already expired.
+
+        The common case, a live session, is one update; only when it matched nothing (no
+        session, or an expired one) is the expired one claimed."""
         sid = session_id(key)
+        extended = await self.col.update_one(
+            {"_id": sid, "expires_at": {"$gt": now}}, {"$set": {"expires_at": now + self.ttl}}
+        )
+        if extended.matched_count:
+            return None
         expired: Document | None = await self.col.find_one_and_update(
             {"_id": sid, "expires_at": {"$lte": now}, "states": {"$ne": {}}},
             {"$set": {"states": {}, "expires_at": now + self.ttl, "updated_at": now}},
@@ -111,9 +119,6 @@ class SessionsRepo:
         )
         if expired is not None:
             return ExpiredSession(key=tuple(expired["key"]), states=dict(expired["states"]))
-        await self.col.update_one(
-            {"_id": sid, "expires_at": {"$gt": now}}, {"$set": {"expires_at": now + self.ttl}}
-        )
         return None
 
     async def claim_expired(self, *, now: datetime, limit: int) -> list[ExpiredSession]:

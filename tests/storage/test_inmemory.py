@@ -1,5 +1,6 @@
 """The in-memory narrowing (``storage/inmemory.py``) never changes what a query returns:
-every result equals mongomock's own filter run over every document."""
+after any sequence of writes, every result equals mongomock's own filter run over every
+document."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ from storage.client import Mongo
 
 OID = ObjectId()
 # Few distinct values, so filters often meet equal values, arrays holding them (which
-# MongoDB matches element-wise), 1 == True, None and missing fields.
+# MongoDB matches element-wise), 1 == True, None and missing fields. ``user_id`` is the
+# hash-indexed field; ``b`` and ``c`` go through the plain equality pass.
 scalar = st.sampled_from([0, 1, 2, "a", "", True, False, OID])
 array = st.lists(scalar, min_size=1, max_size=3)
 value = st.one_of(scalar, array, array, st.none(), st.just({"x": 1}))
+FIELDS = ["user_id", "b", "c"]
 document = st.fixed_dictionaries(
-    {"_id": st.integers(0, 15)}, optional={"a": value, "b": value, "c": value}
+    {"_id": st.integers(0, 15)}, optional={"user_id": value, "b": value, "c": value}
 )
 plain_filter = st.one_of(
-    st.fixed_dictionaries({"a": scalar}),
-    st.dictionaries(st.sampled_from(["a", "b", "c"]), scalar, min_size=1, max_size=2),
+    st.fixed_dictionaries({"user_id": scalar}),
+    st.dictionaries(st.sampled_from(FIELDS), scalar, min_size=1, max_size=2),
 )
 id_filter = st.one_of(
     st.fixed_dictionaries({"_id": st.integers(-1, 16)}),
@@ -37,20 +40,82 @@ combined = st.one_of(
         lambda pair: {**pair[0], "c": {"$gt": pair[1]}}
     ),
 )
+write = st.one_of(
+    st.tuples(st.just("insert"), document),
+    st.tuples(st.just("set"), plain_filter, st.sampled_from(FIELDS), value),
+    st.tuples(st.just("unset"), plain_filter, st.sampled_from(FIELDS)),
+    st.tuples(st.just("inc"), plain_filter),
+    st.tuples(st.just("replace"), id_filter, document),
+    st.tuples(st.just("upsert"), plain_filter, st.sampled_from(FIELDS), scalar),
+    st.tuples(st.just("delete"), plain_filter),
+)
+
+
+async def _write(col: Any, op: tuple[Any, ...]) -> None:
+    kind = op[0]
+    if kind == "insert":
+        if await col.find_one({"_id": op[1]["_id"]}) is None:
+            await col.insert_one(dict(op[1]))
+    elif kind == "set":
+        await col.update_many(op[1], {"$set": {op[2]: op[3]}})
+    elif kind == "unset":
+        await col.update_many(op[1], {"$unset": {op[2]: ""}})
+    elif kind == "inc":
+        await col.update_many({**op[1], "n": {"$exists": False}}, {"$set": {"n": 1}})
+    elif kind == "replace":
+        target = await col.find_one(op[1])
+        if target is not None:
+            replacement = {**op[2], "_id": target["_id"]}
+            await col.replace_one({"_id": target["_id"]}, replacement)
+    elif kind == "upsert":
+        plain = all(not isinstance(v, bool) for v in op[1].values())
+        if "_id" not in op[1] and plain and await col.find_one({"_id": 99}) is None:
+            await col.update_one({**op[1], "_id": 99}, {"$set": {op[2]: op[3]}}, upsert=True)
+    else:
+        await col.delete_many(op[1])
 
 
 @settings(max_examples=300, deadline=None)
-@given(docs=st.lists(document, max_size=12, unique_by=lambda d: d["_id"]), flt=combined)
-@example(docs=[{"_id": 1, "a": [1, 2]}], flt={"a": 1})  # an array holding the value
-@example(docs=[{"_id": 1, "a": True}, {"_id": 2, "a": 1}], flt={"a": 1})  # True == 1 in Python
-@example(docs=[{"_id": 1}, {"_id": 2, "a": None}], flt={"a": None})  # not narrowed: None
-@example(docs=[{"_id": 3}], flt={"_id": {"$in": [3, 3, 4]}})  # repeated ids, once
-async def test_narrowed_results_equal_a_full_scan(docs: list[dict[str, Any]], flt: Any) -> None:
+@given(
+    docs=st.lists(document, max_size=12, unique_by=lambda d: d["_id"]),
+    writes=st.lists(write, max_size=4),
+    flt=combined,
+)
+@example(docs=[{"_id": 1, "b": [1, 2]}], writes=[], flt={"b": 1})  # an array holding the value
+@example(docs=[{"_id": 1, "user_id": [1, 2]}], writes=[], flt={"user_id": 2})
+@example(docs=[{"_id": 1, "b": True}, {"_id": 2, "b": 1}], writes=[], flt={"b": 1})
+@example(docs=[{"_id": 1}, {"_id": 2, "b": None}], writes=[], flt={"b": None})
+@example(docs=[{"_id": 3}], writes=[], flt={"_id": {"$in": [3, 3, 4]}})  # repeated ids
+@example(  # an update that moves a document to another user_id
+    docs=[{"_id": 1, "user_id": 1}], writes=[("set", {"user_id": 1}, "user_id", 2)],
+    flt={"user_id": 2},
+)
+@example(  # an insert after the index was built
+    docs=[{"_id": 1, "user_id": 1}], writes=[("insert", {"_id": 2, "user_id": 1})],
+    flt={"user_id": 1},
+)
+@example(  # a delete, then the same _id for another user
+    docs=[{"_id": 1, "user_id": 1}],
+    writes=[("delete", {"user_id": 1}), ("insert", {"_id": 1, "user_id": 2})],
+    flt={"user_id": 2},
+)
+@example(  # a replacement that drops the indexed field
+    docs=[{"_id": 1, "user_id": 1}], writes=[("replace", {"_id": 1}, {"_id": 1, "b": 1})],
+    flt={"user_id": 1},
+)
+async def test_narrowed_results_equal_a_full_scan(
+    docs: list[dict[str, Any]], writes: list[tuple[Any, ...]], flt: Any
+) -> None:
     mongo = Mongo.memory("narrowing")
     col = mongo.db["things"]
     if docs:
         await col.insert_many([dict(d) for d in docs])
-    expected = sorted(d["_id"] for d in docs if filter_applies(flt, d))
+    # Query once before the writes, so indexes exist and have to follow the writes.
+    await col.find_one({"user_id": 0})
+    for op in writes:
+        await _write(col, op)
+    stored = mongo.db.delegate["things"]._store._documents.values()  # noqa: SLF001
+    expected = sorted(d["_id"] for d in stored if filter_applies(flt, d))
     found = sorted([doc["_id"] async for doc in col.find(flt)])
     assert found == expected
     assert await col.count_documents(flt) == len(expected)
