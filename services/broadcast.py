@@ -6,7 +6,7 @@ delivery document per recipient. The runner
 1. lists the audience (users in ``_id`` order from a stored cursor; opted-out users, users
    who blocked the bot and blocked accounts are listed as ``skipped``);
 2. claims pending deliveries, sends them paced to ``rate_per_second`` overall (send slots
-   are ``1 / rate`` apart and a send never starts before its slot; a chat gets one message per
+   are ``1 / rate`` apart; after a stall one send may catch up, never more; a chat gets one message per
    broadcast and broadcasts run one at a time), and records each outcome;
 3. pauses everything for ``retry_after`` when Telegram answers 429 (that recipient goes
    back in the queue: nothing was delivered), marks users who answer 403
@@ -51,8 +51,8 @@ GAP_BETWEEN_BROADCASTS = 1.0
 ORPHAN_AFTER = timedelta(minutes=5)
 # Longest single sleep, so a stop request is noticed quickly even during a long pause.
 _SLEEP_STEP = 0.25
-# How much of a late send's delay the next send may make up (see ``_take_turn``).
-_CATCH_UP = 0.1
+# Sends that may follow each other without a gap after a stall (see ``_take_turn``).
+_BURST = 2
 
 
 class SendOutcome(StrEnum):
@@ -405,17 +405,20 @@ class BroadcastService:
             while True:  # re-read the target: a 429 may set a pause while we wait
                 if run.should_stop():
                     return False
-                target = max(run.next_send, run.pause_until)
-                left = target - self._monotonic()
+                # ``next_send`` is the send's slot on the schedule (GCRA's theoretical
+                # arrival time); a send may go up to ``_BURST - 1`` intervals before it.
+                early = run.interval * (_BURST - 1)
+                paused = run.pause_until > run.next_send - early
+                left = max(run.next_send - early, run.pause_until) - self._monotonic()
                 if left <= 0:
                     break
                 await asyncio.sleep(min(left, _SLEEP_STEP))
-            # The next slot follows this one's target, not the moment the loop woke us, so
-            # the lateness of each wake-up does not add up and the rate stays the configured
-            # one; a late send may pull the next one at most ``_CATCH_UP`` of an interval
-            # closer. Slots are never closer than ``interval``: no burst.
-            now = self._monotonic()
-            run.next_send = max(target + run.interval, now + run.interval * (1 - _CATCH_UP))
+            if paused:  # after a 429 pause, resume at the plain rate, without a catch-up
+                run.next_send = self._monotonic() + early
+            # Slots follow the schedule, not the moment the loop woke us: late wake-ups do
+            # not add up, a stall is made up by at most ``_BURST - 1`` sends in a row, and
+            # any window of W seconds holds at most ``rate * W + _BURST`` sends.
+            run.next_send = max(run.next_send, self._monotonic()) + run.interval
             return True
 
     async def _deliver(

@@ -121,10 +121,12 @@ async def test_every_user_once_at_the_configured_rate(mongo: Mongo, clock: FakeC
     assert await service.run(send, should_stop=never, on_progress=progress) == 1
     assert send.delivered() == Counter(range(1, 121))
     starts = [t for t, _ in send.calls]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    # Sends take turns spaced by 1/rate; a GC pause between a turn and its send can only
-    # make one gap shorter, never let a burst through.
-    assert sorted(gaps)[len(gaps) // 10] >= 1 / 100 * 0.9
+    # Send slots are 1/rate apart; after a stall one send may catch up (two in a row), never
+    # three: any three consecutive sends span at least one interval. (A GC pause between a
+    # turn and its send can shift one timestamp, hence the percentile.)
+    spans = [c - a for a, c in zip(starts, starts[2:], strict=False)]
+    assert sorted(spans)[len(spans) // 10] >= 1 / 100 * 0.9
+    assert starts[-1] - starts[0] >= (len(starts) - 2) / 100 * 0.95  # never above the rate
     for index in range(len(starts)):  # about `rate` sends at most in any one-second window
         window = [t for t in starts[index:] if t - starts[index] < 1.0]
         assert len(window) <= 100 + 2
