@@ -6,8 +6,8 @@ delivery document per recipient. The runner
 1. lists the audience (users in ``_id`` order from a stored cursor; opted-out users, users
    who blocked the bot and blocked accounts are listed as ``skipped``);
 2. claims pending deliveries, sends them paced to ``rate_per_second`` overall (send slots
-   are ``1 / rate`` apart; after a stall one send may catch up, never more; a chat gets one message per
-   broadcast and broadcasts run one at a time), and records each outcome;
+   are ``1 / rate`` apart; after a stall one send may catch up, never more; a chat gets
+   one message per broadcast and broadcasts run one at a time), and records each outcome;
 3. pauses everything for ``retry_after`` when Telegram answers 429 (that recipient goes
    back in the queue: nothing was delivered), marks users who answer 403
    (``users.bot_blocked_at``) so later broadcasts skip them;
