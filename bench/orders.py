@@ -34,6 +34,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
 from bench.common import RECIPIENT, Table
 from sandbox.shipstation import FakeShipStation
 from sandbox.telegram import BotApiEmulator, SentMessage
@@ -217,9 +219,12 @@ async def run(customers: int, table: Table, *, think: float = 0.0, pool: int = 8
                 errors += 1
 
         measured = [_Customer(uid, emulator, chats, warmup.learnt) for uid in users]
+        process = psutil.Process(worker.pid)
+        cpu_before = sum(process.cpu_times()[:2])
         started = time.perf_counter()
         await asyncio.gather(*(customer(c) for c in measured))
         elapsed = time.perf_counter() - started
+        cpu = sum(process.cpu_times()[:2]) - cpu_before
         worker.send_signal(signal.SIGTERM)
         final = await asyncio.wait_for(_read_json(worker.stdout, "audit_mismatches"), 600)
         await asyncio.wait_for(worker.wait(), 120)
@@ -238,6 +243,11 @@ async def run(customers: int, table: Table, *, think: float = 0.0, pool: int = 8
         table.add(label, "throughput", f"{updates / elapsed:.0f} updates/s")
         p50, p95, p99 = (_pct(latencies, q) for q in (0.5, 0.95, 0.99))
         table.add(label, "latency p50/p95/p99", f"{p50:.0f} / {p95:.0f} / {p99:.0f} ms")
+        table.add(
+            label,
+            "worker CPU",
+            f"{cpu / max(updates, 1) * 1000:.1f} ms per update, busy {cpu / elapsed:.0%}",
+        )
         table.add(label, "errors", str(errors))
         table.add(label, "cross-talk", str(crosstalk))
         table.add(label, "labels bought", f"{int(final['labels']):,}")
