@@ -22,7 +22,6 @@ from telegram.request import BaseRequest, RequestData
 
 from bot.metrics import TELEGRAM_CALLS
 
-
 _JSON = {"Content-Type": "application/json"}
 
 

@@ -356,8 +356,9 @@ class BroadcastService:
         self, broadcast: Document, send: Sender, on_progress: ProgressCallback, run: _Run
     ) -> bool:
         bid = broadcast["_id"]
-        # Claim about two seconds of work at a time: a stop releases little.
-        claim_size = max(1, min(self._config.batch_size, int(self._config.rate_per_second * 2)))
+        # Claim about five seconds of work at a time: few claims (each one is a query the
+        # sends wait behind), and a stop still releases little.
+        claim_size = max(1, min(self._config.batch_size, int(self._config.rate_per_second * 5)))
         semaphore = asyncio.Semaphore(self._config.max_concurrency)
         stopped = False
         while not stopped:
