@@ -14,25 +14,31 @@ front of the interpreter, in this order:
    keeps the documents whose values are equal (or are arrays, which MongoDB matches
    element-wise), in one cheap pass.
 
-mongomock's own ``filter_applies`` still decides every match, so results are unchanged:
-the step only skips documents that cannot match. The hash index follows every insert,
+mongomock's own ``filter_applies`` decides every match, so results are unchanged: the step
+only skips documents that cannot match, and for a filter made only of plain equalities it
+accepts without asking mongomock a document whose fields hold values of the same type,
+equal to the filter's. The hash index follows every insert,
 replacement and delete of the store; an update that writes an indexed field (or a
 replacement or pipeline update, which may) drops the index, and the next query rebuilds it.
-The patch also makes reading a cursor linear (see ``_cursor_next``).
+The patch also makes reading a cursor linear and copies only the documents a ``limit``
+keeps (see ``_cursor_next``), which ``find_one`` now always sets.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable, Iterator
 from typing import Any
 
 from bson import ObjectId
+from mongomock.helpers import make_datetime_timezone_aware_in_document as _untyped_tz_aware
 
 _MISSING = object()
 _SCALARS = (int, str, bool, ObjectId)
 INDEXED_FIELDS = ("user_id",)
 _INDEX_ATTR = "_shipbot_indexes"
 _installed = False
+_tz_aware: Any = _untyped_tz_aware
 
 
 def _plain(value: Any) -> bool:
@@ -114,6 +120,22 @@ def _writes_indexed_field(update: Any) -> bool:
     return False
 
 
+def _pure_equality(flt: dict[str, Any]) -> bool:
+    """A filter of top-level fields, each equal to an ``int``/``str``/``bool``/``ObjectId``."""
+    return all(not key.startswith("$") and "." not in key and _plain(v) for key, v in flt.items())
+
+
+def _equal(flt: dict[str, Any], doc: Any) -> bool:
+    """True when ``doc`` certainly matches a pure-equality filter: every field holds a value
+    of the very same type and equal to it (so ``True`` never stands for ``1``). False only
+    means "ask mongomock" (arrays, other numeric types, missing fields)."""
+    for key, value in flt.items():
+        found = doc.get(key, _MISSING)
+        if type(found) is not type(value) or found != value:
+            return False
+    return True
+
+
 def _candidates(store: Any, flt: dict[str, Any]) -> list[Any] | None:
     """Documents that may match, or ``None`` when the filter gives no shortcut."""
     documents = store._documents  # noqa: SLF001
@@ -168,6 +190,8 @@ def install() -> None:
         if isinstance(flt, dict) and flt and not self._store.is_empty:  # noqa: SLF001
             docs = _candidates(self._store, flt)  # noqa: SLF001
             if docs is not None:
+                if _pure_equality(flt):
+                    return (doc for doc in docs if _equal(flt, doc) or filter_applies(flt, doc))
                 return (doc for doc in docs if filter_applies(flt, doc))
         result: Iterator[Any] = original(self, flt)
         return result
@@ -181,6 +205,14 @@ def install() -> None:
             # After, not before: the update's own query may have (re)built the index.
             if _writes_indexed_field(document):
                 _drop_indexes(self._store)  # noqa: SLF001
+
+    def find_one(self: Any, filter: Any = None, *args: Any, **kwargs: Any) -> Any:  # noqa: A002
+        if filter is None:
+            filter = {}  # noqa: A001
+        if not isinstance(filter, dict):
+            filter = {"_id": filter}  # noqa: A001
+        # The first match only: mongomock would copy every match out of the store first.
+        return next(self.find(filter, *args, **kwargs).limit(1), None)
 
     original_set: Any = CollectionStore.__setitem__
     original_del: Any = CollectionStore.__delitem__
@@ -203,6 +235,7 @@ def install() -> None:
 
     Collection._iter_documents = iter_documents  # type: ignore[method-assign]  # noqa: SLF001
     Collection._update = update  # type: ignore[method-assign]  # noqa: SLF001
+    Collection.find_one = find_one  # type: ignore[method-assign]
     CollectionStore.__setitem__ = set_document  # type: ignore[method-assign]
     CollectionStore.__delitem__ = delete_document  # type: ignore[method-assign]
     CollectionStore.drop = drop  # type: ignore[method-assign]
@@ -213,14 +246,29 @@ def install() -> None:
 def _cursor_next(self: Any) -> Any:
     """mongomock's ``Cursor.__next__`` slices the whole result list (skip and limit) again
     for every document it returns, so reading a cursor of N documents costs O(N²): 100,000
-    stored sessions took many minutes to load. The slice is taken once per pass instead
+    stored sessions took many minutes to load. The window is taken once per pass instead
     (options cannot change once a cursor is iterated; ``rewind`` starts a new pass)."""
     emitted = self._emitted  # noqa: SLF001
     window = self.__dict__.get("_shipbot_window")
     if emitted == 0 or window is None:
-        window = self._compute_results(with_limit_and_skip=True)  # noqa: SLF001
+        window = _window(self)
         self.__dict__["_shipbot_window"] = window
     if emitted >= len(window):
         raise StopIteration
     self._emitted = emitted + 1  # noqa: SLF001
     return window[emitted]
+
+
+def _window(cursor: Any) -> list[Any]:
+    """The documents a pass returns. With a limit only ``skip + limit`` documents are copied
+    out of the store (mongomock copies every match, then slices): listing a broadcast's
+    audience 200 users at a time copied every remaining user for each batch."""
+    limit = cursor._limit  # noqa: SLF001
+    if not limit or cursor._results:  # noqa: SLF001 - no limit, or mongomock's own results
+        window: list[Any] = cursor._compute_results(with_limit_and_skip=True)  # noqa: SLF001
+        return window
+    skip = cursor._skip or 0  # noqa: SLF001
+    docs = itertools.islice(cursor._factory(), skip, skip + abs(limit))  # noqa: SLF001
+    if cursor.collection.codec_options.tz_aware:
+        return [_tz_aware(doc) for doc in docs]
+    return list(docs)

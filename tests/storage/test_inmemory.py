@@ -135,3 +135,13 @@ async def test_cursors_return_every_document_once_with_skip_limit_and_rewind(
     cursor.rewind()
     assert [d["_id"] async for d in cursor] == first == list(range(3, 500, 7))
     assert len(await col.find({}).to_list(None)) == 500
+    assert [d["_id"] async for d in col.find({"n": 3}).skip(2).limit(3)] == [17, 24, 31]
+    assert [d["_id"] async for d in col.find({"_id": {"$gt": 495}}).limit(10)] == [
+        496,
+        497,
+        498,
+        499,
+    ]
+    assert (await col.find_one({"n": 6}, sort=[("_id", -1)]))["_id"] == 496
+    assert (await col.find_one({"n": 6}, {"_id": 1}))["_id"] == 6
+    assert await col.find_one({"n": 9}) is None
