@@ -20,8 +20,10 @@ accepts without asking mongomock a document whose fields hold values of the same
 equal to the filter's. The hash index follows every insert,
 replacement and delete of the store; an update that writes an indexed field (or a
 replacement or pipeline update, which may) drops the index, and the next query rebuilds it.
-The patch also makes reading a cursor linear and copies only the documents a ``limit``
-keeps (see ``_cursor_next``), which ``find_one`` now always sets.
+A range on ``_id`` keeps the documents whose ``_id`` is inside it (or not comparable with
+it). A sort on one field whose values all have one type (``int`` or ``str``) sorts on the
+values themselves. The patch also makes reading a cursor linear and copies only the
+documents a ``limit`` keeps (see ``_cursor_next``), which ``find_one`` now always sets.
 """
 
 from __future__ import annotations
@@ -120,6 +122,58 @@ def _writes_indexed_field(update: Any) -> bool:
     return False
 
 
+_COMPARE = {
+    "$gt": lambda a, b: a > b,
+    "$gte": lambda a, b: a >= b,
+    "$lt": lambda a, b: a < b,
+    "$lte": lambda a, b: a <= b,
+}
+
+
+def _range(condition: Any) -> list[tuple[Any, Any]] | None:
+    """``{"$gt": 5, "$lte": 9}`` on ``int`` or ``str`` bounds as (compare, bound) pairs."""
+    if not isinstance(condition, dict) or not condition:
+        return None
+    bounds = []
+    for operator, bound in condition.items():
+        if operator not in _COMPARE or type(bound) not in (int, str):
+            return None
+        bounds.append((_COMPARE[operator], bound))
+    return bounds
+
+
+def _bracket(value: Any) -> type | None:
+    """The group of types MongoDB compares with each other here: numbers, or strings."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int
+    if isinstance(value, str):
+        return str
+    return None
+
+
+def _in_range(value: Any, bounds: list[tuple[Any, Any]]) -> bool:
+    """False only for a value that compares with the bounds (a number with numbers, a string
+    with strings) and is outside them; anything else is left to mongomock."""
+    for compare, bound in bounds:
+        if _bracket(value) is _bracket(bound) and not compare(value, bound):
+            return False
+    return True
+
+
+def _simple_sort(sort: Any) -> tuple[str | None, bool]:
+    """(field, descending) for a sort on one top-level field; (None, False) otherwise."""
+    if isinstance(sort, dict):
+        sort = list(sort.items())
+    if not sort or len(sort) != 1:
+        return None, False
+    field, direction = sort[0]
+    if not isinstance(field, str) or field.startswith("$") or "." in field:
+        return None, False
+    return field, direction < 0
+
+
 def _pure_equality(flt: dict[str, Any]) -> bool:
     """A filter of top-level fields, each equal to an ``int``/``str``/``bool``/``ObjectId``."""
     return all(not key.startswith("$") and "." not in key and _plain(v) for key, v in flt.items())
@@ -152,6 +206,9 @@ def _candidates(store: Any, flt: dict[str, Any]) -> list[Any] | None:
         ):
             found_docs = (documents.get(v) for v in dict.fromkeys(wanted["$in"]))
             return [doc for doc in found_docs if doc is not None]
+        bounds = _range(wanted)
+        if bounds is not None:
+            return [doc for doc in documents.values() if _in_range(doc.get("_id"), bounds)]
     for field in INDEXED_FIELDS:
         if field in flt and _plain(flt[field]):
             keys = _index(store, field).keys(flt[field])
@@ -214,6 +271,24 @@ def install() -> None:
         # The first match only: mongomock would copy every match out of the store first.
         return next(self.find(filter, *args, **kwargs).limit(1), None)
 
+    original_dataset: Any = Collection._get_dataset  # noqa: SLF001
+
+    def get_dataset(self: Any, spec: Any, sort: Any, fields: Any, as_class: Any) -> Any:
+        field, reverse = _simple_sort(sort)
+        if field is None:
+            yield from original_dataset(self, spec, sort, fields, as_class)
+            return
+        docs = list(self._iter_documents(spec))  # noqa: SLF001
+        kinds = {type(doc.get(field, _MISSING)) for doc in docs}
+        if len(kinds) > 1 or not kinds <= {int, str}:
+            yield from original_dataset(self, spec, sort, fields, as_class)
+            return
+        # One field holding values of one type: Python's order is BSON's, and both sorts
+        # are stable, so the result is mongomock's, without its per-document sort key.
+        docs.sort(key=lambda doc: doc[field], reverse=reverse)
+        for doc in docs:
+            yield self._copy_only_fields(doc, fields, as_class)  # noqa: SLF001
+
     original_set: Any = CollectionStore.__setitem__
     original_del: Any = CollectionStore.__delitem__
     original_drop: Any = CollectionStore.drop
@@ -236,6 +311,7 @@ def install() -> None:
     Collection._iter_documents = iter_documents  # type: ignore[method-assign]  # noqa: SLF001
     Collection._update = update  # type: ignore[method-assign]  # noqa: SLF001
     Collection.find_one = find_one  # type: ignore[method-assign]
+    Collection._get_dataset = get_dataset  # type: ignore[method-assign]  # noqa: SLF001
     CollectionStore.__setitem__ = set_document  # type: ignore[method-assign]
     CollectionStore.__delitem__ = delete_document  # type: ignore[method-assign]
     CollectionStore.drop = drop  # type: ignore[method-assign]
