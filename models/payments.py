@@ -47,7 +47,8 @@ class Invoice:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentTx:
-    """One blockchain transaction; `amount` is in `currency` (often crypto, so not cents)."""
+    """One blockchain transaction; `amount` (received) is in `currency`, the payer's coin
+    (so not cents); `value` is its worth in the invoice currency, `rate` the coin's price."""
 
     tx_hash: str | None
     status: str | None
@@ -56,12 +57,15 @@ class PaymentTx:
     network: str | None = None
     confirmations: int | None = None
     date: datetime | None = None
+    value: Decimal | None = None
+    rate: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentInfo:
-    """State of one payment. `paid_amount_cents` sums the txs paid in the invoice currency;
-    None when no tx is in that currency (e.g. a USD invoice paid in USDT)."""
+    """State of one payment. `paid_amount_cents` sums what the txs are worth in the invoice
+    currency (their converted `value`); None when unknown (no tx, or one without a value
+    in a coin other than the invoice currency)."""
 
     track_id: str
     status: str

@@ -6,6 +6,12 @@ by the fake (`/pay/{track_id}`, with a "pay" button for demos). Callbacks are PO
 JSON to the invoice's `callback_url` with header `HMAC` = hex HMAC-SHA512(raw body,
 merchant key), with knobs for duplicates, concurrency, order, signature and casing.
 
+As live: an invoice in USD is paid in a coin (USDT on Tron by default). Its `amount` and
+`currency` stay in USD; each `txs[]` item carries the coin (`currency`, `network`),
+`sent_amount`/`received_amount` in that coin, `rate` (USD per coin) and `value`/
+`sent_value`, the converted USD amount. Statuses are capitalised (`Paying`, `Paid`,
+`Underpaid`, `Expired`) in callbacks and in payment information.
+
 The v1 payment history (`GET /v1/payment`) documents no `order_id` filter; the fake
 ignores `order_id` unless constructed with `order_id_filter=True`.
 
@@ -49,6 +55,26 @@ VERSION = "1.0.0"
 FAILURE_KINDS = frozenset({"error_500", "error_503", "rate_limit", "slow", "timeout_after_create"})
 _FAILURE_ALIASES = {"500": "error_500", "503": "error_503", "429": "rate_limit", "timeout": "slow"}
 OPERATIONS = frozenset({"create_invoice", "get_payment", "list_payments"})
+
+# USD per coin, and the network a payment in that coin arrives on (fixed for the fake).
+COIN_RATES: dict[str, Decimal] = {
+    "USDT": Decimal("0.9997"),
+    "USDC": Decimal("1.0001"),
+    "TRX": Decimal("0.2450"),
+    "BTC": Decimal("64250.00"),
+    "ETH": Decimal("3150.00"),
+    "LTC": Decimal("81.20"),
+}
+COIN_NETWORKS: dict[str, str] = {
+    "USDT": "Tron Network",
+    "USDC": "Ethereum Network",
+    "TRX": "Tron Network",
+    "BTC": "Bitcoin Network",
+    "ETH": "Ethereum Network",
+    "LTC": "Litecoin Network",
+}
+DEFAULT_COIN = "USDT"
+_COIN_PLACES = Decimal("0.00000001")
 
 
 def sign(body: bytes, key: str) -> str:
@@ -131,7 +157,8 @@ class CallbackOptions:
     deliver: False sends none. duplicates: copies of each callback. concurrent: send the
     copies at once. out_of_order: for a payment, send `paid` before `paying`.
     signature: "valid" | "bad" (signed with a wrong key) | "missing" (no HMAC header).
-    capitalized_status: "Paid"/"Paying" as the live service sometimes sends.
+    capitalized_status: "Paid"/"Paying" as the live service sends (False: lower case, as
+    the v1 docs' text writes them).
     retry_delays: seconds between redeliveries when the receiver does not answer 200 "ok"
     (the live service retries 4 times over hours; empty = no retry)."""
 
@@ -140,7 +167,7 @@ class CallbackOptions:
     concurrent: bool = False
     out_of_order: bool = False
     signature: str = "valid"
-    capitalized_status: bool = False
+    capitalized_status: bool = True
     retry_delays: tuple[float, ...] = ()
 
 
@@ -316,10 +343,13 @@ class FakeOxaPay:
         except KeyError:
             raise KeyError(f"no invoice {track_id}") from None
 
-    async def mark_paying(self, track_id: str, **options: Any) -> list[CallbackDelivery]:
+    async def mark_paying(
+        self, track_id: str, *, pay_currency: str | None = None, **options: Any
+    ) -> list[CallbackDelivery]:
         """Payer sent funds, not yet confirmed: status `paying`, one callback."""
         inv = self.invoice(track_id)
-        tx = self._new_tx(inv, inv.amount, inv.currency, confirmed=False)
+        coin = self._coin(inv, pay_currency)
+        tx = self._new_tx(inv, inv.amount, coin, confirmed=False)
         inv.txs = [tx]
         inv.status = "paying"
         return await self._notify(inv, [self._payload(inv, "paying")], self._options(options))
@@ -332,8 +362,9 @@ class FakeOxaPay:
         pay_currency: str | None = None,
         **options: Any,
     ) -> list[CallbackDelivery]:
-        """Marks the invoice `paid` (optionally with a different paid amount). Sends the
-        `paying` then `paid` callbacks (only `paid` if it was already paying)."""
+        """Marks the invoice `paid` (optionally with a different paid amount, in the
+        invoice currency: the converted `value`) paid in `pay_currency` (a coin, default
+        USDT). Sends the `paying` then `paid` callbacks (only `paid` if already paying)."""
         return await self._settle(track_id, "paid", paid_amount, pay_currency, options)
 
     async def mark_underpaid(
@@ -380,7 +411,7 @@ class FakeOxaPay:
         amount = inv.amount if paid_amount is None else _to_decimal(paid_amount)
         if amount is None or amount < 0:
             raise ValueError("paid_amount must be a non-negative number")
-        currency = (pay_currency or inv.currency).upper()
+        currency = self._coin(inv, pay_currency)
         payloads = []
         if inv.status in ("new", "waiting"):
             inv.txs = [self._new_tx(inv, amount, currency, confirmed=False)]
@@ -395,22 +426,58 @@ class FakeOxaPay:
             payloads.reverse()
         return await self._notify(inv, payloads, options)
 
+    def _coin(self, inv: FakeInvoice, pay_currency: str | None) -> str:
+        coin = (pay_currency or DEFAULT_COIN).upper()
+        if coin != inv.currency and coin not in COIN_RATES:
+            raise ValueError(f"the fake has no rate for {coin!r}")
+        return coin
+
     def _new_tx(
-        self, inv: FakeInvoice, amount: Decimal, currency: str, *, confirmed: bool
+        self, inv: FakeInvoice, value: Decimal, coin: str, *, confirmed: bool
     ) -> dict[str, Any]:
+        """One transaction worth `value` (invoice currency) paid in `coin`."""
         previous = inv.txs[0]["tx_hash"] if inv.txs else None
+        rate = Decimal(1) if coin == inv.currency else COIN_RATES[coin]
+        coin_amount = (value / rate).quantize(_COIN_PLACES)
         return {
             "tx_hash": previous or "0x" + "".join(self._rng.choices("0123456789abcdef", k=64)),
-            "amount": amount,
-            "currency": currency,
-            "network": "Tron Network",
+            "amount": coin_amount,
+            "value": value,
+            "rate": rate,
+            "currency": coin,
+            "network": COIN_NETWORKS.get(coin, "Tron Network"),
             "address": "TFakeAddr" + inv.track_id,
             "status": "confirmed" if confirmed else "confirming",
             "confirmations": 20 if confirmed else 1,
-            "auto_convert": {"processed": False, "amount": Decimal(0), "currency": currency},
+            "auto_convert": {"processed": False, "amount": Decimal(0), "currency": coin},
             "auto_withdrawal": {"processed": False},
             "date": int(self._clock()),
         }
+
+    @staticmethod
+    def _tx_json(tx: Mapping[str, Any]) -> dict[str, Any]:
+        """A transaction as callbacks and payment information show it."""
+        return {
+            "status": tx["status"],
+            "tx_hash": tx["tx_hash"],
+            "sent_amount": tx["amount"],
+            "received_amount": tx["amount"],
+            "value": tx["value"],
+            "sent_value": tx["value"],
+            "currency": tx["currency"],
+            "network": tx["network"],
+            "sender_address": "TFakeSender",
+            "address": tx["address"],
+            "rate": tx["rate"],
+            "confirmations": tx["confirmations"],
+            "auto_convert_amount": tx["auto_convert"]["amount"],
+            "auto_convert_currency": tx["auto_convert"]["currency"],
+            "date": tx["date"],
+        }
+
+    @staticmethod
+    def _status_text(status: str, capitalized: bool = True) -> str:
+        return status.capitalize() if capitalized else status
 
     def _refresh(self, inv: FakeInvoice) -> FakeInvoice:
         if inv.status in ("new", "waiting") and self._clock() >= inv.expired_at:
@@ -424,7 +491,7 @@ class FakeOxaPay:
             "type": "invoice",
             "amount": inv.amount,
             "currency": inv.currency,
-            "status": inv.status,
+            "status": self._status_text(inv.status),
             "mixed_payment": inv.mixed_payment,
             "callback_url": inv.callback_url,
             "description": inv.description,
@@ -437,33 +504,23 @@ class FakeOxaPay:
             "thanks_message": inv.thanks_message,
             "expired_at": inv.expired_at,
             "date": inv.date,
-            "txs": [dict(tx) for tx in inv.txs],
+            # The documented fields (amount in the coin, auto_convert, auto_withdrawal)
+            # and the ones callbacks carry (received_amount, value, rate, ...).
+            "txs": [
+                {
+                    **self._tx_json(tx),
+                    "amount": tx["amount"],
+                    "auto_convert": dict(tx["auto_convert"]),
+                    "auto_withdrawal": dict(tx["auto_withdrawal"]),
+                }
+                for tx in inv.txs
+            ],
         }
 
     def _payload(self, inv: FakeInvoice, status: str) -> dict[str, Any]:
         """A snapshot of the webhook body for `status`, taken now."""
-        txs = []
-        for tx in inv.txs:
-            txs.append(
-                {
-                    "status": tx["status"],
-                    "tx_hash": tx["tx_hash"],
-                    "sent_amount": tx["amount"],
-                    "received_amount": tx["amount"],
-                    "value": tx["amount"],
-                    "sent_value": tx["amount"],
-                    "currency": tx["currency"],
-                    "network": tx["network"],
-                    "sender_address": "TFakeSender",
-                    "address": tx["address"],
-                    "rate": Decimal(1),
-                    "confirmations": tx["confirmations"],
-                    "auto_convert_amount": Decimal(0),
-                    "auto_convert_currency": tx["currency"],
-                    "date": tx["date"],
-                }
-            )
-        value = sum((tx["amount"] for tx in inv.txs), Decimal(0)) if txs else Decimal(0)
+        txs = [self._tx_json(tx) for tx in inv.txs]
+        value = sum((tx["value"] for tx in inv.txs), Decimal(0))
         return {
             "track_id": inv.track_id,
             "status": status,
@@ -495,8 +552,10 @@ class FakeOxaPay:
             return []
         results: list[CallbackDelivery] = []
         for payload in payloads:
-            if options.capitalized_status:
-                payload = {**payload, "status": str(payload["status"]).capitalize()}
+            payload = {
+                **payload,
+                "status": self._status_text(str(payload["status"]), options.capitalized_status),
+            }
             body = _dumps(payload).encode("utf-8")
             headers = {"Content-Type": "application/json"}
             if options.signature == "valid":
@@ -758,7 +817,7 @@ class FakeOxaPay:
         if "type" in query and query["type"].lower() != "invoice":
             items = []
         if "status" in query:
-            items = [inv for inv in items if inv.status == query["status"].lower()]
+            items = [inv for inv in items if inv.status == query["status"].strip().lower()]
         if "currency" in query:
             items = [inv for inv in items if inv.currency == query["currency"].upper()]
         if self.order_id_filter and "order_id" in query:
@@ -961,7 +1020,9 @@ class FakeOxaPay:
             overrides = self._option_overrides(body)
             pay_currency = body.get("pay_currency")
             if action == "paying":
-                deliveries = await self.mark_paying(track_id, **overrides)
+                deliveries = await self.mark_paying(
+                    track_id, pay_currency=pay_currency, **overrides
+                )
             elif action == "paid":
                 deliveries = await self.mark_paid(
                     track_id, body.get("paid_amount"), pay_currency=pay_currency, **overrides

@@ -84,25 +84,44 @@ def _amount_cents(value: Any, what: str) -> int:
     return decimal_to_cents(to_amount(value, what))
 
 
+def _opt_amount(obj: Mapping[str, Any], key: str) -> Decimal | None:
+    value = obj.get(key)
+    return None if value is None or value == "" else to_amount(value, f"tx {key}")
+
+
 def _parse_tx(raw: Any) -> PaymentTx:
+    """A transaction is in the payer's coin (`currency`, `received_amount`); `value` is
+    what it is worth in the invoice currency."""
     obj = as_dict(raw, "tx")
-    amount_raw = obj.get("received_amount", obj.get("amount"))
+    received = _opt_amount(obj, "received_amount")
     return PaymentTx(
         tx_hash=opt_str(obj, "tx_hash"),
         status=(opt_str(obj, "status") or "").lower() or None,
-        amount=None if amount_raw is None else to_amount(amount_raw, "tx amount"),
+        amount=received if received is not None else _opt_amount(obj, "amount"),
         currency=(opt_str(obj, "currency") or "").upper() or None,
         network=opt_str(obj, "network"),
         confirmations=opt_int(obj, "confirmations"),
         date=opt_unix_datetime(obj, "date"),
+        value=_opt_amount(obj, "value"),
+        rate=_opt_amount(obj, "rate"),
     )
 
 
 def _paid_cents(txs: tuple[PaymentTx, ...], currency: str) -> int | None:
-    matching = [tx.amount for tx in txs if tx.currency == currency and tx.amount is not None]
-    if not matching:
+    """What the transactions are worth in the invoice currency: their converted `value`
+    (a coin's own amount only when the coin is the invoice currency). None when there
+    are none, or when one of them cannot be valued: the received amount is unknown."""
+    if not txs:
         return None
-    return decimal_to_cents(sum(matching, Decimal(0)))
+    total = Decimal(0)
+    for tx in txs:
+        if tx.value is not None:
+            total += tx.value
+        elif tx.currency == currency and tx.amount is not None:
+            total += tx.amount
+        else:
+            return None
+    return decimal_to_cents(total)
 
 
 def _parse_payment(raw: Any) -> PaymentInfo:

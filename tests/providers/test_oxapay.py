@@ -129,11 +129,28 @@ async def test_get_payment_lowercases_and_sums_paid_amount(
     assert info.status == "new" and info.paid_amount_cents is None
     await fake_oxa.mark_paid(track_id, Decimal("9.99"), deliver=False)
     info = await oxa.get_payment(track_id)
-    assert info.status == "paid"
+    assert info.status == "paid"  # "Paid" on the wire
     assert info.amount_cents == 1000
     assert info.paid_amount_cents == 999
     assert info.order_id == "topup-pay"
     assert info.txs and info.txs[0].status == "confirmed"
+
+
+@pytest.mark.parametrize("coin", ["USDT", "TRX", "BTC"])
+async def test_paid_amount_of_a_coin_payment_is_its_converted_value(
+    oxa: OxaPayClient, fake_oxa: FakeOxaPay, coin: str
+) -> None:
+    """A USD invoice paid in a coin: the paid amount is the transactions' `value` (USD),
+    not their coin amount, and not unknown."""
+    track_id = await create(oxa, f"topup-{coin}", cents=2500)
+    await fake_oxa.mark_underpaid(track_id, "20.00", pay_currency=coin, deliver=False)
+    info = await oxa.get_payment(track_id)
+    assert info.status == "underpaid"
+    assert info.currency == "USD" and info.amount_cents == 2500
+    assert info.paid_amount_cents == 2000
+    [tx] = info.txs
+    assert tx.currency == coin and tx.value == Decimal("20.00")
+    assert tx.amount is not None and tx.amount != Decimal("20.00")  # in the coin
 
 
 async def test_get_payment_is_retried(
@@ -259,6 +276,50 @@ def test_parse_callback() -> None:
     assert callback.paid_amount_cents == 1010
     assert callback.currency == "USDT"
     assert callback.date is not None and callback.date.tzinfo is not None
+
+
+def _coin_callback(txs: list[dict[str, object]]) -> bytes:
+    return json.dumps(
+        {
+            "track_id": "151811888",
+            "status": "Underpaid",
+            "type": "invoice",
+            "amount": "25",
+            "value": "20",
+            "currency": "USD",
+            "order_id": "topup-10",
+            "date": 1736501470,
+            "txs": txs,
+        }
+    ).encode()
+
+
+def test_parse_callback_values_coin_transactions_in_the_invoice_currency() -> None:
+    trx = {
+        "status": "confirmed",
+        "tx_hash": "0xdef",
+        "sent_amount": "49.387755",
+        "received_amount": "49.387755",
+        "value": "12.10",
+        "sent_value": "12.10",
+        "currency": "TRX",
+        "network": "Tron Network",
+        "rate": "0.2450",
+        "confirmations": 20,
+    }
+    usdt = {**trx, "received_amount": "7.902371", "value": "7.90", "currency": "USDT"}
+    callback = parse_callback(_coin_callback([trx, usdt]))
+    assert callback.status == "underpaid"
+    assert callback.currency == "USD" and callback.amount_cents == 2500
+    assert callback.paid_amount_cents == 2000  # 12.10 + 7.90, the converted values
+    assert [tx.currency for tx in callback.txs] == ["TRX", "USDT"]
+    assert callback.txs[0].amount == Decimal("49.387755")
+    # A coin transaction without a converted value: the received amount is unknown.
+    no_value = {k: v for k, v in trx.items() if k not in ("value", "sent_value")}
+    assert parse_callback(_coin_callback([no_value])).paid_amount_cents is None
+    # A transaction in the invoice currency itself needs no conversion.
+    usd = {k: v for k, v in no_value.items()} | {"currency": "USD", "received_amount": "20"}
+    assert parse_callback(_coin_callback([usd])).paid_amount_cents == 2000
 
 
 @pytest.mark.parametrize(

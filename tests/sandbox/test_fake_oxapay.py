@@ -158,11 +158,11 @@ async def test_payment_info_and_expiry(fake: FakeOxaPay, http: aiohttp.ClientSes
     status, data = await call(http, "GET", f"{fake.base_url}/v1/payment/{track_id}")
     assert status == 200
     info = data["data"]
-    assert info["status"] == "new" and info["amount"] == 12.5 and info["order_id"] == "o-1"
+    assert info["status"] == "New" and info["amount"] == 12.5 and info["order_id"] == "o-1"
     assert info["txs"] == []
     now[0] += 31 * 60
     _, data = await call(http, "GET", f"{fake.base_url}/v1/payment/{track_id}")
-    assert data["data"]["status"] == "expired"
+    assert data["data"]["status"] == "Expired"
     status, data = await call(http, "GET", f"{fake.base_url}/v1/payment/999")
     assert status == 404
 
@@ -191,9 +191,9 @@ async def test_callbacks_signed_in_order(
 ) -> None:
     track_id = await new_invoice(http, fake, receiver.url)
     deliveries = await fake.mark_paid(track_id)
-    assert [d.status for d in deliveries] == ["paying", "paid"]
+    assert [d.status for d in deliveries] == ["Paying", "Paid"]
     assert all(d.acknowledged for d in deliveries)
-    assert receiver.statuses() == ["paying", "paid"]
+    assert receiver.statuses() == ["Paying", "Paid"]
     for headers, body in receiver.received:
         assert headers["Content-Type"] == "application/json"
         assert hmac.compare_digest(
@@ -209,12 +209,12 @@ async def test_callback_options(
     fake: FakeOxaPay, http: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
     track_id = await new_invoice(http, fake, receiver.url)
-    await fake.mark_paid(track_id, out_of_order=True, capitalized_status=True)
-    assert receiver.statuses() == ["Paid", "Paying"]
+    await fake.mark_paid(track_id, out_of_order=True, capitalized_status=False)
+    assert receiver.statuses() == ["paid", "paying"]
 
     receiver.received.clear()
     await fake.resend_callback(track_id, duplicates=3)
-    assert receiver.statuses() == ["paid"] * 3
+    assert receiver.statuses() == ["Paid"] * 3
     assert receiver.max_in_flight == 1  # sequential
 
     receiver.received.clear()
@@ -242,7 +242,7 @@ async def test_underpaid_expired_and_redelivery(
     track_id = await new_invoice(http, fake, receiver.url)
     await fake.mark_paying(track_id)
     await fake.mark_underpaid(track_id, "10.00")
-    assert receiver.statuses() == ["paying", "underpaid"]
+    assert receiver.statuses() == ["Paying", "Underpaid"]
     assert parse_callback(receiver.received[-1][1]).paid_amount_cents == 1000
 
     other = await new_invoice(http, fake, receiver.url)
@@ -324,9 +324,66 @@ async def test_payment_page_button_pays(
     async with http.post(f"{fake.base_url}/pay/{track_id}", allow_redirects=False) as r:
         assert r.status == 303
     assert fake.invoice(track_id).status == "paid"
-    assert receiver.statuses() == ["paying", "paid"]
+    assert receiver.statuses() == ["Paying", "Paid"]
 
 
 def test_sign_matches_hmac_sha512() -> None:
     body = b'{"a":1}'
     assert sign(body, "k") == hmac.new(b"k", body, hashlib.sha512).hexdigest()
+
+
+TX_FIELDS = {
+    "status",
+    "tx_hash",
+    "sent_amount",
+    "received_amount",
+    "value",
+    "sent_value",
+    "currency",
+    "network",
+    "sender_address",
+    "address",
+    "rate",
+    "confirmations",
+    "auto_convert_amount",
+    "auto_convert_currency",
+    "date",
+}
+
+
+async def test_a_usd_invoice_is_paid_in_a_coin(
+    fake: FakeOxaPay, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    """Live shape: the invoice stays in USD, each transaction is in the payer's coin with
+    the converted `value`, statuses are capitalised (callbacks and payment information)."""
+    track_id = await new_invoice(http, fake, receiver.url)
+    await fake.mark_paid(track_id)
+    assert receiver.statuses() == ["Paying", "Paid"]
+    body = json.loads(receiver.received[-1][1], parse_float=Decimal)
+    assert body["amount"] == Decimal("12.5") and body["currency"] == "USD"
+    [tx] = body["txs"]
+    assert set(tx) >= TX_FIELDS
+    assert tx["currency"] == "USDT" and tx["network"]
+    assert tx["value"] == Decimal("12.5") and tx["sent_value"] == Decimal("12.5")
+    assert tx["received_amount"] != tx["value"]  # coin units, not dollars
+    assert tx["received_amount"] * tx["rate"] == pytest.approx(tx["value"], abs=Decimal("0.01"))
+
+    status, data = await call(http, "GET", f"{fake.base_url}/v1/payment/{track_id}")
+    assert status == 200
+    info = data["data"]
+    assert info["status"] == "Paid" and info["currency"] == "USD"
+    [tx] = info["txs"]
+    assert set(tx) >= TX_FIELDS | {"amount"}
+    assert tx["currency"] == "USDT" and tx["amount"] == tx["received_amount"]
+
+    other = await new_invoice(http, fake, receiver.url, order_id="o-2")
+    await fake.mark_underpaid(other, "10.00", pay_currency="TRX")
+    body = json.loads(receiver.received[-1][1], parse_float=Decimal)
+    assert body["status"] == "Underpaid"
+    [tx] = body["txs"]
+    assert tx["currency"] == "TRX" and tx["value"] == Decimal("10.00")
+    assert tx["received_amount"] > 10  # a TRX is worth well under a dollar
+    _, data = await call(http, "GET", f"{fake.base_url}/v1/payment/{other}")
+    assert data["data"]["status"] == "Underpaid"
+    with pytest.raises(ValueError):
+        await fake.mark_paid(other, pay_currency="NOPE")
