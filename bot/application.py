@@ -36,7 +36,6 @@ from conversations.support import build_support_conversation
 from conversations.templates import build_templates_conversation
 from conversations.topup import build_topup_conversation
 from handlers import balance, gates, labels, notifications, orders_stale, payments, refunds, start
-from handlers.admin import payments as admin_payments
 from handlers.admin import refunds as admin_refunds
 from handlers.admin import registry as admin_console
 from handlers.errors import error_handler
@@ -218,7 +217,6 @@ def _register_handlers(application: BotApplication) -> None:
             *refunds.build_handlers(),
             *orders_stale.build_handlers(),
             *payments.build_handlers(),
-            *admin_payments.build_handlers(settings),
             *admin_refunds.build_handlers(settings),
             *admin_handlers,
             *notifications.build_handlers(),
@@ -298,6 +296,8 @@ async def _post_init(application: BotApplication) -> None:
             notices,
             _topup_config(settings, crypto_enabled=oxapay is not None),
             oxapay=oxapay,
+            confirmations=storage.confirmations,
+            confirm_ttl=timedelta(minutes=settings.admin_console.confirm_ttl_minutes),
             clock=clock,
         ),
         audit=AuditService(storage.audit, clock=clock),

@@ -75,7 +75,6 @@ class BotNotices:
             dedup_key=f"review:{payment['_id']}",
         )
         admin = i18n.default
-        credit = received_cents if received_cents else payment["amount_cents"]
         text = i18n.t(
             admin,
             "admin.payment.suspicious",
@@ -86,12 +85,36 @@ class BotNotices:
             received="?" if received_cents is None else i18n.money(admin, received_cents),
             status=str(payment.get("provider_status", "")),
         )
-        label = i18n.t(admin, "admin.payment.credit_button", amount=i18n.money(admin, credit))
+        if received_cents is not None and received_cents > 0:
+            # One tap credits exactly what the provider says was received.
+            label = i18n.t(
+                admin, "admin.payment.credit_button", amount=i18n.money(admin, received_cents)
+            )
+            button = (label, f"adm:paycredit:{payment['_id']}")
+        else:
+            # Unknown: no one-tap credit; the admin checks and types the amount.
+            label = i18n.t(admin, "admin.paycredit.enter_button")
+            button = (label, f"adm:payamt:{payment['_id']}")
         await self._notifier.alert_admins(
             text,
             dedup_key=f"suspicious:{payment['_id']}",
-            reply_markup=button_markup([[(label, f"adm:paycredit:{payment['_id']}")]]),
+            reply_markup=button_markup([[button]]),
         )
+
+    async def ledger_conflict(self, payment: Document, key: str, detail: str) -> None:
+        i18n = self._i18n
+        lang = i18n.default
+        text = i18n.t(
+            lang,
+            "admin.payment.ledger_conflict",
+            user_id=payment["user_id"],
+            provider=payment["provider"],
+            ref=str(payment.get("provider_ref", "-")),
+            payment_id=str(payment["_id"]),
+            key=key,
+            detail=detail,
+        )
+        await self._notifier.alert_admins(text, dedup_key=f"ledger-conflict:{key}")
 
     async def stale_payment(self, payment: Document, *, escalation: bool) -> None:
         i18n = self._i18n

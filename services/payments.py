@@ -3,8 +3,13 @@
 Every path that learns a payment was made (the OxaPay callback, the reconciliation job,
 Telegram's ``successful_payment``, an admin crediting a suspicious payment) ends in
 ``_credit``: the ledger entry keyed by the provider's reference is applied once, then the
-payment is marked paid, then the customer is told through the outbox. A crash between
-those steps is repaired by re-running the same path (reconciliation does it for OxaPay).
+payment is marked paid together with the notice it owes the customer, then the notice is
+queued through the outbox (deduplicated) and struck off. A crash between those steps is
+repaired by re-running the same path, or by the follow-up sweep of the reconciliation job.
+
+A paid payment that the provider later reports paid for more (underpaid, credited by an
+admin, then paid in full) is credited the difference under a key of its own
+(``topup:<provider>:<ref>:total:<cents>``), one further credit at a time (``credit_claim``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from models.payments import Invoice, PaymentInfo
 from providers.errors import ProviderError, ProviderNotFound
 from services.clock import Clock, utc_now
 from storage.client import Document
-from storage.ledger import InsufficientFunds, LedgerRepo
+from storage.confirmations import ConfirmationsRepo
+from storage.ledger import InsufficientFunds, LedgerKeyConflict, LedgerRepo
 from storage.payments import CREDITABLE_FROM, OPEN_STATUSES, PaymentsRepo
 
 _LOGGER = logging.getLogger(__name__)
@@ -35,8 +41,14 @@ STARS_PAYLOAD_PREFIX = "topup:"
 PAID_STATUSES = {"paid", "manual_accept"}
 
 
+# A repair sweep leaves work this recent to the path that is doing it right now.
+FOLLOWUP_GRACE = timedelta(seconds=30)
+_MAX_CLAIM_ROUNDS = 10
+
+
 class TopUpError(Exception):
-    """``code``: provider_unavailable, stars_disabled, not_found, not_allowed."""
+    """``code``: provider_unavailable, stars_disabled, not_found, not_allowed,
+    above_invoice."""
 
     def __init__(self, code: str) -> None:
         super().__init__(code)
@@ -51,6 +63,8 @@ class Outcome(StrEnum):
     UPDATED = "updated"
     UNKNOWN = "unknown"
     IGNORED = "ignored"
+    NEEDS_AMOUNT = "needs_amount"  # the received amount is unknown: an admin must type it
+    CONFLICT = "conflict"  # a ledger key clash: admins alerted, nothing applied
 
 
 class InvoiceGateway(Protocol):
@@ -82,6 +96,8 @@ class PaymentNotices(Protocol):
     async def topup_expired(self, user_id: int, amount_cents: int, key: str) -> None: ...
 
     async def topup_under_review(self, payment: Document, received_cents: int | None) -> None: ...
+
+    async def ledger_conflict(self, payment: Document, key: str, detail: str) -> None: ...
 
     async def stale_payment(self, payment: Document, *, escalation: bool) -> None: ...
 
@@ -150,6 +166,8 @@ class PaymentService:
         config: TopUpConfig,
         *,
         oxapay: InvoiceGateway | None,
+        confirmations: ConfirmationsRepo | None = None,
+        confirm_ttl: timedelta = timedelta(minutes=15),
         clock: Clock = utc_now,
     ) -> None:
         self._payments = payments
@@ -157,6 +175,8 @@ class PaymentService:
         self._notices = notices
         self._config = config
         self._oxapay = oxapay
+        self._confirmations = confirmations
+        self._confirm_ttl = confirm_ttl
         self._clock = clock
 
     @property
@@ -292,14 +312,21 @@ class PaymentService:
         """One path for callbacks and reconciliation; idempotent."""
         status = status.strip().lower()
         now = self._clock()
-        first = await self._payments.record_event(
+        await self._payments.record_event(
             provider=OXAPAY, provider_ref=track_id, status=status, source=source, now=now
         )
         payment = await self._payments.by_ref(OXAPAY, track_id)
         if payment is None:
             _LOGGER.warning("payment notification for an unknown invoice (source=%s)", source)
             return Outcome.UNKNOWN
-        if not first and payment["status"] == "paid":
+        if payment["status"] == "paid":
+            # A replay (the customer may never have been told) or a later, larger payment.
+            await self._deliver_notices(payment)
+            if status in PAID_STATUSES:
+                target = paid_amount_cents
+                if target is None:
+                    target = payment["amount_cents"]  # "paid": in full, by the provider's word
+                return await self._credit_more(payment, target, now=now)
             return Outcome.ALREADY_CREDITED
         if status in PAID_STATUSES:
             if paid_amount_cents is not None and paid_amount_cents != payment["amount_cents"]:
@@ -336,32 +363,169 @@ class PaymentService:
             await self._notices.topup_under_review(done, received_cents)
         return Outcome.SUSPICIOUS
 
-    async def _credit(self, payment: Document, amount_cents: int, *, now: datetime) -> Outcome:
+    @staticmethod
+    def _credit_key(payment: Document) -> str:
+        return f"topup:{payment['provider']}:{payment['provider_ref']}"
+
+    async def _credit(
+        self, payment: Document, amount_cents: int, *, now: datetime, top_up: bool = True
+    ) -> Outcome:
+        """The first credit of a payment: ledger (by key) → paid + notice owed → notice.
+        ``top_up``: if another path credited less first, credit the difference."""
         provider = payment["provider"]
-        key = f"topup:{provider}:{payment['provider_ref']}"
-        result = await self._ledger.apply(
-            user_id=payment["user_id"],
-            amount_cents=amount_cents,
-            kind="topup",
-            key=key,
-            now=now,
-            meta={"payment_id": str(payment["_id"]), "provider": provider},
-        )
+        key = self._credit_key(payment)
+        try:
+            result = await self._ledger.apply(
+                user_id=payment["user_id"],
+                amount_cents=amount_cents,
+                kind="topup",
+                key=key,
+                now=now,
+                meta={"payment_id": str(payment["_id"]), "provider": provider},
+            )
+        except LedgerKeyConflict as exc:
+            return await self._resolve_conflict(
+                payment, amount_cents if top_up else 0, exc, now=now
+            )
         await self._payments.transition(
             payment["_id"],
             from_statuses=[*CREDITABLE_FROM, "suspicious"],
             to_status="paid",
             now=now,
             fields={"paid_at": now, "credited_cents": amount_cents, "ledger_key": key},
+            notice={"amount_cents": amount_cents, "key": key},
         )
-        # Deduplicated by key: a replay after a crash re-sends nothing already queued.
-        await self._notices.topup_credited(
-            payment["user_id"], amount_cents, result.balance_cents, key
-        )
+        # Queues what the payment still owes the customer; a replay after a crash queues
+        # what was left (the outbox deduplicates by key), a plain replay queues nothing.
+        await self._deliver_notices(payment["_id"], balance_cents=result.balance_cents)
         return Outcome.ALREADY_CREDITED if result.replayed else Outcome.CREDITED
 
-    async def credit_reviewed(self, payment_id: str) -> tuple[Outcome, Document | None]:
-        """An admin credits what a suspicious payment actually received."""
+    async def _resolve_conflict(
+        self, payment: Document, amount_cents: int, exc: LedgerKeyConflict, *, now: datetime
+    ) -> Outcome:
+        """The payment's key already holds another amount: another path credited it first
+        (an admin's reviewed amount racing the provider's ``paid``). Adopt that credit and
+        top it up to ``amount_cents`` if more is due; any other clash alerts admins."""
+        entry = exc.existing
+        if entry.user_id != payment["user_id"] or entry.amount_cents <= 0:
+            return await self._conflict(payment, exc.key, "another user or a debit")
+        await self._payments.transition(
+            payment["_id"],
+            from_statuses=[*CREDITABLE_FROM, "suspicious"],
+            to_status="paid",
+            now=now,
+            fields={"paid_at": now, "credited_cents": entry.amount_cents, "ledger_key": exc.key},
+            notice={"amount_cents": entry.amount_cents, "key": exc.key},
+        )
+        paid = await self._payments.get(payment["_id"])
+        if paid is None or paid["status"] != "paid":
+            return await self._conflict(payment, exc.key, f"payment is {paid and paid['status']}")
+        await self._deliver_notices(paid)
+        if amount_cents > int(paid.get("credited_cents") or 0):
+            return await self._credit_more(paid, amount_cents, now=now)
+        return Outcome.ALREADY_CREDITED
+
+    async def _conflict(self, payment: Document, key: str, detail: str) -> Outcome:
+        _LOGGER.error("ledger key clash on a payment (%s): admins alerted", detail)
+        await self._notices.ledger_conflict(payment, key, detail)
+        return Outcome.CONFLICT
+
+    async def _credit_more(
+        self, payment: Document, target_cents: int, *, now: datetime
+    ) -> Outcome:
+        """Credits a paid payment up to ``target_cents`` in total: the difference, keyed by
+        the new total, one further credit at a time (a claim on the payment)."""
+        for _ in range(_MAX_CLAIM_ROUNDS):
+            claim = payment.get("credit_claim")
+            if claim:
+                await self._finish_claim(payment, claim, now=now)
+            else:
+                credited = int(payment.get("credited_cents") or 0)
+                if target_cents <= credited:
+                    return Outcome.ALREADY_CREDITED
+                claim = {
+                    "key": f"{self._credit_key(payment)}:total:{target_cents}",
+                    "amount_cents": target_cents - credited,
+                    "to_cents": target_cents,
+                }
+                claimed = await self._payments.claim_credit(
+                    payment["_id"], credited_cents=credited, claim=claim, now=now
+                )
+                if claimed is not None:
+                    return await self._finish_claim(claimed, claim, now=now)
+            fresh = await self._payments.get(payment["_id"])
+            if fresh is None or fresh["status"] != "paid":
+                return Outcome.IGNORED
+            payment = fresh
+        raise RuntimeError("further credits of one payment did not settle")
+
+    async def _finish_claim(
+        self, payment: Document, claim: dict[str, Any], *, now: datetime
+    ) -> Outcome:
+        """Applies a claimed further credit (idempotent by its key) and records it."""
+        key = str(claim["key"])
+        amount = int(claim["amount_cents"])
+        try:
+            result = await self._ledger.apply(
+                user_id=payment["user_id"],
+                amount_cents=amount,
+                kind="topup",
+                key=key,
+                now=now,
+                meta={"payment_id": str(payment["_id"]), "provider": payment["provider"]},
+            )
+        except LedgerKeyConflict:
+            return await self._conflict(payment, key, "a further credit")
+        await self._payments.complete_credit(
+            payment["_id"],
+            key=key,
+            to_cents=int(claim["to_cents"]),
+            notice={"amount_cents": amount, "key": key},
+            now=now,
+        )
+        await self._deliver_notices(payment["_id"], balance_cents=result.balance_cents)
+        return Outcome.ALREADY_CREDITED if result.replayed else Outcome.CREDITED
+
+    async def _deliver_notices(
+        self, payment: Document | ObjectId, *, balance_cents: int | None = None
+    ) -> int:
+        """Queues the customer notices a payment still owes (deduplicated by key), then
+        strikes them off. Returns how many were owed."""
+        doc = await self._payments.get(payment) if isinstance(payment, ObjectId) else payment
+        if doc is None:
+            return 0
+        owed = list(doc.get("pending_notices") or [])
+        if not owed:
+            return 0
+        if balance_cents is None:
+            balance_cents = int((await self._ledger.repair(doc["user_id"]))["balance_cents"])
+        for notice in owed:
+            await self._notices.topup_credited(
+                doc["user_id"], int(notice["amount_cents"]), balance_cents, str(notice["key"])
+            )
+            await self._payments.pull_notice(doc["_id"], str(notice["key"]))
+        return len(owed)
+
+    async def follow_up(self, *, limit: int = 100) -> dict[str, int]:
+        """Repairs what a crash left: further credits claimed but not recorded, notices
+        owed but never queued."""
+        counts = {"credits": 0, "notices": 0}
+        now = self._clock()
+        for payment in await self._payments.followups_due(
+            before=now - FOLLOWUP_GRACE, limit=limit
+        ):
+            claim = payment.get("credit_claim")
+            if claim:
+                await self._finish_claim(payment, claim, now=now)
+                counts["credits"] += 1
+            counts["notices"] += await self._deliver_notices(payment["_id"])
+        return counts
+
+    async def credit_reviewed(
+        self, payment_id: str, amount_cents: int | None = None
+    ) -> tuple[Outcome, Document | None]:
+        """An admin credits a payment under review: what it received when that is known,
+        else the amount the admin typed (at most the invoice amount)."""
         oid = parse_payment_id(payment_id)
         payment = await self._payments.get(oid) if oid else None
         if payment is None:
@@ -370,13 +534,100 @@ class PaymentService:
             return Outcome.ALREADY_CREDITED, payment
         if payment["status"] != "suspicious":
             return Outcome.IGNORED, payment
-        amount = payment.get("received_cents") or payment["amount_cents"]
-        outcome = await self._credit(payment, int(amount), now=self._clock())
+        if amount_cents is None:
+            received = payment.get("received_cents")
+            if received is None or int(received) <= 0:
+                return Outcome.NEEDS_AMOUNT, payment
+            amount = int(received)
+        else:
+            if not 0 < amount_cents <= int(payment["amount_cents"]):
+                raise TopUpError("above_invoice")
+            amount = amount_cents
+        # An admin's credit never tops up a credit another path made meanwhile.
+        outcome = await self._credit(payment, amount, now=self._clock(), top_up=False)
         return outcome, await self._payments.get(payment["_id"])
+
+    async def prepare_reviewed_credit(
+        self, actor: int, payment_id: str, amount_cents: int
+    ) -> Document:
+        """Writes the confirmation for an amount an admin typed; nothing moves yet."""
+        if self._confirmations is None:
+            raise TopUpError("not_allowed")
+        oid = parse_payment_id(payment_id)
+        payment = await self._payments.get(oid) if oid else None
+        if payment is None:
+            raise TopUpError("not_found")
+        if payment["status"] != "suspicious":
+            raise TopUpError("not_allowed")
+        if not 0 < amount_cents <= int(payment["amount_cents"]):
+            raise TopUpError("above_invoice")
+        now = self._clock()
+        return await self._confirmations.create(
+            kind="payment_credit",
+            actor=actor,
+            payload={"payment_id": str(payment["_id"]), "amount_cents": amount_cents},
+            now=now,
+            expires_at=now + self._confirm_ttl,
+        )
+
+    async def cancel_reviewed_credit(self, actor: int, confirmation_id: str) -> bool:
+        oid = parse_payment_id(confirmation_id)
+        if oid is None or self._confirmations is None:
+            return False
+        doc = await self._confirmations.get(oid)
+        if doc is None or doc["kind"] != "payment_credit":
+            return False
+        closed = await self._confirmations.close(
+            oid, status="cancelled", by=actor, now=self._clock()
+        )
+        return closed is not None
+
+    async def get(self, payment_id: str) -> Document | None:
+        oid = parse_payment_id(payment_id)
+        return await self._payments.get(oid) if oid else None
+
+    async def confirm_reviewed_credit(
+        self, actor: int, confirmation_id: str
+    ) -> tuple[str, Document | None, Document | None]:
+        """The confirmation button: credits the typed amount once.
+
+        Returns ``(status, confirmation, payment)``; status is credited, already_credited
+        (this or another path credited the payment), not_creditable, expired, closed or
+        unknown."""
+        if self._confirmations is None:
+            return "unknown", None, None
+        oid = parse_payment_id(confirmation_id)
+        doc = await self._confirmations.get(oid) if oid is not None else None
+        if doc is None or doc["kind"] != "payment_credit":
+            return "unknown", None, None
+        payment_id = str(doc["payload"]["payment_id"])
+        if doc["status"] == "done":
+            return "already_credited", doc, await self._payments.get(ObjectId(payment_id))
+        if doc["status"] != "pending":
+            return "closed", doc, None
+        if doc["expires_at"] <= self._clock():
+            return "expired", doc, None
+        outcome, payment = await self.credit_reviewed(
+            payment_id, int(doc["payload"]["amount_cents"])
+        )
+        if outcome not in (Outcome.CREDITED, Outcome.ALREADY_CREDITED):
+            await self._confirmations.close(
+                doc["_id"], status="refused", by=actor, now=self._clock()
+            )
+            return "not_creditable", doc, payment
+        closed = await self._confirmations.close(
+            doc["_id"], status="done", by=actor, now=self._clock()
+        )
+        credited = outcome == Outcome.CREDITED and closed is not None
+        return ("credited" if credited else "already_credited"), doc, payment
 
     async def reconcile(self, *, limit: int = 100) -> dict[str, int]:
         """Asks OxaPay about open invoices; credits paid ones through the same path."""
         counts: dict[str, int] = {}
+        followed = await self.follow_up(limit=limit)
+        for name, count in followed.items():
+            if count:
+                counts[f"followup_{name}"] = count
         if self._oxapay is None:
             return counts
         for payment in await self._payments.open_payments(OXAPAY, limit=limit):

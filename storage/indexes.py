@@ -60,6 +60,10 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
             # /stats: top-ups by method and the success rate over a period
             IndexModel([("status", ASCENDING), ("paid_at", ASCENDING)], name="status_paid_at"),
             IndexModel([("created_at", ASCENDING)], name="created_at"),
+            # Repair sweeps: a notice or a further credit left unfinished, a Stars refund
+            # whose outcome is unknown (both fields are null on almost every payment).
+            IndexModel([("followup_at", ASCENDING)], name="followup_at"),
+            IndexModel([("refund_started_at", ASCENDING)], name="refund_started_at"),
         ],
         "orders": [
             IndexModel([("user_id", ASCENDING), ("status", ASCENDING), ("created_at", -1)],

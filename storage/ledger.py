@@ -33,6 +33,16 @@ class UnknownUser(LookupError):
     pass
 
 
+class LedgerKeyConflict(ValueError):
+    """The key was already used for another effect (another user or amount): nothing was
+    applied. ``existing`` is the entry that holds the key."""
+
+    def __init__(self, key: str, existing: LedgerEntry) -> None:
+        super().__init__(f"ledger key {key} reused for a different effect")
+        self.key = key
+        self.existing = existing
+
+
 class InsufficientFunds(Exception):
     def __init__(self, balance_cents: int, needed_cents: int) -> None:
         super().__init__(f"balance {balance_cents} < {needed_cents}")
@@ -109,7 +119,7 @@ class LedgerRepo:
                 user = await self._settle(existing["user_id"])
                 entry = LedgerEntry.from_doc(existing)
                 if entry.user_id != user_id or entry.amount_cents != amount_cents:
-                    raise ValueError(f"ledger key {key} reused for a different effect")
+                    raise LedgerKeyConflict(key, entry)
                 return ApplyResult(entry, int(user["balance_cents"]), replayed=True)
             user = await self._settle(user_id)
             balance = int(user.get("balance_cents", 0))

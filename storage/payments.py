@@ -5,6 +5,13 @@ Status machine (every transition is a conditional update):
 ``suspicious`` → ``paid`` (an admin credits the received amount); ``paid`` → ``refunded``.
 A payment that is ``cancelled`` or ``expired`` locally but reported paid by the provider is
 still credited: money that arrived is never ignored.
+
+Follow-up work that must survive a crash lives on the payment itself: ``pending_notices``
+(customer notices of credits not yet queued), ``credit_claim`` (a further credit of a paid
+payment being applied, one at a time) and ``followup_at`` (set while either is present, so
+the repair sweep finds them by index). A Stars refund carries ``refund_started_at`` (one
+refund at a time), ``refund_attempts`` and ``refund_state`` (``unknown`` when Telegram's
+answer never came).
 """
 
 from __future__ import annotations
@@ -58,17 +65,103 @@ class PaymentsRepo:
         to_status: str,
         now: datetime,
         fields: dict[str, Any] | None = None,
+        notice: dict[str, Any] | None = None,
     ) -> Document | None:
-        """Moves the payment to ``to_status`` only from one of ``from_statuses``."""
+        """Moves the payment to ``to_status`` only from one of ``from_statuses``; with
+        ``notice``, the customer notice to queue is recorded in the same write."""
+        push: dict[str, Any] = {"history": {"status": to_status, "at": now}}
+        extra: dict[str, Any] = {}
+        if notice is not None:
+            push["pending_notices"] = notice
+            extra["followup_at"] = now
         doc: Document | None = await self.col.find_one_and_update(
             {"_id": payment_id, "status": {"$in": list(from_statuses)}},
             {
-                "$set": {"status": to_status, "updated_at": now, **(fields or {})},
-                "$push": {"history": {"status": to_status, "at": now}},
+                "$set": {"status": to_status, "updated_at": now, **(fields or {}), **extra},
+                "$push": push,
             },
             return_document=ReturnDocument.AFTER,
         )
         return doc
+
+    # -- further credits of a paid payment and pending notices ---------------------------
+
+    async def claim_credit(
+        self,
+        payment_id: ObjectId,
+        *,
+        credited_cents: int,
+        claim: dict[str, Any],
+        now: datetime,
+    ) -> Document | None:
+        """Reserves a further credit of a paid payment; one at a time, from a known total."""
+        doc: Document | None = await self.col.find_one_and_update(
+            {
+                "_id": payment_id,
+                "status": "paid",
+                "credited_cents": credited_cents,
+                "credit_claim": None,
+            },
+            {"$set": {"credit_claim": claim, "followup_at": now, "updated_at": now}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc
+
+    async def complete_credit(
+        self,
+        payment_id: ObjectId,
+        *,
+        key: str,
+        to_cents: int,
+        notice: dict[str, Any],
+        now: datetime,
+    ) -> bool:
+        """Records a claimed credit as applied (the ledger entry exists) and its notice."""
+        result = await self.col.update_one(
+            {"_id": payment_id, "credit_claim.key": key},
+            {
+                "$set": {
+                    "credited_cents": to_cents,
+                    "credit_claim": None,
+                    "followup_at": now,
+                    "updated_at": now,
+                },
+                "$push": {
+                    "pending_notices": notice,
+                    "history": {"status": "credited_more", "at": now, "total_cents": to_cents},
+                },
+            },
+        )
+        return bool(result.modified_count)
+
+    async def push_notice(
+        self, payment_id: ObjectId, notice: dict[str, Any], *, now: datetime
+    ) -> None:
+        """Records a notice to queue, unless one with the same key is already recorded."""
+        await self.col.update_one(
+            {"_id": payment_id, "pending_notices.key": {"$ne": notice["key"]}},
+            {"$push": {"pending_notices": notice}, "$set": {"followup_at": now}},
+        )
+
+    async def pull_notice(self, payment_id: ObjectId, key: str) -> None:
+        """The notice was queued (the outbox deduplicates it): forget it; and once nothing
+        is left to follow up, clear ``followup_at``."""
+        await self.col.update_one(
+            {"_id": payment_id}, {"$pull": {"pending_notices": {"key": key}}}
+        )
+        await self.col.update_one(
+            {"_id": payment_id, "pending_notices": {"$size": 0}, "credit_claim": None},
+            {"$set": {"followup_at": None}},
+        )
+
+    async def followups_due(self, *, before: datetime, limit: int) -> list[Document]:
+        """Payments with a notice or a further credit left unfinished since ``before``."""
+        cursor = (
+            self.col.find({"followup_at": {"$lte": before}})
+            .sort("followup_at", ASCENDING)
+            .limit(limit)
+        )
+        return [doc async for doc in cursor]
 
     async def claim_refund(self, payment_id: ObjectId, *, now: datetime) -> Document | None:
         """Marks a paid payment as being refunded; only one refund runs at a time."""

@@ -1,20 +1,83 @@
-"""Admin payment tools: credit a payment under review, pending list, Stars refunds."""
+"""Admin payment tools: credit a payment under review, pending list, Stars refunds.
+
+A payment under review whose received amount is known is credited with one tap. When it
+is unknown there is no one-tap credit: the admin types the amount (a small conversation,
+at most the invoice amount), then confirms it with a button whose id is an
+``admin_confirmations`` document; the credit is keyed by the payment, so it happens once.
+"""
 
 from __future__ import annotations
 
-from telegram import Update
-from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
+from enum import StrEnum
+
+from telegram import InlineKeyboardMarkup, Update
+from telegram.ext import (
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
 
 from bot.context import BotContext
 from bot.keyboards import inline
+from bot.sessions import SessionConversationHandler
 from bot.settings import Settings
-from handlers.admin.access import ALL_ROLES, MANAGERS, admin_filter, requires
+from conversations.common import cancel_handlers, conversation_key, leave_others
+from handlers.admin.access import ALL_ROLES, MANAGERS, admin_filter, requires, role_of
 from handlers.common import ack, lang_of, reply
+from services.amounts import AmountError, AmountLimits, parse_amount
+from services.payments import Outcome, TopUpError
+from storage.client import Document
+
+NAME = "admin_payment"
+_OID = r"[0-9a-f]{24}"
+
+
+class AdminPaymentState(StrEnum):
+    AWAITING_RECEIVED = "awaiting_received"
+
+
+async def _audit_credit(
+    context: BotContext, admin_id: int, payment: Document, *, typed: bool
+) -> None:
+    """One audit entry per credited payment, keyed by its ledger key."""
+    await context.services.audit.record(
+        admin_id,
+        "payment.credit_reviewed",
+        f"payment:{payment['_id']}",
+        before={"status": "suspicious", "received_cents": payment.get("received_cents")},
+        after={
+            "status": payment["status"],
+            "credited_cents": payment.get("credited_cents"),
+            "typed": typed,
+        },
+        key=f"audit:{payment.get('ledger_key') or payment['_id']}",
+    )
+
+
+def _credited_text(context: BotContext, lang: str, payment: Document) -> str:
+    i18n = context.i18n
+    return i18n.t(
+        lang,
+        "admin.payment.credited",
+        amount=i18n.money(lang, int(payment.get("credited_cents") or 0)),
+        user_id=payment["user_id"],
+        payment_id=str(payment["_id"]),
+    )
+
+
+def _enter_amount_markup(
+    context: BotContext, lang: str, payment_id: str
+) -> InlineKeyboardMarkup:
+    label = context.i18n.t(lang, "admin.paycredit.enter_button")
+    return inline([[(label, f"adm:payamt:{payment_id}")]])
 
 
 @requires(MANAGERS)
 async def credit_reviewed(update: Update, context: BotContext) -> None:
-    """Credits the amount a suspicious payment received (audited, exactly once)."""
+    """Credits the amount a suspicious payment received (audited, exactly once); when
+    that amount is unknown, credits nothing and asks for it."""
     query = update.callback_query
     admin = update.effective_user
     assert query is not None and query.data is not None and admin is not None
@@ -23,26 +86,150 @@ async def credit_reviewed(update: Update, context: BotContext) -> None:
     i18n = context.i18n
     payment_id = query.data.rsplit(":", 1)[-1]
     outcome, payment = await context.services.payments.credit_reviewed(payment_id)
-    if payment is None or outcome not in ("credited", "already_credited"):
+    if outcome == Outcome.NEEDS_AMOUNT and payment is not None:
+        text = i18n.t(lang, "admin.paycredit.needs_amount", payment_id=payment_id)
+        await reply(update, context, text, _enter_amount_markup(context, lang, payment_id))
+        return
+    if payment is None or outcome not in (Outcome.CREDITED, Outcome.ALREADY_CREDITED):
         status = payment["status"] if payment else "unknown"
         await reply(update, context, i18n.t(lang, "admin.payment.not_creditable", status=status))
         return
-    if outcome == "credited":
-        await context.services.audit.record(
-            admin.id,
-            "payment.credit_reviewed",
-            f"payment:{payment_id}",
-            before={"status": "suspicious"},
-            after={"status": payment["status"], "credited_cents": payment.get("credited_cents")},
-        )
+    if outcome == Outcome.CREDITED:
+        await _audit_credit(context, admin.id, payment, typed=False)
+    await reply(update, context, _credited_text(context, lang, payment), edit=True)
+
+
+async def _allowed(update: Update, context: BotContext) -> bool:
+    """Re-checks the role at every step; a demoted admin's input ends the conversation."""
+    if role_of(update, context) in MANAGERS:
+        return True
+    await ack(update)
+    return False
+
+
+async def ask_received(update: Update, context: BotContext) -> AdminPaymentState | int | None:
+    """Remembers the payment under review and asks what it received."""
+    if not await _allowed(update, context):
+        return None
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    await ack(update)
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    payment_id = query.data.rsplit(":", 1)[-1]
+    payment = await context.services.payments.get(payment_id)
+    if payment is None or payment["status"] != "suspicious":
+        status = payment["status"] if payment else "unknown"
+        await reply(update, context, i18n.t(lang, "admin.payment.not_creditable", status=status))
+        return SessionConversationHandler.END
+    key = conversation_key(update)
+    leave_others(context, key, keep={NAME})
+    await context.services.sessions.set_data(key, NAME, {"payment_id": payment_id})
     text = i18n.t(
         lang,
-        "admin.payment.credited",
-        amount=i18n.money(lang, int(payment.get("credited_cents") or 0)),
+        "admin.paycredit.ask",
+        payment_id=payment_id,
+        user_id=payment["user_id"],
+        amount=i18n.money(lang, int(payment["amount_cents"])),
+    )
+    cancel = inline([[(i18n.t(lang, "admin.cancel"), f"{NAME}:cancel")]])
+    await reply(update, context, text, cancel)
+    return AdminPaymentState.AWAITING_RECEIVED
+
+
+def _input_error(context: BotContext, lang: str, exc: AmountError, limit: int) -> str:
+    i18n = context.i18n
+    if exc.code == "too_large":
+        return i18n.t(lang, "admin.paycredit.too_large", amount=i18n.money(lang, limit))
+    if exc.code in ("too_many_decimals", "use_dot", "too_small"):
+        return i18n.t(lang, f"admin.input.amount.{exc.code}")
+    return i18n.t(lang, "admin.paycredit.not_a_number")
+
+
+async def receive_received(update: Update, context: BotContext) -> AdminPaymentState | int:
+    """Validates the typed amount and shows the confirmation button; nothing moves yet."""
+    if not await _allowed(update, context):
+        return SessionConversationHandler.END
+    message = update.effective_message
+    admin = update.effective_user
+    assert message is not None and message.text is not None and admin is not None
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    data = await context.services.sessions.get_data(conversation_key(update), NAME)
+    payment_id = str(data.get("payment_id") or "")
+    payments = context.services.payments
+    payment = await payments.get(payment_id)
+    if payment is None or payment["status"] != "suspicious":
+        status = payment["status"] if payment else "unknown"
+        await reply(update, context, i18n.t(lang, "admin.payment.not_creditable", status=status))
+        return SessionConversationHandler.END
+    limit = int(payment["amount_cents"])
+    try:
+        cents = parse_amount(message.text, lang, AmountLimits(1, limit))
+    except AmountError as exc:
+        await reply(update, context, _input_error(context, lang, exc, limit))
+        return AdminPaymentState.AWAITING_RECEIVED
+    try:
+        confirmation = await payments.prepare_reviewed_credit(admin.id, payment_id, cents)
+    except TopUpError as exc:
+        if exc.code == "above_invoice":
+            await reply(update, context, i18n.t(
+                lang, "admin.paycredit.too_large", amount=i18n.money(lang, limit)
+            ))
+            return AdminPaymentState.AWAITING_RECEIVED
+        await reply(update, context, i18n.t(lang, "admin.payment.not_creditable", status="-"))
+        return SessionConversationHandler.END
+    cid = str(confirmation["_id"])
+    text = i18n.t(
+        lang,
+        "admin.paycredit.confirm",
+        amount=i18n.money(lang, cents),
+        invoice=i18n.money(lang, limit),
         user_id=payment["user_id"],
         payment_id=payment_id,
     )
-    await reply(update, context, text, edit=True)
+    rows = [
+        [(i18n.t(lang, "admin.confirm"), f"adm:payok:{cid}")],
+        [(i18n.t(lang, "admin.cancel"), f"adm:payno:{cid}")],
+    ]
+    await reply(update, context, text, inline(rows))
+    return SessionConversationHandler.END
+
+
+async def text_expected(update: Update, context: BotContext) -> None:
+    await reply(update, context, context.i18n.t(lang_of(update, context), "admin.input.text_only"))
+
+
+@requires(MANAGERS)
+async def decide_typed_credit(update: Update, context: BotContext) -> None:
+    """The confirmation button: credits the typed amount once, however often pressed."""
+    query = update.callback_query
+    admin = update.effective_user
+    assert query is not None and query.data is not None and admin is not None
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    _, action, cid = query.data.split(":")
+    payments = context.services.payments
+    if action == "payno":
+        await ack(update)
+        if await payments.cancel_reviewed_credit(admin.id, cid):
+            await reply(update, context, i18n.t(lang, "admin.cancelled"), edit=True)
+        return
+    status, _, payment = await payments.confirm_reviewed_credit(admin.id, cid)
+    if status in ("credited", "already_credited") and payment is not None:
+        await ack(update)
+        if status == "credited":
+            await _audit_credit(context, admin.id, payment, typed=True)
+        await reply(update, context, _credited_text(context, lang, payment), edit=True)
+        return
+    if status == "not_creditable":
+        await ack(update)
+        state = payment["status"] if payment else "unknown"
+        await reply(
+            update, context, i18n.t(lang, "admin.payment.not_creditable", status=state), edit=True
+        )
+        return
+    await ack(update, i18n.t(lang, f"admin.confirmation.{status}"), alert=True)
 
 
 @requires(ALL_ROLES)
@@ -125,9 +312,24 @@ async def refund_stars(update: Update, context: BotContext) -> None:
 
 
 def build_handlers(settings: Settings) -> list[BaseHandler[Update, BotContext, None]]:
+    text = filters.TEXT & ~filters.COMMAND
+    not_text = ~filters.TEXT & ~filters.COMMAND & ~filters.StatusUpdate.ALL
+    conversation = SessionConversationHandler(
+        name=NAME,
+        entry_points=[CallbackQueryHandler(ask_received, pattern=rf"^adm:payamt:{_OID}$")],
+        states={
+            AdminPaymentState.AWAITING_RECEIVED: [
+                MessageHandler(text, receive_received),
+                MessageHandler(not_text, text_expected),
+            ],
+        },
+        fallbacks=cancel_handlers(NAME),
+    )
     return [
+        conversation,
         CommandHandler("payments", list_pending, filters=admin_filter(settings, ALL_ROLES)),
         CommandHandler("refundstars", refund_stars, filters=admin_filter(settings, MANAGERS)),
-        CallbackQueryHandler(credit_reviewed, pattern=r"^adm:paycredit:[0-9a-f]{24}$"),
-        CallbackQueryHandler(recheck, pattern=r"^adm:recheck:[0-9a-f]{24}$"),
+        CallbackQueryHandler(credit_reviewed, pattern=rf"^adm:paycredit:{_OID}$"),
+        CallbackQueryHandler(decide_typed_credit, pattern=rf"^adm:pay(ok|no):{_OID}$"),
+        CallbackQueryHandler(recheck, pattern=rf"^adm:recheck:{_OID}$"),
     ]

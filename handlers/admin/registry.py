@@ -8,13 +8,15 @@ from telegram.ext import BaseHandler
 from bot.context import BotContext
 from bot.sessions import SessionConversationHandler
 from bot.settings import Settings
-from handlers.admin import broadcast, console, export, stats, users
+from handlers.admin import broadcast, console, export, payments, stats, users
 
 
 def build_handlers(settings: Settings) -> list[BaseHandler[Update, BotContext, None]]:
-    """Conversations (balance adjustment, discount, broadcast) first, then commands."""
+    """Conversations (balance adjustment, discount, received amount, broadcast) first,
+    then commands."""
     return [
         *users.build_handlers(settings),
+        *payments.build_handlers(settings),
         *broadcast.build_handlers(settings),
         *console.build_handlers(settings),
         *stats.build_handlers(settings),

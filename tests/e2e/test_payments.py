@@ -14,8 +14,10 @@ from pydantic import SecretStr
 from bot.harness import BotHarness
 from bot.settings import Secrets
 from handlers.oxapay_callback import make_oxapay_callback
-from sandbox.oxapay import FakeOxaPay
+from sandbox.oxapay import FakeOxaPay, sign
+from sandbox.telegram import SentMessage
 from storage.client import Mongo
+from storage.ledger import LedgerEntry, LedgerKeyConflict
 from tests.conftest import OWNER_ID, FakeClock, make_settings
 
 KEY = "test-merchant-key-0123456789"
@@ -37,7 +39,10 @@ class PayEnv:
         return int(user["balance_cents"]) if user else 0
 
     async def payment(self) -> dict[str, object]:
-        doc = await self.mongo.db["payments"].find_one({"user_id": CUSTOMER})
+        """The customer's latest payment."""
+        doc = await self.mongo.db["payments"].find_one(
+            {"user_id": CUSTOMER}, sort=[("created_at", -1), ("_id", -1)]
+        )
         assert doc is not None
         return dict(doc)
 
@@ -330,3 +335,235 @@ async def test_balance_shows_history(env: PayEnv) -> None:
     await env.oxapay.mark_paid(track)
     [shown] = await env.harness.say(CUSTOMER, "/balance")
     assert "$25.00" in shown.content and "top-up" in shown.content
+
+
+async def _signed_callback(env: PayEnv, payload: dict[str, object]) -> int:
+    """Posts a callback as OxaPay signs it (for shapes the fake never sends by itself)."""
+    import aiohttp
+
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "HMAC": sign(body, KEY)}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(env.callback_url, data=body, headers=headers) as response,
+    ):
+        assert await response.text() == "ok" or response.status != 200
+        return response.status
+
+
+async def _admin_alert(env: PayEnv, needle: str) -> SentMessage:
+    emulator = env.harness.emulator
+    await emulator.wait_until(
+        lambda: any(needle in m.content for m in emulator.sent_messages(OWNER_ID)), timeout=15
+    )
+    return [m for m in emulator.sent_messages(OWNER_ID) if needle in m.content][-1]
+
+
+async def _customer_told(env: PayEnv, needle: str) -> list[SentMessage]:
+    emulator = env.harness.emulator
+    await emulator.wait_until(
+        lambda: any(needle in m.content for m in emulator.sent_messages(CUSTOMER)), timeout=15
+    )
+    return [m for m in emulator.sent_messages(CUSTOMER) if needle in m.content]
+
+
+async def test_underpaid_in_a_coin_offers_the_converted_amount(env: PayEnv) -> None:
+    """Paid in TRX: the received amount is the transactions' converted value."""
+    track = await env.start_crypto_topup()
+    await env.oxapay.mark_underpaid(track, "20", pay_currency="TRX")
+    payment = await env.payment()
+    assert payment["status"] == "suspicious" and payment["received_cents"] == 2000
+    alert = await _admin_alert(env, "needs review")
+    assert "$20.00" in alert.content
+    await env.harness.press(OWNER_ID, alert, "Credit $20.00")
+    assert await env.balance() == 2000
+    await env.audit_ok()
+
+
+async def test_unknown_received_amount_is_typed_by_an_admin(env: PayEnv) -> None:
+    """No one-tap credit of the invoice amount when the received amount is unknown: the
+    admin types it (validated), confirms it, and it is credited once and audited."""
+    h = env.harness
+    track = await env.start_crypto_topup()
+    invoice = env.oxapay.invoice(track)
+    status = await _signed_callback(
+        env,
+        {
+            "track_id": track,
+            "status": "Underpaid",
+            "type": "invoice",
+            "amount": "25",
+            "currency": "USD",
+            "order_id": invoice.order_id,
+            "txs": [
+                {
+                    "status": "confirmed",
+                    "tx_hash": "0x" + "1" * 64,
+                    "received_amount": "51.2",
+                    "currency": "TRX",
+                    "network": "Tron Network",
+                }
+            ],
+        },
+    )
+    assert status == 200
+    payment = await env.payment()
+    assert payment["status"] == "suspicious" and payment["received_cents"] is None
+    # The review button of an old alert credits nothing when the amount is unknown.
+    services = h.application.bot_data.require_services()
+    outcome, _ = await services.payments.credit_reviewed(str(payment["_id"]))
+    assert outcome == "needs_amount"
+    assert await env.balance() == 0
+
+    alert = await _admin_alert(env, "needs review")
+    assert not [text for text, _ in alert.buttons if "Credit" in text]
+    [ask] = await h.press(OWNER_ID, alert, "Enter the received amount")
+    assert "at most the invoice amount $25.00" in ask.content
+    for text, expected in [
+        ("abc", "not an amount"),
+        ("-3", "not an amount"),
+        ("30", "more than the invoice amount ($25.00)"),
+        ("12.345", "2 decimal"),
+    ]:
+        [answer] = await h.say(OWNER_ID, text)
+        assert expected in answer.content, (text, answer.content)
+    assert await env.balance() == 0
+    [confirm] = await h.say(OWNER_ID, "12.34")
+    assert "Credit <b>$12.34</b>" in confirm.content or "$12.34" in confirm.content
+    data = confirm.callback_data_for("Confirm")
+    ids = []
+    for _ in range(2):  # a double tap
+        h.emulator.press_button(OWNER_ID, confirm.message_id, data)
+        ids.append(h.emulator.last_update_id)
+    for update_id in ids:
+        await h.wait_done(update_id)
+    assert "Credited $12.34" in h.emulator.message(OWNER_ID, confirm.message_id).content
+    assert await env.balance() == 1234
+    assert len(await env.ledger()) == 1
+    audit = await env.mongo.db["audit"].find({"action": "payment.credit_reviewed"}).to_list(None)
+    assert len(audit) == 1 and audit[0]["after"]["typed"] is True
+    [told] = await _customer_told(env, "Payment received")
+    assert "$12.34" in told.content
+    await env.audit_ok()
+
+
+async def test_underpaid_credited_then_paid_in_full_credits_the_difference(env: PayEnv) -> None:
+    """Underpaid $20 of $25, credited by an admin, then paid in full: the final Paid
+    callback is answered 200 and credits the missing $5 once, under its own key."""
+    track = await env.start_crypto_topup()
+    await env.oxapay.mark_underpaid(track, "20")
+    alert = await _admin_alert(env, "needs review")
+    await env.harness.press(OWNER_ID, alert, "Credit $20.00")
+    assert await env.balance() == 2000
+    deliveries = await env.oxapay.mark_paid(track, "25")
+    assert deliveries and all(d.acknowledged for d in deliveries)
+    assert await env.balance() == 2500
+    for _ in range(3):  # retries and replays change nothing
+        assert all(d.acknowledged for d in await env.oxapay.resend_callback(track))
+    services = env.harness.application.bot_data.require_services()
+    await services.payments.reconcile()
+    keys = sorted(str(e["_id"]) for e in await env.ledger())
+    assert keys == [f"topup:oxapay:{track}", f"topup:oxapay:{track}:total:2500"]
+    assert await env.balance() == 2500
+    payment = await env.payment()
+    assert payment["credited_cents"] == 2500 and not payment.get("pending_notices")
+    await _customer_told(env, "Payment received: $20.00")
+    [told] = await _customer_told(env, "Payment received: $5.00")
+    assert "$25.00" in told.content  # the new balance
+    await env.audit_ok()
+
+
+async def test_admin_credit_racing_the_paid_callback_tops_up_once(env: PayEnv) -> None:
+    """The admin's reviewed credit is written, the worker dies before the payment is
+    marked paid, then OxaPay's Paid arrives: the key holds $20, the payment is owed $25;
+    no 500 loop, the difference is credited."""
+    track = await env.start_crypto_topup()
+    await env.oxapay.mark_underpaid(track, "20")
+    payment = await env.payment()
+    services = env.harness.application.bot_data.require_storage()
+    await services.ledger.apply(
+        user_id=CUSTOMER,
+        amount_cents=2000,
+        kind="topup",
+        key=f"topup:oxapay:{track}",
+        now=payment["created_at"],
+        meta={"payment_id": str(payment["_id"]), "provider": "oxapay"},
+    )
+    deliveries = await env.oxapay.mark_paid(track, "25")
+    assert deliveries and all(d.acknowledged for d in deliveries)
+    assert await env.balance() == 2500
+    assert (await env.payment())["status"] == "paid"
+    await env.audit_ok()
+
+
+async def test_a_ledger_key_clash_alerts_admins_and_answers_ok(
+    env: PayEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clash the service cannot resolve never becomes a 500 that OxaPay retries for
+    hours: admins are alerted and the callback is answered 200 ok."""
+    track = await env.start_crypto_topup()
+    storage = env.harness.application.bot_data.require_storage()
+    entry = LedgerEntry(
+        key=f"topup:oxapay:{track}",
+        user_id=OWNER_ID,
+        amount_cents=100,
+        kind="topup",
+        seq=1,
+        created_at=(await env.payment())["created_at"],
+        meta={},
+    )
+
+    async def clash(**_: object) -> None:
+        raise LedgerKeyConflict(entry.key, entry)
+
+    monkeypatch.setattr(storage.ledger, "apply", clash)
+    deliveries = await env.oxapay.mark_paid(track)
+    assert deliveries and all(d.acknowledged for d in deliveries)
+    alert = await _admin_alert(env, "Ledger key clash")
+    assert entry.key in alert.content
+    assert await env.balance() == 0
+
+
+async def test_customer_told_after_a_crash_between_paid_and_the_notice(
+    env: PayEnv, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies after marking the payment paid and before queueing the notice: a
+    replayed callback queues it, and so does reconciliation; once."""
+    services = env.harness.application.bot_data.require_services()
+    notices = services.payments._notices
+    real = notices.topup_credited
+    crash = {"next": True}
+
+    async def dying(*args: object, **kwargs: object) -> None:
+        if crash["next"]:
+            crash["next"] = False
+            raise RuntimeError("worker killed")
+        await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(notices, "topup_credited", dying)
+    emulator = env.harness.emulator
+    track = await env.start_crypto_topup()
+    await env.oxapay.mark_paid(track)  # credited, marked paid, then the crash
+    assert await env.balance() == 2500
+    assert (await env.payment())["status"] == "paid"
+    assert all(d.acknowledged for d in await env.oxapay.resend_callback(track))
+    await _customer_told(env, "Payment received")
+
+    # Another payment whose callback is never replayed: reconciliation queues the notice.
+    crash["next"] = True
+    mark = emulator.cursor(CUSTOMER)
+    track = await env.start_crypto_topup()
+    await env.oxapay.mark_paid(track)
+    assert await env.balance() == 5000
+    clock.advance(minutes=1)
+    counts = await services.payments.reconcile()
+    assert counts.get("followup_notices") == 1
+    await emulator.wait_until(
+        lambda: any(
+            "Payment received" in m.content for m in emulator.sent_messages(CUSTOMER, since=mark)
+        ),
+        timeout=15,
+    )
+    assert await services.payments.reconcile() == {}
+    told = [m for m in emulator.sent_messages(CUSTOMER) if "Payment received" in m.content]
+    assert len(told) == 2
