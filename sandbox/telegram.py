@@ -21,7 +21,10 @@ deleteWebhook, getWebhookInfo, setWebhook (always 400), setMyCommands, getMyComm
 deleteMyCommands, setMyDescription, setMyShortDescription, close, logOut, sendMessage,
 sendChatAction, editMessageText, editMessageReplyMarkup, editMessageCaption, deleteMessage,
 answerCallbackQuery, sendDocument, sendPhoto, getFile, sendInvoice, answerPreCheckoutQuery,
-refundStarPayment. Files: ``GET /file/bot{token}/{file_path}``.
+refundStarPayment, getStarTransactions (the bot's Stars history, oldest first: a payment is
+an incoming transaction whose ``source`` is the user, a refund a later outgoing one whose
+``receiver`` is the user, with the id of the payment it refunds; ``offset``/``limit`` 1-100).
+Files: ``GET /file/bot{token}/{file_path}``.
 
 Telegram rules enforced: text 1-4096 / caption 0-1024 characters after entity parsing; strict
 ``parse_mode=HTML`` (Telegram's tags only, balanced tags, ``<``/``&`` must be escaped; stricter
@@ -40,12 +43,17 @@ Python control API (call it from the event loop that runs the server):
   history_limit=1000, clock=time.monotonic)``; ``start(host, port)``, ``stop()``,
   ``serve_forever(host, port)``, ``base_url``, ``base_file_url``, ``url``.
 * Users and updates: ``add_user``, ``send_message``, ``press_button``,
-  ``send_pre_checkout_query``, ``send_successful_payment``, ``push_update``, ``block_chat``,
-  ``unblock_chat``.
+  ``send_pre_checkout_query``, ``send_successful_payment`` (``history_index`` lists the
+  payment before transactions already there: a history that is not strictly append-only),
+  ``push_update``, ``block_chat``, ``unblock_chat``.
+* Faults: ``fail_next(method, *, after=True, status=502, description="Bad Gateway",
+  times=1)``: the next call(s) answer an error; with ``after`` the call takes effect first
+  (the answer is lost, e.g. a refund made but never confirmed), without it nothing happens.
 * Observations: ``sent_messages(chat_id=None, *, since=0)``, ``cursor(chat_id)``,
   ``message(chat_id, message_id)``, ``wait_for_messages(chat_id, count=1, *, since=0,
   timeout=5.0)``, ``wait_until(predicate, *, timeout=5.0)``, ``callback_answers``,
-  ``pre_checkout_answers``, ``charges``, ``file(file_id)``, ``bot_commands(...)``, ``stats``,
+  ``pre_checkout_answers``, ``charges``, ``star_transactions``, ``file(file_id)``,
+  ``bot_commands(...)``, ``stats``,
   ``reset_stats()``, ``set_rate_limits(...)``, ``add_chat_listener(fn)`` (``fn(chat_id)``
   on every message the bot sends or edits).
 
@@ -659,6 +667,14 @@ class PreCheckoutAnswer:
 
 
 @dataclass
+class _Fault:
+    after: bool
+    status: int
+    description: str
+    remaining: int
+
+
+@dataclass
 class Charge:
     """A successful payment injected with ``send_successful_payment``."""
 
@@ -1014,6 +1030,8 @@ class BotApiEmulator:
         self._callback_answers: deque[CallbackAnswer] = deque(maxlen=self._history_limit)
         self._pre_checkout_answers: deque[PreCheckoutAnswer] = deque(maxlen=self._history_limit)
         self._charges: dict[str, Charge] = {}
+        self._star_transactions: list[JSONDict] = []
+        self._faults: dict[str, list[_Fault]] = {}
 
         self._reset_counters()
         self._runner: web.AppRunner | None = None
@@ -1245,12 +1263,21 @@ class BotApiEmulator:
         payload: str,
         charge_id: str,
         provider_payment_charge_id: str = "",
+        history_index: int | None = None,
     ) -> int:
-        """A ``successful_payment`` service message from the user; records a refundable charge."""
+        """A ``successful_payment`` service message from the user; records a refundable charge
+        and, for Stars, an incoming transaction (at ``history_index`` if given)."""
         if charge_id in self._charges:
             raise ValueError(f"charge {charge_id!r} already exists")
         chat = self._chat_for_user(user_id)
-        self._charges[charge_id] = Charge(charge_id, user_id, currency, total_amount, payload)
+        charge = Charge(charge_id, user_id, currency, total_amount, payload)
+        self._charges[charge_id] = charge
+        if currency == "XTR":
+            entry = self._star_transaction(charge, incoming=True)
+            if history_index is None:
+                self._star_transactions.append(entry)
+            else:
+                self._star_transactions.insert(history_index, entry)
         message = self._user_message(chat)
         message["successful_payment"] = {
             "currency": currency,
@@ -1275,6 +1302,53 @@ class BotApiEmulator:
         for poll in self._polls:
             poll.wake()
         return update_id
+
+    def fail_next(
+        self,
+        method: str,
+        *,
+        after: bool = True,
+        status: int = 502,
+        description: str = "Bad Gateway",
+        times: int = 1,
+    ) -> None:
+        """The next ``times`` calls of ``method`` answer ``status``; with ``after`` the call
+        takes effect first (only its answer is lost)."""
+        entry = self._methods.get(method.lower())
+        if entry is None:
+            raise ValueError(f"unknown method {method!r}")
+        self._faults.setdefault(entry[0], []).append(
+            _Fault(after=after, status=status, description=description, remaining=max(1, times))
+        )
+
+    def _take_fault(self, name: str) -> _Fault | None:
+        queue = self._faults.get(name)
+        if not queue:
+            return None
+        fault = queue[0]
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            queue.pop(0)
+        return fault
+
+    def _star_transaction(self, charge: Charge, *, incoming: bool) -> JSONDict:
+        partner = {
+            "type": "user",
+            "transaction_type": "invoice_payment",
+            "user": self._chat_for_user(charge.user_id).user.user_json(),
+            "invoice_payload": charge.payload,
+        }
+        return {
+            "id": charge.charge_id,
+            "amount": charge.total_amount,
+            "date": int(time.time()),
+            "source" if incoming else "receiver": partner,
+        }
+
+    @property
+    def star_transactions(self) -> list[JSONDict]:
+        """The bot's Stars history as ``getStarTransactions`` lists it (oldest first)."""
+        return [dict(tx) for tx in self._star_transactions]
 
     @property
     def last_update_id(self) -> int:
@@ -1830,6 +1904,11 @@ class BotApiEmulator:
         self._requests[name] += 1
         try:
             params = await self._read_params(request)
+            fault = self._take_fault(name)
+            if fault is not None:
+                if fault.after:
+                    await handler(params)
+                raise ApiError(fault.status, fault.description)
             result = await handler(params)
         except ApiError as exc:
             if isinstance(exc, _ConflictError):
@@ -2239,6 +2318,7 @@ class BotApiEmulator:
         if charge.refunded:
             raise _bad_request("CHARGE_ALREADY_REFUNDED")
         charge.refunded = True
+        self._star_transactions.append(self._star_transaction(charge, incoming=False))
         chat = self._chat_for_user(charge.user_id)
         message = self._user_message(chat)
         message["refunded_payment"] = {
@@ -2252,41 +2332,18 @@ class BotApiEmulator:
         return True
 
     async def _m_get_star_transactions(self, p: _Params) -> Any:
-        """Incoming Stars payments, oldest first (``offset``/``limit`` 1-100), as
-        ``TransactionPartnerUser`` with the invoice payload; refunds as outgoing ones."""
-        offset = p.int_("offset") or 0
-        limit = p.int_("limit") or 100
+        """The bot's Stars transactions, oldest first: ``offset`` skips that many,
+        ``limit`` is 1-100 (default 100)."""
+        offset = p.int_("offset")
+        limit = p.int_("limit")
+        offset = 0 if offset is None else offset
+        limit = 100 if limit is None else limit
+        if offset < 0:
+            raise _bad_request("OFFSET_INVALID")
         if not 1 <= limit <= 100:
             raise _bad_request("LIMIT_INVALID")
-        transactions: list[JSONDict] = []
-        for charge in self._charges.values():
-            if charge.currency != "XTR":
-                continue
-            user = self._chat_for_user(charge.user_id).user.user_json()
-            partner = {
-                "type": "user",
-                "transaction_type": "invoice_payment",
-                "user": user,
-                "invoice_payload": charge.payload,
-            }
-            transactions.append(
-                {
-                    "id": charge.charge_id,
-                    "amount": charge.total_amount,
-                    "date": int(time.time()),
-                    "source": partner,
-                }
-            )
-            if charge.refunded:
-                transactions.append(
-                    {
-                        "id": charge.charge_id,
-                        "amount": charge.total_amount,
-                        "date": int(time.time()),
-                        "receiver": partner,
-                    }
-                )
-        return {"transactions": transactions[offset : offset + limit]}
+        chunk = self._star_transactions[offset : offset + limit]
+        return {"transactions": [dict(tx) for tx in chunk]}
 
     # ------------------------------------------------------------------ HTTP: control API
 

@@ -435,6 +435,66 @@ async def test_pre_checkout_payment_and_refund(emu: BotApiEmulator, bot: Bot) ->
     assert refund.message.refunded_payment.telegram_payment_charge_id == "ch_1"
 
 
+async def test_star_transactions_follow_the_bot_api(emu: BotApiEmulator, bot: Bot) -> None:
+    """Oldest first; a refund is a new, outgoing transaction (``receiver`` = the user) with
+    the id of the payment it refunds, listed when it happens; offset/limit 1-100."""
+    from telegram import TransactionPartnerUser
+
+    for n in range(3):
+        emu.send_successful_payment(
+            UID, currency="XTR", total_amount=10 + n, payload=f"p-{n}", charge_id=f"ch_{n}"
+        )
+    assert await bot.refund_star_payment(UID, "ch_0") is True
+    emu.send_successful_payment(
+        UID, currency="XTR", total_amount=99, payload="p-3", charge_id="ch_3"
+    )
+    page = await bot.get_star_transactions()
+    listed = [(tx.id, tx.source is not None, tx.amount) for tx in page.transactions]
+    assert listed == [
+        ("ch_0", True, 10),
+        ("ch_1", True, 11),
+        ("ch_2", True, 12),
+        ("ch_0", False, 10),  # the refund, after what came before it
+        ("ch_3", True, 99),
+    ]
+    refund = page.transactions[3]
+    assert isinstance(refund.receiver, TransactionPartnerUser)
+    assert refund.receiver.user.id == UID and refund.receiver.invoice_payload == "p-0"
+    dates = [tx.date for tx in page.transactions]
+    assert dates == sorted(dates)
+    assert dates == [tx.date for tx in (await bot.get_star_transactions()).transactions]
+    paged = await bot.get_star_transactions(offset=1, limit=2)
+    assert [tx.id for tx in paged.transactions] == ["ch_1", "ch_2"]
+    assert (await bot.get_star_transactions(offset=5)).transactions == ()
+    for bad in ({"limit": 0}, {"limit": 101}, {"offset": -1}):
+        with pytest.raises(BadRequest):
+            await bot.get_star_transactions(**bad)
+    # A fault knob: a transaction listed before ones already there (history not append-only).
+    emu.send_successful_payment(
+        UID, currency="XTR", total_amount=5, payload="late", charge_id="ch_late", history_index=1
+    )
+    ids = [tx.id for tx in (await bot.get_star_transactions()).transactions]
+    assert ids == ["ch_0", "ch_late", "ch_1", "ch_2", "ch_0", "ch_3"]
+
+
+async def test_fail_next_loses_the_answer_or_refuses(emu: BotApiEmulator, bot: Bot) -> None:
+    from telegram.error import NetworkError
+
+    emu.send_successful_payment(UID, currency="XTR", total_amount=7, payload="p", charge_id="c1")
+    emu.fail_next("refundStarPayment", after=True)  # refunded, but the answer is a 502
+    with pytest.raises(NetworkError):
+        await bot.refund_star_payment(UID, "c1")
+    assert [c.refunded for c in emu.charges] == [True]
+    emu.send_successful_payment(UID, currency="XTR", total_amount=7, payload="p", charge_id="c2")
+    emu.fail_next("refundStarPayment", after=False)  # failed before doing anything
+    with pytest.raises(NetworkError):
+        await bot.refund_star_payment(UID, "c2")
+    assert [c.refunded for c in emu.charges] == [True, False]
+    assert await bot.refund_star_payment(UID, "c2") is True
+    with pytest.raises(ValueError):
+        emu.fail_next("noSuchMethod")
+
+
 async def test_callback_query_and_answer(emu: BotApiEmulator, bot: Bot) -> None:
     msg = await bot.send_message(UID, "Choose", reply_markup=keyboard(("Ground", "svc:ground")))
     sent = emu.message(UID, msg.message_id)
