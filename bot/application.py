@@ -406,6 +406,10 @@ def _topup_config(settings: Settings, *, crypto_enabled: bool) -> TopUpConfig:
         stars_lifetime_minutes=pay.stars.invoice_lifetime_minutes,
         stale_after=timedelta(minutes=pay.stale_after_minutes),
         escalate_after=timedelta(hours=pay.escalate_after_hours),
+        stars_max_pages=pay.stars.reconcile_max_pages,
+        stars_overlap=pay.stars.history_overlap,
+        stars_refund_retry_after=timedelta(seconds=pay.stars.refund_retry_after_seconds),
+        stars_refund_alert_after=timedelta(minutes=pay.stars.refund_unknown_alert_minutes),
     )
 
 

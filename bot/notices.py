@@ -101,6 +101,41 @@ class BotNotices:
             reply_markup=button_markup([[button]]),
         )
 
+    def _stars_common(self, lang: str, payment: Document) -> dict[str, object]:
+        return {
+            "payment_id": str(payment["_id"]),
+            "user_id": payment["user_id"],
+            "charge_id": str(payment.get("provider_ref", "-")),
+            "amount": self._i18n.money(lang, int(payment.get("credited_cents") or 0)),
+        }
+
+    async def stars_refund_unknown(self, payment: Document, minutes: int) -> None:
+        lang = self._i18n.default
+        text = self._i18n.t(
+            lang, "admin.stars_refund.unknown_alert", minutes=minutes,
+            **self._stars_common(lang, payment),
+        )
+        attempt = int(payment.get("refund_attempts") or 0)
+        await self._notifier.alert_admins(
+            text, dedup_key=f"stars-refund-unknown:{payment['_id']}:{attempt}"
+        )
+
+    async def stars_refund_settled(self, payment: Document) -> None:
+        lang = self._i18n.default
+        text = self._i18n.t(
+            lang, "admin.stars_refund.settled", **self._stars_common(lang, payment)
+        )
+        await self._notifier.alert_admins(text, dedup_key=f"stars-refund-settled:{payment['_id']}")
+
+    async def stars_refund_unexpected(self, payment: Document) -> None:
+        lang = self._i18n.default
+        text = self._i18n.t(
+            lang, "admin.stars_refund.unexpected", **self._stars_common(lang, payment)
+        )
+        await self._notifier.alert_admins(
+            text, dedup_key=f"stars-refund-unexpected:{payment['_id']}"
+        )
+
     async def ledger_conflict(self, payment: Document, key: str, detail: str) -> None:
         i18n = self._i18n
         lang = i18n.default

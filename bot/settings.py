@@ -130,6 +130,14 @@ class StarsSettings(_Section):
     enabled: bool = True
     stars_per_usd: int = Field(77, ge=1)
     invoice_lifetime_minutes: int = Field(60, ge=1)
+    # getStarTransactions pages (100 each) read per reconciliation run.
+    reconcile_max_pages: int = Field(10, ge=1, le=100)
+    # Transactions re-read each run (their ids are kept) to catch a history that changed.
+    history_overlap: int = Field(200, ge=1, le=1000)
+    # A refund with no answer from Telegram may be retried (/refundstars) after this.
+    refund_retry_after_seconds: int = Field(300, ge=30)
+    # Admins are alerted about a refund still unknown after this.
+    refund_unknown_alert_minutes: int = Field(30, ge=1)
 
 
 class PaymentsSettings(_Section):

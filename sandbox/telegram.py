@@ -44,7 +44,8 @@ Python control API (call it from the event loop that runs the server):
   ``serve_forever(host, port)``, ``base_url``, ``base_file_url``, ``url``.
 * Users and updates: ``add_user``, ``send_message``, ``press_button``,
   ``send_pre_checkout_query``, ``send_successful_payment`` (``history_index`` lists the
-  payment before transactions already there: a history that is not strictly append-only),
+  payment before transactions already there: a history that is not strictly append-only;
+  ``deliver=False`` loses its update),
   ``push_update``, ``block_chat``, ``unblock_chat``.
 * Faults: ``fail_next(method, *, after=True, status=502, description="Bad Gateway",
   times=1)``: the next call(s) answer an error; with ``after`` the call takes effect first
@@ -1264,9 +1265,12 @@ class BotApiEmulator:
         charge_id: str,
         provider_payment_charge_id: str = "",
         history_index: int | None = None,
+        deliver: bool = True,
     ) -> int:
         """A ``successful_payment`` service message from the user; records a refundable charge
-        and, for Stars, an incoming transaction (at ``history_index`` if given)."""
+        and, for Stars, an incoming transaction (at ``history_index`` if given). With
+        ``deliver=False`` the update never reaches the bot (lost with a worker, say): only
+        the history shows the payment; returns 0."""
         if charge_id in self._charges:
             raise ValueError(f"charge {charge_id!r} already exists")
         chat = self._chat_for_user(user_id)
@@ -1278,6 +1282,8 @@ class BotApiEmulator:
                 self._star_transactions.append(entry)
             else:
                 self._star_transactions.insert(history_index, entry)
+        if not deliver:
+            return 0
         message = self._user_message(chat)
         message["successful_payment"] = {
             "currency": currency,

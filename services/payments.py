@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -101,6 +101,12 @@ class PaymentNotices(Protocol):
 
     async def stale_payment(self, payment: Document, *, escalation: bool) -> None: ...
 
+    async def stars_refund_unknown(self, payment: Document, minutes: int) -> None: ...
+
+    async def stars_refund_settled(self, payment: Document) -> None: ...
+
+    async def stars_refund_unexpected(self, payment: Document) -> None: ...
+
 
 @dataclass(frozen=True)
 class TopUpConfig:
@@ -116,6 +122,12 @@ class TopUpConfig:
     stars_lifetime_minutes: int
     stale_after: timedelta
     escalate_after: timedelta
+    # Stars history: pages read per run, keys remembered to re-read (the overlap window).
+    stars_max_pages: int = 10
+    stars_overlap: int = 200
+    # A Stars refund with no answer may be retried after this; admins are alerted after.
+    stars_refund_retry_after: timedelta = timedelta(minutes=5)
+    stars_refund_alert_after: timedelta = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -131,12 +143,33 @@ class CreatedTopUp:
 
 @dataclass(frozen=True)
 class StarsTransaction:
-    """An incoming Stars payment as Telegram's ``getStarTransactions`` lists it."""
+    """One entry of the bot's Stars history as Telegram's ``getStarTransactions`` lists it:
+    incoming (a payment; ``tx_id`` is its charge id) or outgoing (a refund, with the id of
+    the payment it refunds). ``user_id`` is None for partners that are not users."""
 
-    charge_id: str
-    user_id: int
+    tx_id: str
+    incoming: bool
+    user_id: int | None
     payload: str
     amount: int
+
+    @property
+    def key(self) -> str:
+        """Unique in the history: a refund shares its payment's id."""
+        return f"{'in' if self.incoming else 'out'}:{self.tx_id}"
+
+
+# Reads ``limit`` transactions from ``offset``; None when Telegram could not be asked.
+StarsHistory = Callable[[int, int], Awaitable[Sequence[StarsTransaction] | None]]
+STARS_PAGE = 100
+
+
+class StarsRefundRefused(Exception):
+    """Telegram answered the refund with a refusal: nothing was refunded."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -747,16 +780,110 @@ class PaymentService:
             payment = {**payment, "provider_ref": charge_id}
         return await self._credit(payment, payment["amount_cents"], now=now)
 
-    async def reconcile_stars(self, payments: list[StarsTransaction]) -> dict[str, int]:
-        """Credits Stars payments Telegram reports but whose update never got handled
-        (a worker killed with the update in flight). Same idempotent path, same key."""
+    async def reconcile_stars(
+        self, history: StarsHistory, *, legacy_offset: int = 0
+    ) -> dict[str, int]:
+        """Reads the Stars history Telegram keeps (oldest first) from where it was read
+        last: credits payments whose update was never handled, settles refunds whose
+        answer was lost, then alerts admins about refunds that stay unknown.
+
+        The cursor is what was seen, not only a count: the keys of the last
+        ``stars_overlap`` transactions are kept and re-read each run. Transactions added
+        inside that window are found (they are not among the keys); a history changed
+        before it (the remembered keys no longer where they were) is read again from the
+        start. Every effect is idempotent, so reading a transaction twice is harmless."""
         counts: dict[str, int] = {}
-        for tx in payments:
-            if not tx.payload.startswith(STARS_PAYLOAD_PREFIX):
+        cursor = await self._payments.stars_cursor()
+        overlap = self._config.stars_overlap
+        if cursor is None:
+            offset, window = legacy_offset, []
+        else:
+            offset = int(cursor.get("offset") or 0)
+            window = [str(key) for key in cursor.get("window") or []][-overlap:]
+        start = max(0, offset - len(window))
+        read: list[StarsTransaction] = []
+        complete = True
+        for _ in range(self._config.stars_max_pages):
+            page = await history(start + len(read), STARS_PAGE)
+            if page is None:
+                counts["history_unavailable"] = 1
+                complete = False
+                break
+            read.extend(page)
+            if len(page) < STARS_PAGE:
+                break
+        keys = [tx.key for tx in read]
+        seen = set(window)
+        for tx in read:
+            if tx.key in seen:
                 continue
-            outcome = await self.on_stars_paid(tx.user_id, tx.payload, tx.charge_id, tx.amount)
-            counts[str(outcome)] = counts.get(str(outcome), 0) + 1
+            outcome = await self._apply_stars_transaction(tx)
+            counts[outcome] = counts.get(outcome, 0) + 1
+        now = self._clock()
+        aligned = not window or _starts_with_in_order(keys, window)
+        if not aligned and complete:
+            # An entry was inserted or removed before what we had read: what moved past
+            # the window cannot be told apart, so read it all again (idempotently).
+            _LOGGER.warning("the Stars history changed before the cursor; reading it again")
+            counts["history_changed"] = 1
+            await self._payments.save_stars_cursor(offset=0, window=[], now=now)
+        elif aligned and (read or cursor is None):
+            await self._payments.save_stars_cursor(
+                offset=start + len(read), window=keys[-overlap:], now=now
+            )
+        alerted = await self._alert_unsettled_refunds()
+        if alerted:
+            counts["refund_unknown_alerted"] = alerted
         return counts
+
+    async def _apply_stars_transaction(self, tx: StarsTransaction) -> str:
+        if tx.incoming:
+            if tx.user_id is None or not tx.payload.startswith(STARS_PAYLOAD_PREFIX):
+                return "ignored"
+            return str(await self.on_stars_paid(tx.user_id, tx.payload, tx.tx_id, tx.amount))
+        return await self.on_stars_refund_seen(tx.tx_id)
+
+    async def on_stars_refund_seen(self, charge_id: str) -> str:
+        """Telegram's history shows the payment ``charge_id`` refunded."""
+        payment = await self._payments.by_ref(STARS, charge_id)
+        if payment is None or payment["status"] not in ("paid", "refunded"):
+            return "ignored"
+        if payment["status"] == "refunded":
+            return "already_refunded"
+        started = payment.get("refund_started_at")
+        if started is None:
+            # Refunded without us: the customer has the Stars back and keeps the credit.
+            _LOGGER.error("a Stars refund this bot did not make; admins alerted")
+            await self._notices.stars_refund_unexpected(payment)
+            return "refund_unexpected"
+        now = self._clock()
+        done = await self._payments.transition(
+            payment["_id"],
+            from_statuses=["paid"],
+            to_status="refunded",
+            now=now,
+            fields={"refunded_at": now, "refund_state": "confirmed"},
+        )
+        if done is None:
+            return "already_refunded"
+        if payment.get("refund_state") == "unknown" or (
+            now - started >= self._config.stars_refund_retry_after
+        ):
+            await self._notices.stars_refund_settled(done)  # someone was left wondering
+        return "refund_settled"
+
+    async def _alert_unsettled_refunds(self, *, limit: int = 50) -> int:
+        """One alert per refund attempt whose outcome stays unknown past the bound."""
+        now = self._clock()
+        after = self._config.stars_refund_alert_after
+        alerted = 0
+        for payment in await self._payments.refunds_unsettled(
+            started_before=now - after, limit=limit
+        ):
+            if await self._payments.claim_refund_alert(payment["_id"], now=now):
+                await self._notices.stars_refund_unknown(payment, int(after.total_seconds() // 60))
+                alerted += 1
+        return alerted
 
     async def _stars_payment(self, payload: str) -> Document | None:
         if not payload.startswith(STARS_PAYLOAD_PREFIX):
@@ -774,10 +901,16 @@ class PaymentService:
         payment_id: str,
         refund: Callable[[int, str], Awaitable[Any]],
     ) -> tuple[str, Document | None]:
-        """Debits the ledger once, then asks Telegram to refund; compensates if it fails.
+        """Debits the ledger once, then asks Telegram to refund.
+
+        ``refund`` returns when Telegram refunded (or says it already had), raises
+        ``StarsRefundRefused`` when Telegram refused (the debit is compensated), and
+        anything else means the outcome is unknown: the debit stands, the refund stays
+        in progress and is settled from Telegram's history (``reconcile_stars``), or by
+        running this again, which retries the same attempt without a second debit.
 
         Returns ``(result, payment)``; result is refunded, already_refunded, not_found,
-        not_paid, in_progress or insufficient_balance.
+        not_paid, in_progress, insufficient_balance, refused:<reason> or unknown.
         """
         oid = parse_payment_id(payment_id)
         payment = await self._payments.get(oid) if oid else None
@@ -790,6 +923,13 @@ class PaymentService:
         now = self._clock()
         claimed = await self._payments.claim_refund(payment["_id"], now=now)
         if claimed is None:
+            claimed = await self._payments.claim_refund_retry(
+                payment["_id"], started_before=now - self._config.stars_refund_retry_after, now=now
+            )
+        if claimed is None:
+            fresh = await self._payments.get(payment["_id"])
+            if fresh is not None and fresh["status"] == "refunded":
+                return "already_refunded", fresh
             return "in_progress", payment
         charge_id = str(payment["provider_ref"])
         attempt = int(claimed["refund_attempts"])
@@ -809,8 +949,9 @@ class PaymentService:
             return "insufficient_balance", payment
         try:
             await refund(payment["user_id"], charge_id)
-        except Exception:
-            # Telegram did not refund: give the money back, keyed to this attempt.
+        except StarsRefundRefused as exc:
+            # Telegram said no: nothing was refunded; give the money back, keyed to this
+            # attempt (a later attempt debits under its own key).
             await self._ledger.apply(
                 user_id=payment["user_id"],
                 amount_cents=amount,
@@ -820,12 +961,30 @@ class PaymentService:
                 meta=meta,
             )
             await self._payments.release_refund(payment["_id"])
-            raise
+            return f"refused:{exc.reason}", payment
+        except Exception as exc:
+            # No answer (a timeout, a 5xx, a dropped connection): Telegram may well have
+            # refunded. Compensating now could leave the customer both the Stars and the
+            # balance, so the debit stands until the history tells.
+            _LOGGER.warning("Stars refund outcome unknown: %s", type(exc).__name__)
+            await self._payments.mark_refund_unknown(payment["_id"], now=self._clock())
+            return "unknown", await self._payments.get(payment["_id"])
         done = await self._payments.transition(
             payment["_id"],
             from_statuses=["paid"],
             to_status="refunded",
             now=now,
-            fields={"refunded_at": now},
+            fields={"refunded_at": now, "refund_state": "done"},
         )
+        if done is None:  # settled meanwhile from Telegram's history
+            done = await self._payments.get(payment["_id"])
         return "refunded", done
+
+
+def _starts_with_in_order(keys: list[str], window: list[str]) -> bool:
+    """True when ``keys`` starts with ``window[0]`` and holds all of ``window`` in order
+    (entries may have been added between them, none removed or moved before them)."""
+    if not keys or keys[0] != window[0]:
+        return False
+    remaining = iter(keys)
+    return all(key in remaining for key in window)

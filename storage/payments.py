@@ -27,12 +27,14 @@ from storage.client import Document, aggregate
 
 OPEN_STATUSES = ("creating", "pending")
 CREDITABLE_FROM = ("creating", "pending", "cancelled", "expired", "failed")
+STARS_CURSOR_ID = "stars_cursor"  # in ``settings``: how far the Stars history was read
 
 
 class PaymentsRepo:
     def __init__(self, db: Any) -> None:
         self.col = db["payments"]
         self.events = db["payment_events"]
+        self.settings = db["settings"]
 
     async def create(self, doc: Document) -> Document:
         doc = {"_id": ObjectId(), **doc}
@@ -163,17 +165,90 @@ class PaymentsRepo:
         )
         return [doc async for doc in cursor]
 
+    # -- Stars refunds ----------------------------------------------------------------------
+
     async def claim_refund(self, payment_id: ObjectId, *, now: datetime) -> Document | None:
         """Marks a paid payment as being refunded; only one refund runs at a time."""
         doc: Document | None = await self.col.find_one_and_update(
             {"_id": payment_id, "status": "paid", "refund_started_at": None},
-            {"$set": {"refund_started_at": now}, "$inc": {"refund_attempts": 1}},
+            {
+                "$set": {
+                    "refund_started_at": now,
+                    "refund_state": "started",
+                    "refund_unknown_alerted_at": None,
+                },
+                "$inc": {"refund_attempts": 1},
+            },
             return_document=ReturnDocument.AFTER,
         )
         return doc
 
+    async def claim_refund_retry(
+        self, payment_id: ObjectId, *, started_before: datetime, now: datetime
+    ) -> Document | None:
+        """Takes over a refund whose outcome is unknown (Telegram's answer was lost) or
+        that started before ``started_before`` and never finished (a crash between the
+        debit and the call): the same attempt is tried again."""
+        doc: Document | None = await self.col.find_one_and_update(
+            {
+                "_id": payment_id,
+                "status": "paid",
+                "refund_started_at": {"$ne": None},
+                "$or": [
+                    {"refund_state": "unknown"},
+                    {"refund_started_at": {"$lte": started_before}},
+                ],
+            },
+            {"$set": {"refund_started_at": now, "refund_state": "started"}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc
+
+    async def mark_refund_unknown(self, payment_id: ObjectId, *, now: datetime) -> None:
+        await self.col.update_one(
+            {"_id": payment_id, "status": "paid", "refund_started_at": {"$ne": None}},
+            {"$set": {"refund_state": "unknown", "refund_unknown_at": now}},
+        )
+
     async def release_refund(self, payment_id: ObjectId) -> None:
-        await self.col.update_one({"_id": payment_id}, {"$set": {"refund_started_at": None}})
+        await self.col.update_one(
+            {"_id": payment_id, "status": "paid"},
+            {"$set": {"refund_started_at": None, "refund_state": None}},
+        )
+
+    async def refunds_unsettled(self, *, started_before: datetime, limit: int) -> list[Document]:
+        """Stars refunds started before ``started_before`` and still not settled, whose
+        admins were not alerted yet."""
+        cursor = self.col.find(
+            {
+                "refund_started_at": {"$lte": started_before},
+                "status": "paid",
+                "refund_unknown_alerted_at": None,
+            }
+        ).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def claim_refund_alert(self, payment_id: ObjectId, *, now: datetime) -> bool:
+        result = await self.col.update_one(
+            {"_id": payment_id, "status": "paid", "refund_unknown_alerted_at": None},
+            {"$set": {"refund_unknown_alerted_at": now}},
+        )
+        return bool(result.modified_count)
+
+    # -- the Stars history cursor ------------------------------------------------------------
+
+    async def stars_cursor(self) -> Document | None:
+        doc: Document | None = await self.settings.find_one({"_id": STARS_CURSOR_ID})
+        return doc
+
+    async def save_stars_cursor(self, *, offset: int, window: list[str], now: datetime) -> None:
+        """``offset``: transactions read; ``window``: the keys of the last ones read, in
+        order (bounded by the caller), re-read next time to detect a changed history."""
+        await self.settings.update_one(
+            {"_id": STARS_CURSOR_ID},
+            {"$set": {"offset": offset, "window": window, "updated_at": now}},
+            upsert=True,
+        )
 
     async def set_fields(self, payment_id: ObjectId, fields: dict[str, Any]) -> None:
         await self.col.update_one({"_id": payment_id}, {"$set": fields})

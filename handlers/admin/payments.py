@@ -11,6 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from telegram import InlineKeyboardMarkup, Update
+from telegram.error import BadRequest, Forbidden, RetryAfter
 from telegram.ext import (
     BaseHandler,
     CallbackQueryHandler,
@@ -27,7 +28,7 @@ from conversations.common import cancel_handlers, conversation_key, leave_others
 from handlers.admin.access import ALL_ROLES, MANAGERS, admin_filter, requires, role_of
 from handlers.common import ack, lang_of, reply
 from services.amounts import AmountError, AmountLimits, parse_amount
-from services.payments import Outcome, TopUpError
+from services.payments import Outcome, StarsRefundRefused, TopUpError
 from storage.client import Document
 
 NAME = "admin_payment"
@@ -275,9 +276,26 @@ async def recheck(update: Update, context: BotContext) -> None:
     await reply(update, context, context.i18n.t(lang, "admin.payments.rechecked", outcome=outcome))
 
 
+async def _refund_through_telegram(context: BotContext, user_id: int, charge_id: str) -> None:
+    """``refundStarPayment``, its answer translated for the service: returns when refunded
+    (or already refunded: an earlier attempt whose answer was lost did it), raises
+    ``StarsRefundRefused`` when Telegram answered no; any other error is an unknown outcome
+    (a timeout or a 5xx may come after the refund was made)."""
+    try:
+        await context.bot.refund_star_payment(user_id, charge_id)
+    except BadRequest as exc:
+        if "CHARGE_ALREADY_REFUNDED" in exc.message.upper():
+            return
+        raise StarsRefundRefused(exc.message) from exc
+    except (Forbidden, RetryAfter) as exc:
+        # Answered before anything was done: blocked, or flood control.
+        raise StarsRefundRefused(type(exc).__name__) from exc
+
+
 @requires(MANAGERS)
 async def refund_stars(update: Update, context: BotContext) -> None:
-    """/refundstars <payment id>: refunds a Stars payment while the balance covers it."""
+    """/refundstars <payment id>: refunds a Stars payment while the balance covers it; run
+    again on a refund whose outcome is unknown, it retries that refund (no second debit)."""
     admin = update.effective_user
     assert admin is not None
     lang = lang_of(update, context)
@@ -288,19 +306,39 @@ async def refund_stars(update: Update, context: BotContext) -> None:
     payment_id = context.args[0]
 
     async def telegram_refund(user_id: int, charge_id: str) -> None:
-        await context.bot.refund_star_payment(user_id, charge_id)
+        await _refund_through_telegram(context, user_id, charge_id)
 
     result, payment = await context.services.payments.refund_stars(payment_id, telegram_refund)
+    if result in ("refunded", "unknown") and payment is not None:
+        await context.services.audit.record(
+            admin.id,
+            "payment.refund_stars",
+            f"payment:{payment_id}",
+            before={"status": "paid"},
+            after={"status": payment["status"], "refund_state": payment.get("refund_state")},
+        )
+    if result == "unknown" and payment is not None:
+        minutes = context.services.payments.config.stars_refund_alert_after.total_seconds()
+        text = i18n.t(
+            lang,
+            "admin.refund_stars.unknown",
+            payment_id=payment_id,
+            amount=i18n.money(lang, int(payment["credited_cents"])),
+            minutes=int(minutes // 60),
+        )
+        await reply(update, context, text)
+        return
+    if result.startswith("refused:"):
+        reason = result.split(":", 1)[1]
+        await reply(
+            update,
+            context,
+            i18n.t(lang, "admin.refund_stars.refused", payment_id=payment_id, reason=reason),
+        )
+        return
     if result != "refunded" or payment is None:
         await reply(update, context, i18n.t(lang, "admin.refund_stars.failed", reason=result))
         return
-    await context.services.audit.record(
-        admin.id,
-        "payment.refund_stars",
-        f"payment:{payment_id}",
-        before={"status": "paid"},
-        after={"status": "refunded"},
-    )
     text = i18n.t(
         lang,
         "admin.refund_stars.done",

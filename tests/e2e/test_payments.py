@@ -3,6 +3,7 @@ and Telegram Stars through the emulator."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -567,3 +568,157 @@ async def test_customer_told_after_a_crash_between_paid_and_the_notice(
     assert await services.payments.reconcile() == {}
     told = [m for m in emulator.sent_messages(CUSTOMER) if "Payment received" in m.content]
     assert len(told) == 2
+
+
+async def _paid_stars(
+    env: PayEnv, charge_id: str, *, deliver: bool = True, history_index: int | None = None
+) -> dict[str, object]:
+    """A Stars top-up of $10 paid with ``charge_id`` (its update lost unless ``deliver``)."""
+    h = env.harness
+    services = h.application.bot_data.require_services()
+    created = await services.payments.create_stars_topup(CUSTOMER, 1000)
+    update_id = h.emulator.send_successful_payment(
+        CUSTOMER,
+        currency="XTR",
+        total_amount=created.stars,
+        payload=created.payload,
+        charge_id=charge_id,
+        deliver=deliver,
+        history_index=history_index,
+    )
+    if deliver:
+        await h.wait_done(update_id)
+    doc = await env.mongo.db["payments"].find_one({"order_id": created.payload})
+    assert doc is not None
+    return dict(doc)
+
+
+async def _run_job(env: PayEnv, name: str) -> None:
+    app = env.harness.application
+    assert app.job_queue is not None
+    [job] = app.job_queue.get_jobs_by_name(name)
+    await job.run(app)
+
+
+async def test_stars_refund_whose_answer_is_lost_is_settled_from_the_history(
+    env: PayEnv,
+) -> None:
+    """Telegram refunds, then the answer is lost (a 502): the debit is not compensated
+    (the customer got the Stars back); the job confirms the refund from the history."""
+    h = env.harness
+    payment = await _paid_stars(env, "ch_lost")
+    assert await env.balance() == 1000
+    h.emulator.fail_next("refundStarPayment", after=True)
+    [answer] = await h.say(OWNER_ID, f"/refundstars {payment['_id']}")
+    assert "did not answer" in answer.content
+    assert [c.refunded for c in h.emulator.charges] == [True]
+    assert await env.balance() == 0  # debited once, not given back
+    await _run_job(env, "payments:reconcile-stars")
+    assert (await env.payment())["status"] == "refunded"
+    assert await env.balance() == 0
+    kinds = sorted(str(e["kind"]) for e in await env.ledger())
+    assert kinds == ["refund", "topup"]
+    await env.audit_ok()
+
+
+async def test_stars_refund_refused_by_telegram_is_compensated(env: PayEnv) -> None:
+    h = env.harness
+    payment = await _paid_stars(env, "ch_refused")
+    h.emulator.fail_next(
+        "refundStarPayment", after=False, status=400, description="Bad Request: CHARGE_NOT_FOUND"
+    )
+    [answer] = await h.say(OWNER_ID, f"/refundstars {payment['_id']}")
+    assert "refused" in answer.content and "given back" in answer.content
+    assert await env.balance() == 1000
+    assert (await env.payment())["status"] == "paid"
+    assert not (await env.payment())["refund_started_at"]
+    [done] = await h.say(OWNER_ID, f"/refundstars {payment['_id']}")  # may be tried again
+    assert "refunded" in done.content
+    assert await env.balance() == 0
+    await env.audit_ok()
+
+
+async def test_stars_refund_never_made_alerts_admins_and_retries_without_a_second_debit(
+    env: PayEnv, clock: FakeClock
+) -> None:
+    """No answer and no refund made (a 502 before Telegram acted): the debit stands, the
+    history never shows a refund, admins are alerted after the bound, and /refundstars
+    again retries the same attempt: refunded, debited once."""
+    h = env.harness
+    payment = await _paid_stars(env, "ch_never")
+    h.emulator.fail_next("refundStarPayment", after=False)
+    [answer] = await h.say(OWNER_ID, f"/refundstars {payment['_id']}")
+    assert "did not answer" in answer.content
+    assert [c.refunded for c in h.emulator.charges] == [False]
+    assert await env.balance() == 0
+    await _run_job(env, "payments:reconcile-stars")
+    assert (await env.payment())["status"] == "paid"  # still unknown: nothing in the history
+    clock.advance(minutes=31)
+    await _run_job(env, "payments:reconcile-stars")
+    await _run_job(env, "payments:reconcile-stars")  # alerted once
+    alert = await _admin_alert(env, "Stars refund unknown")
+    assert f"/refundstars {payment['_id']}" in alert.content
+    alerts = [
+        m for m in h.emulator.sent_messages(OWNER_ID) if "Stars refund unknown" in m.content
+    ]
+    assert len(alerts) == 1
+    [done] = await h.say(OWNER_ID, f"/refundstars {payment['_id']}")
+    assert "refunded" in done.content
+    assert [c.refunded for c in h.emulator.charges] == [True]
+    assert await env.balance() == 0
+    refunds = [e for e in await env.ledger() if e["kind"] == "refund"]
+    assert len(refunds) == 1  # the retry reused the attempt's debit
+    await env.audit_ok()
+
+
+async def test_stars_refund_interrupted_between_debit_and_call_is_recoverable(
+    env: PayEnv, clock: FakeClock
+) -> None:
+    """The worker dies after the debit, before refundStarPayment: not "in progress"
+    forever. After the retry bound the same attempt is retried; before it, it waits."""
+    h = env.harness
+    payment = await _paid_stars(env, "ch_crash")
+    services = h.application.bot_data.require_services()
+
+    async def killed(user_id: int, charge_id: str) -> None:
+        raise asyncio.CancelledError  # the task dies with the worker
+
+    with pytest.raises(asyncio.CancelledError):
+        await services.payments.refund_stars(str(payment["_id"]), killed)
+    assert await env.balance() == 0
+    [busy] = await h.say(OWNER_ID, f"/refundstars {payment['_id']}")
+    assert "in_progress" in busy.content
+    clock.advance(minutes=6)
+    [done] = await h.say(OWNER_ID, f"/refundstars {payment['_id']}")
+    assert "refunded" in done.content
+    assert await env.balance() == 0
+    assert len([e for e in await env.ledger() if e["kind"] == "refund"]) == 1
+    clock.advance(minutes=60)
+    await _run_job(env, "payments:reconcile-stars")
+    assert not [m for m in h.emulator.sent_messages(OWNER_ID) if "unknown" in m.content]
+    await env.audit_ok()
+
+
+async def test_stars_reconciliation_survives_a_history_that_is_not_append_only(
+    env: PayEnv,
+) -> None:
+    """Payments whose updates were lost are credited from getStarTransactions, also one
+    listed before transactions the job had already read."""
+    h = env.harness
+    await _run_job(env, "payments:reconcile-stars")
+    first = await _paid_stars(env, "ch_a", deliver=False)
+    await _run_job(env, "payments:reconcile-stars")
+    assert await env.balance() == 1000
+    # Telegram lists it first (e.g. dated earlier), before what the job has read.
+    early = await _paid_stars(env, "ch_b", deliver=False, history_index=0)
+    assert [tx["id"] for tx in h.emulator.star_transactions] == ["ch_b", "ch_a"]
+    late = await _paid_stars(env, "ch_c", deliver=False)
+    await _run_job(env, "payments:reconcile-stars")
+    await _run_job(env, "payments:reconcile-stars")
+    for charge, doc in (("ch_a", first), ("ch_b", early), ("ch_c", late)):
+        payment = await env.mongo.db["payments"].find_one({"_id": doc["_id"]})
+        assert payment is not None and payment["status"] == "paid", charge
+    assert await env.balance() == 3000
+    keys = [str(e["_id"]) for e in await env.ledger()]
+    assert sorted(keys) == ["topup:stars:ch_a", "topup:stars:ch_b", "topup:stars:ch_c"]
+    await env.audit_ok()
