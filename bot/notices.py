@@ -136,6 +136,23 @@ class BotNotices:
             text, dedup_key=f"stars-refund-unexpected:{payment['_id']}"
         )
 
+    async def topup_overpaid(self, payment: Document, received_cents: int) -> None:
+        i18n = self._i18n
+        lang = i18n.default
+        text = i18n.t(
+            lang,
+            "admin.payment.overpaid",
+            user_id=payment["user_id"],
+            provider=payment["provider"],
+            ref=str(payment.get("provider_ref", "-")),
+            payment_id=str(payment["_id"]),
+            received=i18n.money(lang, received_cents),
+            amount=i18n.money(lang, int(payment["amount_cents"])),
+        )
+        await self._notifier.alert_admins(
+            text, dedup_key=f"overpaid:{payment['_id']}:{received_cents}"
+        )
+
     async def ledger_conflict(self, payment: Document, key: str, detail: str) -> None:
         i18n = self._i18n
         lang = i18n.default

@@ -99,6 +99,8 @@ class PaymentNotices(Protocol):
 
     async def ledger_conflict(self, payment: Document, key: str, detail: str) -> None: ...
 
+    async def topup_overpaid(self, payment: Document, received_cents: int) -> None: ...
+
     async def stale_payment(self, payment: Document, *, escalation: bool) -> None: ...
 
     async def stars_refund_unknown(self, payment: Document, minutes: int) -> None: ...
@@ -356,10 +358,12 @@ class PaymentService:
             # A replay (the customer may never have been told) or a later, larger payment.
             await self._deliver_notices(payment)
             if status in PAID_STATUSES:
-                target = paid_amount_cents
-                if target is None:
-                    target = payment["amount_cents"]  # "paid": in full, by the provider's word
-                return await self._credit_more(payment, target, now=now)
+                invoice = int(payment["amount_cents"])
+                target = invoice if paid_amount_cents is None else paid_amount_cents
+                if target > invoice and target > int(payment.get("credited_cents") or 0):
+                    # More than the invoice: like a first overpayment, an admin decides.
+                    await self._notices.topup_overpaid(payment, target)
+                return await self._credit_more(payment, min(target, invoice), now=now)
             return Outcome.ALREADY_CREDITED
         if status in PAID_STATUSES:
             if paid_amount_cents is not None and paid_amount_cents != payment["amount_cents"]:

@@ -722,3 +722,17 @@ async def test_stars_reconciliation_survives_a_history_that_is_not_append_only(
     keys = [str(e["_id"]) for e in await env.ledger()]
     assert sorted(keys) == ["topup:stars:ch_a", "topup:stars:ch_b", "topup:stars:ch_c"]
     await env.audit_ok()
+
+
+async def test_paid_for_more_than_the_invoice_after_a_credit_goes_to_admins(env: PayEnv) -> None:
+    """A further Paid above the invoice credits up to the invoice only (like a first
+    overpayment, the excess is an admin's decision) and alerts admins."""
+    track = await env.start_crypto_topup()
+    await env.oxapay.mark_paid(track)
+    assert await env.balance() == 2500
+    deliveries = await env.oxapay.mark_paid(track, "31")
+    assert deliveries and all(d.acknowledged for d in deliveries)
+    assert await env.balance() == 2500
+    alert = await _admin_alert(env, "more than its invoice")
+    assert "$31.00" in alert.content and "$25.00" in alert.content
+    await env.audit_ok()

@@ -37,6 +37,9 @@ class QuietNotices:
     async def ledger_conflict(self, *args: object, **kwargs: object) -> None:
         return None
 
+    async def topup_overpaid(self, *args: object, **kwargs: object) -> None:
+        return None
+
     async def stale_payment(self, *args: object, **kwargs: object) -> None:
         return None
 
