@@ -18,6 +18,7 @@ always, and ``== sum(all entries)`` once pending entries are repaired.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -241,10 +242,8 @@ class LedgerRepo:
         """
         for _ in range(_AUDIT_ATTEMPTS):
             if repair:
-                try:
+                with contextlib.suppress(UnknownUser):  # no account: checked below
                     await self._settle(user_id)
-                except UnknownUser:
-                    pass
             projection = {"balance_cents": 1, "ledger_seq": 1}
             before = await self.users.find_one({"_id": user_id}, projection)
             if before is None:
