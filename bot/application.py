@@ -333,7 +333,10 @@ async def _post_init(application: BotApplication) -> None:
                 retry_base=timedelta(seconds=settings.refunds.retry_base_seconds),
                 voiding_lease=timedelta(seconds=settings.refunds.voiding_lease_seconds),
                 batch_limit=settings.refunds.batch_limit,
+                confirm_ttl=timedelta(minutes=settings.admin_console.confirm_ttl_minutes),
             ),
+            confirmations=storage.confirmations,
+            audit=AuditService(storage.audit, clock=clock),
             clock=clock,
         ),
         purchase=PurchaseService(

@@ -165,7 +165,8 @@ class ShippingSettings(_Section):
 
 class RefundSettings(_Section):
     min_label_age_days: int = Field(5, ge=0)
-    max_label_age_days: int = Field(30, ge=1)
+    # USPS through Stamps.com refunds unused labels within 28 days of printing.
+    max_label_age_days: int = Field(28, ge=1)
     max_numbers_per_request: int = Field(50, ge=1, le=200)
     check_interval_seconds: float = Field(300, gt=0)
     max_attempts: int = Field(5, ge=1)
