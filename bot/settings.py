@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
@@ -50,6 +58,18 @@ class MongoSettings(_Section):
     min_pool_size: int = Field(2, ge=0)
     max_idle_time_ms: int = Field(30000, ge=0)
     server_selection_timeout_ms: int = Field(3000, ge=1)
+    # Ledger, balances, payments, orders and refunds are acknowledged only once a majority
+    # of the replica set has them (an election cannot roll them back); an integer asks
+    # that many members. docs/OPERATIONS.md, "MongoDB topology".
+    money_write_concern: int | Literal["majority"] = "majority"
+    money_wtimeout_ms: int = Field(10000, ge=0)
+
+    @field_validator("money_write_concern")
+    @classmethod
+    def _acknowledged(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be \"majority\" or at least 1 (money writes are acknowledged)")
+        return value
 
 
 class SessionSettings(_Section):
