@@ -90,7 +90,8 @@ class Storage:
 
     async def close(self) -> None:
         async with self._lock:
-            if self._mongo is not None and self._started and self._owns_client:
+            # Also a client whose start failed half-way (start-up retries, then a stop).
+            if self._mongo is not None and self._owns_client:
                 await self._mongo.close()
                 self._mongo = None
             self._started = False

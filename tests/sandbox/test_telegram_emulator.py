@@ -129,14 +129,16 @@ async def test_an_outage_answers_5xx_in_telegrams_error_shape(
 ) -> None:
     emu.fail_requests("getMe", 2, status=502)
     emu.fail_requests("sendMessage", 1, status=500, description="Internal Server Error")
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{emu.base_url}{TOKEN}/getMe") as resp:
-            assert resp.status == 502
-            assert await resp.json() == {
-                "ok": False,
-                "error_code": 502,
-                "description": "Bad Gateway",
-            }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{emu.base_url}{TOKEN}/getMe") as resp,
+    ):
+        assert resp.status == 502
+        assert await resp.json() == {
+            "ok": False,
+            "error_code": 502,
+            "description": "Bad Gateway",
+        }
     with pytest.raises(NetworkError, match="Bad Gateway"):
         await bot.get_me()
     assert (await bot.get_me()).id == 123456  # the outage is over
