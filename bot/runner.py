@@ -463,6 +463,33 @@ async def _connect_telegram(application: BotApplication) -> None:
         raise StartupFailed(f"the Bot API failed at start-up: {_describe(exc)}") from None
 
 
+async def _unless_stopped(
+    attempt: Callable[[], Awaitable[None]], stop: asyncio.Event | None
+) -> bool:
+    """Runs one attempt; a stop meanwhile cancels it (an unanswered connect can take the
+    whole connect timeout, longer than supervisord waits after SIGTERM). False if stopped."""
+    if stop is None:
+        await attempt()
+        return True
+
+    async def run() -> None:
+        await attempt()
+
+    task = asyncio.create_task(run())
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        task.result()  # raises what the attempt raised
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return False
+
+
 async def _with_retries(
     what: str,
     attempt: Callable[[], Awaitable[None]],
@@ -475,7 +502,8 @@ async def _with_retries(
         if stop is not None and stop.is_set():
             return False
         try:
-            await attempt()
+            if not await _unless_stopped(attempt, stop):
+                return False
         except _Retry as exc:
             failures += 1
             if failures >= retry.max_attempts:

@@ -247,6 +247,32 @@ async def test_a_stop_during_the_backoff_ends_start_up_cleanly(
     assert emulator.stats.requests.get("getUpdates", 0) == 0
 
 
+async def test_a_stop_during_a_hanging_attempt_ends_start_up_at_once(
+    emulator: BotApiEmulator,
+) -> None:
+    stop = asyncio.Event()
+
+    class Blackholed(FlakyMongo):
+        async def ping(self) -> bool:  # a connect that is never answered
+            self.pings += 1
+            stop.set()  # SIGTERM arrives while it waits
+            await asyncio.Event().wait()
+            return True
+
+    await emulator.start()
+    mongo = Blackholed(failures=None)
+    app = _app(_settings(emulator.url), mongo)
+    sleeps = Sleeps()
+
+    await asyncio.wait_for(
+        run_until_signalled(app, poll_timeout=1, startup=RETRY, stop=stop, sleep=sleeps),
+        timeout=10,
+    )
+
+    assert (mongo.pings, sleeps.delays) == (1, [])
+    assert emulator.stats.requests.get("getMe", 0) == 0
+
+
 async def test_the_default_sleep_wakes_up_on_stop() -> None:
     from bot.runner import interruptible_sleep
 
