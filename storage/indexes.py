@@ -269,7 +269,7 @@ def _compare(
             current_ttl=have.get(_TTL),
             wanted_ttl=want[_TTL],
         )
-    shown = ", ".join(f"{k} {have.get(k)!r} → {want.get(k)!r}" for k in differing)
+    shown = ", ".join(f"{k} {_shown(have.get(k))} → {_shown(want.get(k))}" for k in differing)
     return IndexChange(
         collection,
         name,
@@ -289,6 +289,10 @@ def _direction(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else repr(value)
 
 
 def _show_keys(keys: list[tuple[str, Any]]) -> str:

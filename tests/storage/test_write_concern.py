@@ -109,3 +109,25 @@ async def test_the_in_memory_database_is_used_as_it_is() -> None:
         user_id=7, amount_cents=500, kind="topup", key="topup:wc:1", now=now
     )
     assert result.balance_cents == 500
+
+
+async def test_money_writes_are_acknowledged_by_a_real_server(mongo: Mongo) -> None:
+    """With MONGO_TEST_URL: a replica set (or a standalone server, where "majority" means
+    journaled) acknowledges the money writes."""
+    if mongo.in_memory:
+        pytest.skip("needs MONGO_TEST_URL (a real MongoDB)")
+    storage = Storage(
+        "unused",
+        MongoOptions(database=mongo.db.name),
+        session_ttl=timedelta(minutes=60),
+        index_options=IndexOptions(),
+        mongo=mongo,
+    )
+    await storage.start()
+    assert storage.ledger.col.write_concern.document["w"] == "majority"
+    now = datetime.now(UTC)
+    await storage.users.register(8, language="en", username=None, first_name="B", now=now)
+    result = await storage.ledger.apply(
+        user_id=8, amount_cents=700, kind="topup", key="topup:wc:real", now=now
+    )
+    assert result.balance_cents == 700

@@ -165,3 +165,38 @@ def test_check_config_shows_the_same_warnings(
     assert warnings == [f"warning: {p}" for p in production_problems(load_settings())]
     assert len(warnings) == 3
     assert '"MONGO_URL": "**********"' in captured.out  # the settings are still printed
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "prefix"),
+    [
+        ("index", 2, "index conflict: sessions.expires_at_ttl"),
+        ("outage", 1, "start-up failed: MongoDB still unreachable"),
+        ("token", 2, "start-up failed: the Bot API rejected"),
+    ],
+)
+def test_run_ends_a_failed_start_up_with_one_line(
+    env: pytest.MonkeyPatch,
+    started: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    error: str,
+    status: int,
+    prefix: str,
+) -> None:
+    from bot.runner import StartupFailed
+    from storage.indexes import IndexConflict
+
+    errors: dict[str, Exception] = {
+        "index": IndexConflict("index conflict: sessions.expires_at_ttl … fix: …"),
+        "outage": StartupFailed("MongoDB still unreachable after 40 attempts: …"),
+        "token": StartupFailed("the Bot API rejected TELEGRAM_BOT_TOKEN …", config_error=True),
+    }
+
+    async def failing_run(application: object, **kwargs: Any) -> None:
+        raise errors[error]
+
+    monkeypatch.setattr("bot.runner.run_until_signalled", failing_run)
+    assert cli.main(["run"]) == status
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(prefix)
