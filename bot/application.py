@@ -99,6 +99,8 @@ def build_storage(settings: Settings, url: str, *, client: Mongo | None = None) 
             min_pool_size=mongo.min_pool_size,
             max_idle_time_ms=mongo.max_idle_time_ms,
             server_selection_timeout_ms=mongo.server_selection_timeout_ms,
+            money_write_concern=mongo.money_write_concern,
+            money_wtimeout_ms=mongo.money_wtimeout_ms,
         ),
         session_ttl=timedelta(minutes=settings.sessions.ttl_minutes),
         index_options=IndexOptions(session_purge_grace_seconds=settings.sessions.purge_grace_seconds),

@@ -39,6 +39,8 @@ Python control API (call it from the event loop that runs the server):
   per_chat_capacity=3, per_chat_rate=1.0, overall_capacity=30, overall_rate=30.0,
   history_limit=1000, clock=time.monotonic)``; ``start(host, port)``, ``stop()``,
   ``serve_forever(host, port)``, ``base_url``, ``base_file_url``, ``url``.
+* Faults: ``fail_requests(method, count, status=502)`` answers the next calls of a method
+  with a 5xx error, as during an outage.
 * Users and updates: ``add_user``, ``send_message``, ``press_button``,
   ``send_pre_checkout_query``, ``send_successful_payment``, ``push_update``, ``block_chat``,
   ``unblock_chat``.
@@ -1008,6 +1010,7 @@ class BotApiEmulator:
         self._files_by_path: dict[str, StoredFile] = {}
         self._file_counter = itertools.count(1)
         self._commands: dict[tuple[str, str], list[JSONDict]] = {}
+        self._outages: dict[str, deque[tuple[int, str]]] = {}
         self._descriptions: dict[tuple[str, str], str] = {}
         self._pending_callbacks: OrderedDict[str, _PendingCallback] = OrderedDict()
         self._pending_pre_checkouts: OrderedDict[str, _PendingPreCheckout] = OrderedDict()
@@ -1411,6 +1414,19 @@ class BotApiEmulator:
 
     def reset_stats(self) -> None:
         self._reset_counters()
+
+    def fail_requests(
+        self, method: str, count: int, *, status: int = 502, description: str = "Bad Gateway"
+    ) -> None:
+        """The next ``count`` calls of ``method`` fail with ``status`` as during an outage
+        of Telegram's servers (error JSON ``{"ok": false, "error_code", "description"}``).
+        Only 5xx statuses: client errors have their own rules in the handlers."""
+        if not 500 <= status <= 599:
+            raise ValueError("an outage answers 5xx")
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        queue = self._outages.setdefault(method.lower(), deque())
+        queue.extend([(status, description)] * count)
 
     def set_rate_limits(
         self,
@@ -1828,6 +1844,11 @@ class BotApiEmulator:
             return _error(404, "Not Found")
         name, handler = entry
         self._requests[name] += 1
+        outage = self._outages.get(name.lower())
+        if outage:
+            status, description = outage.popleft()
+            self._errors[status] += 1
+            return _error(status, description)
         try:
             params = await self._read_params(request)
             result = await handler(params)

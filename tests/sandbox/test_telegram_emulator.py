@@ -19,7 +19,14 @@ from telegram import (
     MessageEntity,
     Update,
 )
-from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter
+from telegram.error import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+)
 from telegram.ext import (
     ApplicationBuilder,
     CallbackQueryHandler,
@@ -115,6 +122,31 @@ async def test_get_me_and_routing(emu: BotApiEmulator, bot: Bot) -> None:
         async with Bot("1:bad", base_url=emu.base_url) as other:
             await other.get_me()
     assert emu.stats.requests["getMe"] >= 2
+
+
+async def test_an_outage_answers_5xx_in_telegrams_error_shape(
+    emu: BotApiEmulator, bot: Bot
+) -> None:
+    emu.fail_requests("getMe", 2, status=502)
+    emu.fail_requests("sendMessage", 1, status=500, description="Internal Server Error")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{emu.base_url}{TOKEN}/getMe") as resp,
+    ):
+        assert resp.status == 502
+        assert await resp.json() == {
+            "ok": False,
+            "error_code": 502,
+            "description": "Bad Gateway",
+        }
+    with pytest.raises(NetworkError, match="Bad Gateway"):
+        await bot.get_me()
+    assert (await bot.get_me()).id == 123456  # the outage is over
+    with pytest.raises(NetworkError, match="Internal Server Error"):
+        await bot.send_message(UID, "hello")
+    assert (await bot.send_message(UID, "hello")).text == "hello"
+    with pytest.raises(ValueError, match="5xx"):
+        emu.fail_requests("getMe", 1, status=404)
 
 
 async def test_injected_message_is_delivered_and_confirmed(emu: BotApiEmulator, bot: Bot) -> None:
