@@ -60,6 +60,22 @@ class FloodControl:
         track.noticed = False
         return "ok"
 
+    def overflow(self, user_id: int) -> bool:
+        """The per-chat queue cap dropped an update of this user: they are muted as for a
+        flood (for at least one window, so a zero mute cannot mean a notice per drop).
+        True when they should be told, once per mute."""
+        now = self._clock()
+        self._sweep(now)
+        track = self._tracks.get(user_id)
+        if track is None:
+            track = self._tracks[user_id] = _Track()
+        if now < track.muted_until and track.noticed:
+            return False
+        track.muted_until = now + max(self._mute, self._window)
+        track.noticed = True
+        track.hits.clear()
+        return True
+
     def _sweep(self, now: float) -> None:
         if now < self._next_sweep:
             return

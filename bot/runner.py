@@ -39,6 +39,7 @@ from telegram.ext._utils.trackingdict import TrackingDict
 from telegram.request import BaseRequest, RequestData
 
 from bot.lease import PollerLease, attach_lease, lease_of
+from bot.update_processor import PerChatUpdateProcessor
 
 if TYPE_CHECKING:
     from bot.application import BotApplication
@@ -197,7 +198,14 @@ async def drain_updates(application: BotApplication, *, limit_seconds: float = 1
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_seconds
     processor = application.update_processor
-    while application.update_queue.qsize() or processor.current_concurrent_updates:
+
+    def busy() -> int:
+        # Updates waiting for their chat's turn hold no slot yet: count them too.
+        if isinstance(processor, PerChatUpdateProcessor):
+            return processor.in_flight
+        return processor.current_concurrent_updates
+
+    while application.update_queue.qsize() or busy():
         if loop.time() >= deadline:
             return False
         await asyncio.sleep(0.02)

@@ -39,6 +39,8 @@ class TelegramSettings(_Section):
     connection_pool_size: int = Field(8, ge=1)
     poll_timeout: int = Field(30, ge=0, le=50)
     max_concurrent_updates: int = Field(512, ge=1)
+    # Updates one chat may have queued or running; more are dropped with the flood notice.
+    max_queued_per_chat: int = Field(20, ge=1)
     rate_limit_max_retries: int = Field(3, ge=0, le=10)
     overall_max_rate: float = Field(30, ge=0)
     group_max_rate: float = Field(20, ge=0)
