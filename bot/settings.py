@@ -63,6 +63,9 @@ class SessionSettings(_Section):
 
 class UpdatesSettings(_Section):
     processed_ttl_hours: int = Field(24, ge=1)
+    # An edited message during a conversation gets one "send it as a new message" reply
+    # per chat at most this often.
+    edit_notice_seconds: float = Field(30, ge=0)
 
 
 class OutboxSettings(_Section):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 
 from telegram import Update
 from telegram.ext import (
+    ApplicationHandlerStop,
     BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
@@ -77,11 +80,36 @@ async def successful_payment(update: Update, context: BotContext) -> None:
     _LOGGER.info("stars payment handled: %s", outcome)
 
 
+def _ends_the_update(
+    callback: Callable[[Update, BotContext], Awaitable[None]],
+) -> Callable[[Update, BotContext], Awaitable[None]]:
+    """No gate or feature handler after the payments group sees the update, even when the
+    callback failed (the error handler still gets the error)."""
+
+    @functools.wraps(callback)
+    async def run(update: Update, context: BotContext) -> None:
+        try:
+            await callback(update, context)
+        except Exception as exc:  # noqa: BLE001 - reported below, then the update ends
+            await context.application.process_error(update, exc)
+        raise ApplicationHandlerStop
+
+    return run
+
+
+def build_priority_handlers() -> list[BaseHandler[Update, BotContext, None]]:
+    """For the payments group, right after deduplication: a pre-checkout query must be
+    answered within 10 s and a successful payment credited at once, whatever the flood,
+    blocked, maintenance or session gates would say (the money has moved already)."""
+    return [
+        PreCheckoutQueryHandler(_ends_the_update(pre_checkout)),
+        MessageHandler(filters.SUCCESSFUL_PAYMENT, _ends_the_update(successful_payment)),
+    ]
+
+
 def build_handlers() -> list[BaseHandler[Update, BotContext, None]]:
     return [
         CallbackQueryHandler(cancel_invoice, pattern=r"^topup:cancelinv:[0-9a-f]{24}$"),
-        PreCheckoutQueryHandler(pre_checkout),
-        MessageHandler(filters.SUCCESSFUL_PAYMENT, successful_payment),
     ]
 
 
