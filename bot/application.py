@@ -300,6 +300,7 @@ async def _post_init(application: BotApplication) -> None:
         sessions=SessionService(
             storage.sessions,
             storage.processed_updates,
+            storage.inbox,
             processed_ttl=timedelta(hours=settings.updates.processed_ttl_hours),
             clock=clock,
         ),
@@ -358,7 +359,11 @@ async def _post_init(application: BotApplication) -> None:
         ),
     )
     schedule_jobs(application, settings, in_memory=storage.mongo.in_memory)
-    inbox = Inbox(storage.inbox, clock=clock)
+    inbox = Inbox(
+        storage.inbox,
+        retention=timedelta(hours=settings.updates.processed_ttl_hours),
+        clock=clock,
+    )
     monitor = updates_monitor_of(data)
     if monitor is not None:
         monitor.on_batch = inbox.store_batch
