@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from telegram import Update
 from telegram.ext import (
@@ -81,8 +82,8 @@ async def successful_payment(update: Update, context: BotContext) -> None:
 
 
 def _ends_the_update(
-    callback: Callable[[Update, BotContext], Awaitable[None]],
-) -> Callable[[Update, BotContext], Awaitable[None]]:
+    callback: Callable[[Update, BotContext], Coroutine[Any, Any, None]],
+) -> Callable[[Update, BotContext], Coroutine[Any, Any, None]]:
     """No gate or feature handler after the payments group sees the update, even when the
     callback failed (the error handler still gets the error)."""
 
