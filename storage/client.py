@@ -14,6 +14,8 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
+from storage.interleave import InterleavingDatabase
+
 _LOGGER = logging.getLogger(__name__)
 
 MONGOMOCK_SCHEME = "mongomock://"
@@ -37,10 +39,14 @@ class Mongo:
         self.client = client
         self.db: Any = client[database]
         self.in_memory = in_memory
+        if in_memory:
+            # mongomock never suspends inside a call; a real server always does.
+            self.db = InterleavingDatabase(self.db)
 
     @classmethod
     def memory(cls, database: str) -> Mongo:
-        """An in-memory database (mongomock) with the faster lookups of ``inmemory``."""
+        """An in-memory database (mongomock) with the faster lookups of ``inmemory``, that
+        suspends at every call as a real server does (``storage.interleave``)."""
         from mongomock_motor import AsyncMongoMockClient
 
         from storage import inmemory
