@@ -58,13 +58,19 @@ async def pre_checkout(update: Update, context: BotContext) -> None:
     """Answers Telegram within its 10 s limit after checking the payload."""
     query = update.pre_checkout_query
     assert query is not None
-    check = await context.services.payments.check_stars_checkout(
-        query.from_user.id, query.invoice_payload, query.currency, query.total_amount
-    )
+    lang = context.i18n.resolve_language(query.from_user.language_code)
+    try:
+        check = await context.services.payments.check_stars_checkout(
+            query.from_user.id, query.invoice_payload, query.currency, query.total_amount
+        )
+    except Exception:
+        # Refused rather than left to time out: nothing is charged and the user can retry.
+        text = context.i18n.t(lang, "errors.generic", support=context.settings.support_contact)
+        await query.answer(ok=False, error_message=text[:255])
+        raise
     if check.ok:
         await query.answer(ok=True)
         return
-    lang = context.i18n.resolve_language(query.from_user.language_code)
     message = context.i18n.t(lang, f"stars.refused.{check.reason}")
     await query.answer(ok=False, error_message=message)
 

@@ -396,3 +396,26 @@ async def test_payments_pass_every_gate(env: PayEnv, gate: str) -> None:
     else:
         assert any(expected in m.content for m in replies), [m.content for m in replies]
     await env.audit_ok()
+
+
+async def test_a_failing_pre_checkout_is_refused_and_the_update_ends_there(
+    env: PayEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused rather than left to time out (nothing is charged, the user can retry), and
+    no later gate answers it a second time (here the blocked gate would)."""
+    h = env.harness
+    payload, stars = await _stars_invoice(env)
+    await env.mongo.db["users"].update_one({"_id": CUSTOMER}, {"$set": {"blocked": True}})
+    payments = h.application.bot_data.require_services().payments
+
+    async def broken(*args: object) -> None:
+        raise ConnectionError("no primary")
+
+    monkeypatch.setattr(payments, "check_stars_checkout", broken)
+    h.emulator.send_pre_checkout_query(
+        CUSTOMER, currency="XTR", total_amount=stars, payload=payload
+    )
+    await h.wait_done(h.emulator.last_update_id)
+    [answer] = h.emulator.pre_checkout_answers
+    assert answer.ok is False
+    assert answer.error_message is not None and "went wrong" in answer.error_message
