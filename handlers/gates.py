@@ -80,8 +80,9 @@ async def _slow_down(update: Update, bot: Bot, i18n: I18n) -> None:
 
 def on_chat_queue_full(application: Application[Any, Any, Any, Any, Any, Any]) -> Listener:
     """For ``PerChatUpdateProcessor.drop_listeners``: the chat had too many updates queued,
-    so this one was dropped. The user is muted as for a flood (the updates still queued are
-    dropped by ``flood_gate``) and told once, from a task: the listener must not block."""
+    so this one was dropped. The user gets the flood notice once per episode
+    (``FloodControl.overflow``), from a task: the listener must not block. The updates
+    still queued go through ``flood_gate`` as usual."""
 
     def dropped(update: object) -> None:
         data = application.bot_data
