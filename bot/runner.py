@@ -57,6 +57,7 @@ from telegram.ext._utils.trackingdict import TrackingDict
 from telegram.request import BaseRequest, RequestData
 
 from bot.lease import PollerLease, attach_lease, lease_of
+from bot.update_processor import PerChatUpdateProcessor
 
 if TYPE_CHECKING:
     from bot.application import BotApplication
@@ -215,7 +216,14 @@ async def drain_updates(application: BotApplication, *, limit_seconds: float = 1
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_seconds
     processor = application.update_processor
-    while application.update_queue.qsize() or processor.current_concurrent_updates:
+
+    def busy() -> int:
+        # Updates waiting for their chat's turn hold no slot yet: count them too.
+        if isinstance(processor, PerChatUpdateProcessor):
+            return processor.in_flight
+        return processor.current_concurrent_updates
+
+    while application.update_queue.qsize() or busy():
         if loop.time() >= deadline:
             return False
         await asyncio.sleep(0.02)
@@ -617,12 +625,27 @@ async def stop_application(application: BotApplication, *, release_lease: bool =
     POLLING_ACTIVE.set(0)
     if application.running:
         await application.stop()
+    await flush_before_handover(application)
     lease = lease_of(application.bot_data)
     if lease is not None:
         await lease.stop(release=release_lease)
     await application.shutdown()
     if application.post_shutdown is not None:
         await application.post_shutdown(application)
+
+
+async def flush_before_handover(application: BotApplication) -> None:
+    """Writes what a standby reads when it takes over: conversation positions (PTB's
+    ``stop()`` does not flush them, ``shutdown()`` does, which comes after the lease is
+    released) and the inbox's handled ids. A failure is logged; the handover goes on."""
+    if application.persistence is not None:
+        await application.update_persistence()  # errors go to the error handler
+    inbox = application.bot_data.extras.get("inbox")
+    if inbox is not None:
+        try:
+            await inbox.flush()
+        except Exception:
+            _LOGGER.warning("could not clean up the inbox before the handover", exc_info=True)
 
 
 async def run_until_signalled(

@@ -49,6 +49,8 @@ class TelegramSettings(_Section):
     connection_pool_size: int = Field(8, ge=1)
     poll_timeout: int = Field(30, ge=0, le=50)
     max_concurrent_updates: int = Field(512, ge=1)
+    # Updates one chat may have queued or running; more are dropped with the flood notice.
+    max_queued_per_chat: int = Field(20, ge=1)
     rate_limit_max_retries: int = Field(3, ge=0, le=10)
     overall_max_rate: float = Field(30, ge=0)
     group_max_rate: float = Field(20, ge=0)
@@ -93,6 +95,9 @@ class StartupSettings(_Section):
 
 class UpdatesSettings(_Section):
     processed_ttl_hours: int = Field(24, ge=1)
+    # An edited message during a conversation gets one "send it as a new message" reply
+    # per chat at most this often.
+    edit_notice_seconds: float = Field(30, ge=0)
 
 
 class OutboxSettings(_Section):

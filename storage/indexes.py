@@ -58,6 +58,10 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
         "processed_updates": [
             IndexModel([("expires_at", ASCENDING)], name="expires_at_ttl", **_ttl(options, 0)),
         ],
+        # Fetched, not yet handled updates expire with the processed_updates retention.
+        "inbox": [
+            IndexModel([("expires_at", ASCENDING)], name="expires_at_ttl", **_ttl(options, 0)),
+        ],
         "ledger": [
             IndexModel(
                 [("user_id", ASCENDING), ("seq", ASCENDING)], name="user_seq_unique", unique=True
