@@ -124,9 +124,11 @@ class BotNotices:
             lang, "admin.stars_refund.unknown_alert", minutes=minutes,
             **self._stars_common(lang, payment),
         )
-        attempt = int(payment.get("refund_attempts") or 0)
+        # Once per try: a retry (same attempt, new start) that stays unknown alerts again.
+        started = payment.get("refund_started_at")
+        stamp = started.isoformat() if started is not None else "-"
         await self._notifier.alert_admins(
-            text, dedup_key=f"stars-refund-unknown:{payment['_id']}:{attempt}"
+            text, dedup_key=f"stars-refund-unknown:{payment['_id']}:{stamp}"
         )
 
     async def stars_refund_settled(self, payment: Document) -> None:

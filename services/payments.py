@@ -972,7 +972,10 @@ class PaymentService:
             # balance, so the debit stands until the history tells.
             _LOGGER.warning("Stars refund outcome unknown: %s", type(exc).__name__)
             await self._payments.mark_refund_unknown(payment["_id"], now=self._clock())
-            return "unknown", await self._payments.get(payment["_id"])
+            fresh = await self._payments.get(payment["_id"])
+            if fresh is not None and fresh["status"] == "refunded":
+                return "refunded", fresh  # settled from the history meanwhile
+            return "unknown", fresh
         done = await self._payments.transition(
             payment["_id"],
             from_statuses=["paid"],

@@ -199,7 +199,13 @@ class PaymentsRepo:
                     {"refund_started_at": {"$lte": started_before}},
                 ],
             },
-            {"$set": {"refund_started_at": now, "refund_state": "started"}},
+            {
+                "$set": {
+                    "refund_started_at": now,
+                    "refund_state": "started",
+                    "refund_unknown_alerted_at": None,
+                }
+            },
             return_document=ReturnDocument.AFTER,
         )
         return doc
