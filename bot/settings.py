@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
@@ -144,6 +153,11 @@ class PaymentsSettings(_Section):
     stars: StarsSettings = StarsSettings()
 
 
+# Seconds between claiming an order and the carrier call (the debit, database round
+# trips): recovery waits at least this much longer than the purchase timeout.
+PURCHASE_RECOVERY_MARGIN_SECONDS = 15
+
+
 class ShippingSettings(_Section):
     base_url: str = "https://api.shipstation.com"
     default_api_mode: Literal["test", "production"] = "test"
@@ -161,6 +175,19 @@ class ShippingSettings(_Section):
     recovery_after_seconds: int = Field(120, ge=10)
     recovery_interval_seconds: float = Field(60, gt=0)
     templates_per_user: int = Field(20, ge=1, le=100)
+
+    @field_validator("recovery_after_seconds")
+    @classmethod
+    def _recovery_waits_out_the_purchase(cls, value: int, info: ValidationInfo) -> int:
+        # Recovering an order whose purchase call may still be waiting for the carrier
+        # would fail and refund it while its label can still be bought.
+        timeout = info.data.get("purchase_timeout_seconds")
+        if timeout is not None and value <= timeout + PURCHASE_RECOVERY_MARGIN_SECONDS:
+            raise ValueError(
+                f"must be greater than purchase_timeout_seconds + "
+                f"{PURCHASE_RECOVERY_MARGIN_SECONDS} ({timeout + PURCHASE_RECOVERY_MARGIN_SECONDS:g})"
+            )
+        return value
 
 
 class RefundSettings(_Section):

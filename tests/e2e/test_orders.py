@@ -171,7 +171,7 @@ async def test_concurrent_customers_get_their_own_labels(shop: ShopEnv) -> None:
     async def customer(uid: int) -> None:
         h = shop.harness
         await h.say(uid, "/order")
-        await h.say(uid, f"{_name(uid)}, 1 Main St, Albany, NY 12207")
+        await h.say(uid, f"{_name(uid)}, 1 Main St, Albany, NY 12207, (518) 555-0142")
         await h.say(uid, RECIPIENT)
         await h.say(uid, "1 lb")
         [rates] = await h.say(uid, "6x6x6")
