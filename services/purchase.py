@@ -273,8 +273,9 @@ class PurchaseService:
             mode, str(rate["rate_id"]), shipment_id=rate.get("shipment_id")
         )
         if label is None:
-            await self._compensate(order, "not_created")
-            return "compensated"
+            failed = await self._compensate(order, "not_created")
+            # None: the purchase completed (or failed) on its own meanwhile; nothing to do.
+            return "compensated" if failed is not None else "resolved_elsewhere"
         debit = await self._ledger.get(f"label:{order['_id']}")
         if debit is None:
             # Crashed between the claim and the debit, yet a label exists: charge now.
