@@ -182,10 +182,13 @@ class ShippingSettings(_Section):
         # Recovering an order whose purchase call may still be waiting for the carrier
         # would fail and refund it while its label can still be bought.
         timeout = info.data.get("purchase_timeout_seconds")
-        if timeout is not None and value <= timeout + PURCHASE_RECOVERY_MARGIN_SECONDS:
+        if timeout is None:
+            return value
+        least = timeout + PURCHASE_RECOVERY_MARGIN_SECONDS
+        if value <= least:
             raise ValueError(
                 f"must be greater than purchase_timeout_seconds + "
-                f"{PURCHASE_RECOVERY_MARGIN_SECONDS} ({timeout + PURCHASE_RECOVERY_MARGIN_SECONDS:g})"
+                f"{PURCHASE_RECOVERY_MARGIN_SECONDS} ({least:g})"
             )
         return value
 

@@ -416,6 +416,7 @@ class FakeShipStation:
         self._ids = itertools.count(28529731)
         self._rng = random.Random(20240601)
         self._shipments: dict[str, _Shipment] = {}
+        self._shipment_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._external: dict[tuple[str, str], str] = {}  # unique per account (mode)
         self._rates: dict[str, _Rate] = {}
         self.labels: dict[str, FakeLabel] = {}
@@ -506,6 +507,22 @@ class FakeShipStation:
             for sh in self._shipments.values()
             if mode is None or sh.mode == mode
         ]
+
+    async def wait_for_shipments(self, count: int) -> None:
+        """Returns once at least ``count`` shipments exist (e.g. a slow call was applied)."""
+        if len(self._shipments) >= count:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._shipment_waiters.append((count, waiter))
+        await waiter
+
+    def _shipment_added(self) -> None:
+        for entry in list(self._shipment_waiters):
+            count, waiter = entry
+            if len(self._shipments) >= count:
+                self._shipment_waiters.remove(entry)
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def label_by_tracking(self, tracking_number: str) -> FakeLabel | None:
         return next(
@@ -777,6 +794,7 @@ class FakeShipStation:
             now,
         )
         self._shipments[shipment_id] = record
+        self._shipment_added()
         if external_id:
             self._external[(mode, external_id)] = shipment_id
 

@@ -115,7 +115,11 @@ async def test_partial_rates_when_one_carrier_is_unknown(ss: ShipStationClient) 
 
 async def test_rate_errors_in_2xx_become_typed_errors(ss: ShipStationClient) -> None:
     bad_zip = Address(
-        name="X", street1="1 Road", city="Nowhere", state="TX", postal_code="ABCDE",
+        name="X",
+        street1="1 Road",
+        city="Nowhere",
+        state="TX",
+        postal_code="ABCDE",
         phone="5125550199",
     )
     with pytest.raises(ProviderInvalidAddress) as excinfo:
@@ -349,8 +353,7 @@ async def test_a_retried_quote_sends_a_fresh_external_id(
     retry must not repeat that external id (it would be refused as a duplicate)."""
 
     async def wait_for_first_attempt(_delay: float) -> None:
-        while not fake_ss.shipments():
-            await asyncio.sleep(0.01)
+        await fake_ss.wait_for_shipments(1)  # the first attempt was applied after all
 
     ss = make_ss(timeout_total=0.1, sleep=wait_for_first_attempt)
     fake_ss.inject_failure("get_rates", "slow", delay=0.3)

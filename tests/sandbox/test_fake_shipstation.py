@@ -393,7 +393,8 @@ async def test_external_shipment_id_is_unique_per_account(
     )
     assert shipment["shipment_id"] == first["shipment_id"]
     # Another account (the production key) has its own ids; no id at all is never a clash.
-    assert (await call(http, "POST", url, key=LIVE, body=rate_body(external_id="order-7")))[0] == 200
+    production = await call(http, "POST", url, key=LIVE, body=rate_body(external_id="order-7"))
+    assert production[0] == 200
     assert (await call(http, "POST", url, body=rate_body()))[0] == 200
     assert (await call(http, "POST", url, body=rate_body()))[0] == 200
 
