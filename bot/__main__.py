@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.settings import ConfigError, Settings, load_settings
+from bot.settings import ConfigError, Settings, load_settings, production_problems
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 1
@@ -44,20 +44,30 @@ def _configure_logging(settings: Settings, fmt: str | None = None) -> None:
 def cmd_check_config(_: argparse.Namespace) -> int:
     settings = _settings_or_exit()
     print(json.dumps(settings.redacted(), indent=2, ensure_ascii=False))
+    # What `run` would refuse (the same lines); this command only shows them.
+    for problem in production_problems(settings):
+        print(f"warning: {problem}", file=sys.stderr)
     return 0
 
 
-def cmd_run(_: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
     try:
         settings.secrets.require("TELEGRAM_BOT_TOKEN", "MONGO_URL")
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    problems = production_problems(settings, allow_memory=bool(args.allow_memory))
+    if problems:
+        more = len(problems) - 1
+        tail = f" (and {more} more: python -m bot check-config lists them)" if more else ""
+        print(f"refused: {problems[0]}{tail}", file=sys.stderr)
+        return EXIT_CONFIG
     _configure_logging(settings)
     from bot.application import build_application, build_storage
-    from bot.runner import run_until_signalled
+    from bot.runner import StartupFailed, StartupRetry, run_until_signalled
     from bot.sentry import init_sentry
+    from storage.indexes import IndexConflict
 
     dsn = settings.secrets.sentry_dsn
     init_sentry(dsn.get_secret_value() if dsn else None, settings.secrets.values())
@@ -65,7 +75,25 @@ def cmd_run(_: argparse.Namespace) -> int:
     assert settings.secrets.mongo_url is not None
     storage = build_storage(settings, settings.secrets.mongo_url.get_secret_value())
     application = build_application(settings, storage)
-    asyncio.run(run_until_signalled(application, poll_timeout=settings.telegram.poll_timeout))
+    startup = settings.startup
+    retry = StartupRetry(
+        initial_delay=startup.retry_initial_seconds,
+        max_delay=startup.retry_max_seconds,
+        max_attempts=startup.max_attempts,
+    )
+    try:
+        asyncio.run(
+            run_until_signalled(
+                application, poll_timeout=settings.telegram.poll_timeout, startup=retry
+            )
+        )
+    except IndexConflict as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except StartupFailed as exc:
+        # Exit 1 after an outage outlasted the retries: supervisord starts it again.
+        print(f"start-up failed: {exc}", file=sys.stderr)
+        return EXIT_CONFIG if exc.config_error else EXIT_REFUSED
     return 0
 
 
@@ -82,11 +110,25 @@ def cmd_ensure_indexes(_: argparse.Namespace) -> int:
     assert settings.secrets.mongo_url is not None
     storage = build_storage(settings, settings.secrets.mongo_url.get_secret_value())
 
-    async def main() -> None:
-        await storage.start()
-        await storage.close()
+    from pymongo.errors import PyMongoError
 
-    asyncio.run(main())
+    from storage.indexes import IndexConflict
+
+    async def main() -> None:
+        try:
+            await storage.start()
+        finally:
+            await storage.close()
+
+    try:
+        asyncio.run(main())
+    except IndexConflict as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except PyMongoError as exc:
+        first = (str(exc).splitlines() or [""])[0][:200]
+        print(f"ensure-indexes failed: {type(exc).__name__}: {first}", file=sys.stderr)
+        return EXIT_REFUSED
     print("indexes ensured")
     return 0
 
@@ -335,7 +377,13 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description="ShipLabel Bot worker")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the bot (long polling)").set_defaults(func=cmd_run)
+    run = sub.add_parser("run", help="run the bot (long polling)")
+    run.add_argument(
+        "--allow-memory",
+        action="store_true",
+        help="accept MONGO_URL=mongomock:// (in-memory: nothing persists; trials only)",
+    )
+    run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help="run the offline demo against the sandbox")
     demo.add_argument("--verbose", action="store_true", help="show the bot's logs too")
     demo.set_defaults(func=cmd_demo)

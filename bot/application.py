@@ -19,7 +19,7 @@ from telegram.ext import (
 
 from bot.admin_services import build_admin_services
 from bot.context import BotContext, BotData, Services
-from bot.flood import FloodControl
+from bot.flood import Cooldown, FloodControl
 from bot.i18n import I18n
 from bot.inbox import Inbox
 from bot.lease import PollerLease, attach_lease
@@ -67,7 +67,8 @@ _LOGGER = logging.getLogger(__name__)
 
 # Note: order matters! Within a group only the first matching handler runs; every group
 # runs in ascending order until a handler raises ApplicationHandlerStop.
-GROUP_GATES = -100  # -100..-95: context + dedup, flood, account, blocked, maintenance, session
+# -100..-93: context + dedup, payments, flood, account, edits, blocked, maintenance, session
+GROUP_GATES = -100
 GROUP_FEATURES = 0  # conversations first, then stateless features, then catch-alls
 
 BotApplication = Application[Any, BotContext, Any, Any, BotData, Any]
@@ -99,6 +100,8 @@ def build_storage(settings: Settings, url: str, *, client: Mongo | None = None) 
             min_pool_size=mongo.min_pool_size,
             max_idle_time_ms=mongo.max_idle_time_ms,
             server_selection_timeout_ms=mongo.server_selection_timeout_ms,
+            money_write_concern=mongo.money_write_concern,
+            money_wtimeout_ms=mongo.money_wtimeout_ms,
         ),
         session_ttl=timedelta(minutes=settings.sessions.ttl_minutes),
         index_options=IndexOptions(session_purge_grace_seconds=settings.sessions.purge_grace_seconds),
@@ -163,7 +166,11 @@ def build_application(
                 max_retries=tg.rate_limit_max_retries,
             )
         )
-        .concurrent_updates(PerChatUpdateProcessor(tg.max_concurrent_updates))
+        .concurrent_updates(
+            PerChatUpdateProcessor(
+                tg.max_concurrent_updates, max_queued_per_chat=tg.max_queued_per_chat
+            )
+        )
         .persistence(
             MongoPersistence(
                 storage.sessions_repo,
@@ -192,6 +199,10 @@ def build_application(
         window_seconds=settings.flood.window_seconds,
         mute_seconds=settings.flood.mute_seconds,
     )
+    data.edit_notices = Cooldown(settings.updates.edit_notice_seconds)
+    processor = application.update_processor
+    assert isinstance(processor, PerChatUpdateProcessor)
+    processor.drop_listeners.append(gates.on_chat_queue_full(application))
     attach_updates_monitor(data, updates_request)
     _register_handlers(application)
     return application
@@ -200,6 +211,9 @@ def build_application(
 def _register_handlers(application: BotApplication) -> None:
     for offset, handler in gates.build_handlers():
         application.add_handler(handler, group=GROUP_GATES + offset)
+    application.add_handlers(
+        payments.build_priority_handlers(), group=GROUP_GATES + gates.PAYMENTS_OFFSET
+    )
     conversations = build_conversations()
     for conversation in conversations:
         assert conversation.name is not None
@@ -288,6 +302,7 @@ async def _post_init(application: BotApplication) -> None:
         sessions=SessionService(
             storage.sessions,
             storage.processed_updates,
+            storage.inbox,
             processed_ttl=timedelta(hours=settings.updates.processed_ttl_hours),
             clock=clock,
         ),
@@ -333,7 +348,10 @@ async def _post_init(application: BotApplication) -> None:
                 retry_base=timedelta(seconds=settings.refunds.retry_base_seconds),
                 voiding_lease=timedelta(seconds=settings.refunds.voiding_lease_seconds),
                 batch_limit=settings.refunds.batch_limit,
+                confirm_ttl=timedelta(minutes=settings.admin_console.confirm_ttl_minutes),
             ),
+            confirmations=storage.confirmations,
+            audit=AuditService(storage.audit, clock=clock),
             clock=clock,
         ),
         purchase=PurchaseService(
@@ -346,7 +364,11 @@ async def _post_init(application: BotApplication) -> None:
         ),
     )
     schedule_jobs(application, settings, in_memory=storage.mongo.in_memory)
-    inbox = Inbox(storage.inbox, clock=clock)
+    inbox = Inbox(
+        storage.inbox,
+        retention=timedelta(hours=settings.updates.processed_ttl_hours),
+        clock=clock,
+    )
     monitor = updates_monitor_of(data)
     if monitor is not None:
         monitor.on_batch = inbox.store_batch

@@ -12,7 +12,7 @@ from bot.settings import Settings
 from services.clock import Clock, utc_now
 
 if TYPE_CHECKING:
-    from bot.flood import FloodControl
+    from bot.flood import Cooldown, FloodControl
     from bot.sessions import SessionConversationHandler
     from services.admin import AdminService
     from services.audit import AuditService
@@ -65,6 +65,7 @@ class BotData:
     clock: Clock = utc_now
     conversations: dict[str, SessionConversationHandler] = field(default_factory=dict)
     flood: FloodControl | None = None
+    edit_notices: Cooldown | None = None  # one "edits are not applied" reply per chat a while
     extras: dict[str, Any] = field(default_factory=dict)
 
     def require_settings(self) -> Settings:

@@ -161,6 +161,19 @@ class BotHarness:
             user_id, lambda: self.emulator.send_message(user_id, text), timeout
         )
 
+    async def edit(
+        self,
+        user_id: int,
+        message_id: int,
+        text: str,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> list[SentMessage]:
+        """The user edits their message ``message_id`` to ``text`` (an ``edited_message``)."""
+        return await self._exchange(
+            user_id, lambda: self.emulator.edit_message(user_id, message_id, text), timeout
+        )
+
     async def press(
         self,
         user_id: int,

@@ -8,6 +8,7 @@ break a message sent with ``parse_mode=HTML``.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import string
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale
+from babel.dates import format_date
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency
 
@@ -99,3 +101,7 @@ class I18n:
         """Formats integer cents in the user's locale (``$1,234.50``, ``1 234,50 $``)."""
         amount = Decimal(amount_cents) / 100
         return format_currency(amount, currency, locale=Locale.parse(language))
+
+    def date(self, language: str, day: dt.date) -> str:
+        """A calendar day in the user's locale (``January 28, 2025``, ``28 января 2025 г.``)."""
+        return format_date(day, "long", locale=Locale.parse(language))

@@ -28,6 +28,15 @@ def refund_reason(i18n: I18n, lang: str, refund: Document) -> str:
     return i18n.t(lang, "refund.reason.other", reason=reason)
 
 
+def void_refusal_text(i18n: I18n, lang: str, refund: Document) -> str:
+    """The carrier's reason for refusing a void, in words when we know the code."""
+    code = str(refund.get("void_refusal") or "unknown")
+    key = f"refund.reason.{code}"
+    if key in i18n.catalogs[i18n.default].messages:
+        return f"{i18n.t(lang, key)} ({code})"
+    return code
+
+
 class BotNotices:
     """Implements ``services.payments.PaymentNotices`` (and later services' notices)."""
 
@@ -217,6 +226,24 @@ class BotNotices:
         first = refunds[0]["_id"]
         await self._notifier.alert_admins(text, dedup_key=f"refunds-requested:{first}")
 
+    def _review_buttons(self, lang: str, refund: Document) -> dict[str, object]:
+        i18n = self._i18n
+        rid = refund["_id"]
+        return button_markup(
+            [
+                [
+                    (i18n.t(lang, "admin.refunds.approve"), f"adm:rfok:{rid}"),
+                    (i18n.t(lang, "admin.refunds.reject"), f"adm:rfno:{rid}"),
+                ],
+                [(i18n.t(lang, "admin.refunds.credit_button"), f"adm:rfcr:{rid}")],
+            ]
+        )
+
+    @staticmethod
+    def _review_key(refund: Document) -> str:
+        # One alert per time the request comes back for review (not one per request ever).
+        return f"refund-review:{refund['_id']}:{len(refund.get('history') or [])}"
+
     async def refund_needs_review(self, refund: Document) -> None:
         i18n = self._i18n
         lang = i18n.default
@@ -229,15 +256,26 @@ class BotNotices:
             amount=i18n.money(lang, int(refund["amount_cents"])),
             error=str(refund.get("last_error", "")),
         )
-        rid = refund["_id"]
-        markup = button_markup(
-            [
-                [
-                    (i18n.t(lang, "admin.refunds.approve"), f"adm:rfok:{rid}"),
-                    (i18n.t(lang, "admin.refunds.reject"), f"adm:rfno:{rid}"),
-                ]
-            ]
+        await self._notifier.alert_admins(
+            text,
+            dedup_key=self._review_key(refund),
+            reply_markup=self._review_buttons(lang, refund),
+        )
+
+    async def refund_void_refused(self, refund: Document) -> None:
+        i18n = self._i18n
+        lang = i18n.default
+        text = i18n.t(
+            lang,
+            "admin.refunds.void_refused",
+            refund_id=str(refund["_id"]),
+            user_id=refund["user_id"],
+            number=str(refund.get("tracking_number")),
+            amount=i18n.money(lang, int(refund["amount_cents"])),
+            reason=void_refusal_text(i18n, lang, refund),
         )
         await self._notifier.alert_admins(
-            text, dedup_key=f"refund-review:{rid}", reply_markup=markup
+            text,
+            dedup_key=self._review_key(refund),
+            reply_markup=self._review_buttons(lang, refund),
         )

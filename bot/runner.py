@@ -18,6 +18,13 @@ loads positions only once, in ``initialize()``.
 the time of each successful ``getUpdates`` (readiness), counts 409 Conflicts, and when a
 lease is attached it refuses to send ``getUpdates`` while the lease is not held (a fence
 against a paused process that wakes up after its lease was taken over).
+
+``wait_for_dependencies`` (used by ``run_until_signalled`` when given a ``StartupRetry``)
+waits for MongoDB, then the Bot API, before anything else starts: an outage at start-up
+is retried in-process with a doubling, capped, logged and bounded backoff instead of
+exiting, so supervisord sees a running process rather than a crash loop (``FATAL``).
+A refusal that no retry can fix (wrong token, wrong credentials, an index conflict) stops
+at once with one line.
 """
 
 from __future__ import annotations
@@ -28,17 +35,29 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
+from pymongo.errors import ConfigurationError, ConnectionFailure, OperationFailure, PyMongoError
 from telegram import Update
-from telegram.error import Conflict, TelegramError
+from telegram.error import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
 from telegram.ext import ConversationHandler
 from telegram.ext._utils.trackingdict import TrackingDict
 from telegram.request import BaseRequest, RequestData
 
 from bot.lease import PollerLease, attach_lease, lease_of
+from bot.update_processor import PerChatUpdateProcessor
 
 if TYPE_CHECKING:
     from bot.application import BotApplication
@@ -197,7 +216,14 @@ async def drain_updates(application: BotApplication, *, limit_seconds: float = 1
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_seconds
     processor = application.update_processor
-    while application.update_queue.qsize() or processor.current_concurrent_updates:
+
+    def busy() -> int:
+        # Updates waiting for their chat's turn hold no slot yet: count them too.
+        if isinstance(processor, PerChatUpdateProcessor):
+            return processor.in_flight
+        return processor.current_concurrent_updates
+
+    while application.update_queue.qsize() or busy():
         if loop.time() >= deadline:
             return False
         await asyncio.sleep(0.02)
@@ -338,6 +364,214 @@ def _controller_of(application: BotApplication) -> PollingController | None:
     return controller if isinstance(controller, PollingController) else None
 
 
+# -------------------------------------------------------------------- start-up retries
+
+Sleep = Callable[[float], Awaitable[None]]
+
+# Server answers that mean "not now" rather than "no": elections, shutdowns, networking.
+_MONGO_TRANSIENT_CODES = frozenset(
+    {6, 7, 89, 91, 189, 9001, 10107, 11600, 11602, 13435, 13436}
+)
+
+
+@dataclass(frozen=True)
+class StartupRetry:
+    """Backoff for dependencies that are down at start-up: ``initial_delay``, doubling up to
+    ``max_delay``; after ``max_attempts`` failed attempts of one dependency, give up."""
+
+    initial_delay: float = 1.0
+    max_delay: float = 30.0
+    max_attempts: int = 40
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.initial_delay * 2 ** (failures - 1), self.max_delay))
+
+
+class StartupFailed(Exception):
+    """Start-up cannot go on; the message is one line without secrets.
+
+    ``config_error``: a retry cannot fix it (the operator must change something).
+    """
+
+    def __init__(self, message: str, *, config_error: bool = False) -> None:
+        super().__init__(message)
+        self.config_error = config_error
+
+
+class _Retry(Exception):
+    def __init__(self, cause: BaseException, *, at_least: float = 0.0) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.at_least = at_least
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > 200:
+        first = first[:200] + "…"
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def interruptible_sleep(stop: asyncio.Event) -> Sleep:
+    """``asyncio.sleep`` that returns early when ``stop`` is set (SIGTERM during start-up)."""
+
+    async def sleep(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await stop.wait()
+
+    return sleep
+
+
+async def _connect_mongo(application: BotApplication) -> None:
+    storage = application.bot_data.require_storage()
+    try:
+        await storage.start()
+    except ConnectionFailure as exc:  # unreachable, no primary (election), timeouts
+        raise _Retry(exc) from exc
+    except OperationFailure as exc:
+        if exc.code in _MONGO_TRANSIENT_CODES:
+            raise _Retry(exc) from exc
+        raise StartupFailed(
+            f"MongoDB refused the start-up: {_describe(exc)} (code {exc.code}); check "
+            "MONGO_URL and the user's roles (readWrite and dbAdmin on the database)",
+            config_error=exc.code in (13, 18),
+        ) from None
+    except ConfigurationError as exc:
+        raise StartupFailed(
+            f"MONGO_URL is not usable: {_describe(exc)}", config_error=True
+        ) from None
+    except PyMongoError as exc:
+        raise StartupFailed(f"MongoDB failed at start-up: {_describe(exc)}") from None
+
+
+async def _connect_telegram(application: BotApplication) -> None:
+    try:
+        # getMe; PTB's own initialize() then finds the bot initialised.
+        await application.bot.initialize()
+    except InvalidToken:
+        # PTB's message contains the token: never shown.
+        raise StartupFailed(
+            "the Bot API rejected TELEGRAM_BOT_TOKEN (getMe answered 401/404): check the "
+            "token and telegram.base_url",
+            config_error=True,
+        ) from None
+    except RetryAfter as exc:
+        wait = exc.retry_after
+        seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+        raise _Retry(exc, at_least=seconds) from exc
+    except (BadRequest, Forbidden) as exc:
+        raise StartupFailed(
+            f"the Bot API refused getMe: {_describe(exc)}", config_error=True
+        ) from None
+    except NetworkError as exc:  # connection refused, timeouts, 5xx
+        raise _Retry(exc) from exc
+    except TelegramError as exc:
+        raise StartupFailed(f"the Bot API failed at start-up: {_describe(exc)}") from None
+
+
+async def _unless_stopped(
+    attempt: Callable[[], Awaitable[None]], stop: asyncio.Event | None
+) -> bool:
+    """Runs one attempt; a stop meanwhile cancels it (an unanswered connect can take the
+    whole connect timeout, longer than supervisord waits after SIGTERM). False if stopped."""
+    if stop is None:
+        await attempt()
+        return True
+
+    async def run() -> None:
+        await attempt()
+
+    task = asyncio.create_task(run())
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        task.result()  # raises what the attempt raised
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return False
+
+
+async def _with_retries(
+    what: str,
+    attempt: Callable[[], Awaitable[None]],
+    retry: StartupRetry,
+    sleep: Sleep,
+    stop: asyncio.Event | None,
+) -> bool:
+    failures = 0
+    while True:
+        if stop is not None and stop.is_set():
+            return False
+        try:
+            if not await _unless_stopped(attempt, stop):
+                return False
+        except _Retry as exc:
+            failures += 1
+            if failures >= retry.max_attempts:
+                raise StartupFailed(
+                    f"{what} still unreachable after {failures} attempts: "
+                    f"{_describe(exc.cause)}"
+                ) from None
+            delay = max(retry.delay(failures), exc.at_least)
+            _LOGGER.warning(
+                "start-up: %s unreachable (attempt %d/%d): %s; retrying in %.1f s",
+                what,
+                failures,
+                retry.max_attempts,
+                _describe(exc.cause),
+                delay,
+            )
+            await sleep(delay)
+            continue
+        if failures:
+            _LOGGER.info("start-up: %s reachable after %d failed attempts", what, failures)
+        return True
+
+
+async def wait_for_dependencies(
+    application: BotApplication,
+    retry: StartupRetry,
+    *,
+    sleep: Sleep = asyncio.sleep,
+    stop: asyncio.Event | None = None,
+) -> bool:
+    """Connects MongoDB (and ensures indexes), then the Bot API (getMe), retrying outages.
+
+    True when both answered; False when ``stop`` was set meanwhile. Raises
+    ``StartupFailed`` (one line) after ``retry.max_attempts`` or on a refusal, and
+    ``storage.indexes.IndexConflict`` for an index only an operator should change.
+    """
+    if not await _with_retries(
+        "MongoDB", lambda: _connect_mongo(application), retry, sleep, stop
+    ):
+        return False
+    return await _with_retries(
+        "the Telegram Bot API", lambda: _connect_telegram(application), retry, sleep, stop
+    )
+
+
+async def abandon_start(application: BotApplication) -> None:
+    """Releases what a start-up that never completed may hold (HTTP sessions, MongoDB)."""
+    requests: list[BaseRequest] = [application.bot.request]
+    monitor = updates_monitor_of(application.bot_data)
+    if monitor is not None:
+        requests.append(monitor)
+    for request in requests:
+        with contextlib.suppress(Exception):
+            await request.shutdown()
+    storage = application.bot_data.storage
+    if storage is not None:
+        with contextlib.suppress(Exception):
+            await storage.close()
+
+
 # -------------------------------------------------------------------- lifecycle
 
 
@@ -391,6 +625,7 @@ async def stop_application(application: BotApplication, *, release_lease: bool =
     POLLING_ACTIVE.set(0)
     if application.running:
         await application.stop()
+    await flush_before_handover(application)
     lease = lease_of(application.bot_data)
     if lease is not None:
         await lease.stop(release=release_lease)
@@ -399,14 +634,48 @@ async def stop_application(application: BotApplication, *, release_lease: bool =
         await application.post_shutdown(application)
 
 
+async def flush_before_handover(application: BotApplication) -> None:
+    """Writes what a standby reads when it takes over: conversation positions (PTB's
+    ``stop()`` does not flush them, ``shutdown()`` does, which comes after the lease is
+    released) and the inbox's handled ids. A failure is logged; the handover goes on."""
+    if application.persistence is not None:
+        await application.update_persistence()  # errors go to the error handler
+    inbox = application.bot_data.extras.get("inbox")
+    if inbox is not None:
+        try:
+            await inbox.flush()
+        except Exception:
+            _LOGGER.warning("could not clean up the inbox before the handover", exc_info=True)
+
+
 async def run_until_signalled(
-    application: BotApplication, *, poll_timeout: int, lease: PollerLease | None = None
+    application: BotApplication,
+    *,
+    poll_timeout: int,
+    lease: PollerLease | None = None,
+    startup: StartupRetry | None = None,
+    stop: asyncio.Event | None = None,
+    sleep: Sleep | None = None,
 ) -> None:
-    stop = asyncio.Event()
+    """Runs until SIGTERM/SIGINT (or ``stop``). With ``startup``, MongoDB and the Bot API
+    are waited for first (``wait_for_dependencies``); a signal meanwhile ends it cleanly."""
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    if startup is not None:
+        try:
+            ready = await wait_for_dependencies(
+                application, startup, sleep=sleep or interruptible_sleep(stop), stop=stop
+            )
+        except BaseException:
+            await abandon_start(application)
+            raise
+        if not ready:
+            _LOGGER.info("stopped during start-up")
+            await abandon_start(application)
+            return
     await start_application(application, poll_timeout=poll_timeout, lease=lease)
     _LOGGER.info("bot is running")
     try:

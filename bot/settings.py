@@ -7,11 +7,13 @@ environment variables and are ``SecretStr`` so they never render in logs or repr
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -48,6 +50,8 @@ class TelegramSettings(_Section):
     connection_pool_size: int = Field(8, ge=1)
     poll_timeout: int = Field(30, ge=0, le=50)
     max_concurrent_updates: int = Field(512, ge=1)
+    # Updates one chat may have queued or running; more are dropped with the flood notice.
+    max_queued_per_chat: int = Field(20, ge=1)
     rate_limit_max_retries: int = Field(3, ge=0, le=10)
     overall_max_rate: float = Field(30, ge=0)
     group_max_rate: float = Field(20, ge=0)
@@ -59,6 +63,18 @@ class MongoSettings(_Section):
     min_pool_size: int = Field(2, ge=0)
     max_idle_time_ms: int = Field(30000, ge=0)
     server_selection_timeout_ms: int = Field(3000, ge=1)
+    # Ledger, balances, payments, orders and refunds are acknowledged only once a majority
+    # of the replica set has them (an election cannot roll them back); an integer asks
+    # that many members. docs/OPERATIONS.md, "MongoDB topology".
+    money_write_concern: int | Literal["majority"] = "majority"
+    money_wtimeout_ms: int = Field(10000, ge=0)
+
+    @field_validator("money_write_concern")
+    @classmethod
+    def _acknowledged(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be \"majority\" or at least 1 (money writes are acknowledged)")
+        return value
 
 
 class SessionSettings(_Section):
@@ -68,8 +84,21 @@ class SessionSettings(_Section):
     sweep_interval_seconds: float = Field(60, gt=0)
 
 
+class StartupSettings(_Section):
+    """MongoDB or the Bot API down at start-up: retried in-process, doubling from
+    ``retry_initial_seconds`` up to ``retry_max_seconds``, at most ``max_attempts`` times
+    per dependency; then the process exits 1 and supervisord starts it again."""
+
+    retry_initial_seconds: float = Field(1.0, gt=0)
+    retry_max_seconds: float = Field(30.0, gt=0)
+    max_attempts: int = Field(40, ge=1)
+
+
 class UpdatesSettings(_Section):
     processed_ttl_hours: int = Field(24, ge=1)
+    # An edited message during a conversation gets one "send it as a new message" reply
+    # per chat at most this often.
+    edit_notice_seconds: float = Field(30, ge=0)
 
 
 class OutboxSettings(_Section):
@@ -195,7 +224,8 @@ class ShippingSettings(_Section):
 
 class RefundSettings(_Section):
     min_label_age_days: int = Field(5, ge=0)
-    max_label_age_days: int = Field(30, ge=1)
+    # USPS through Stamps.com refunds unused labels within 28 days of printing.
+    max_label_age_days: int = Field(28, ge=1)
     max_numbers_per_request: int = Field(50, ge=1, le=200)
     check_interval_seconds: float = Field(300, gt=0)
     max_attempts: int = Field(5, ge=1)
@@ -279,6 +309,7 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = TelegramSettings()
     mongo: MongoSettings = MongoSettings()
     sessions: SessionSettings = SessionSettings()
+    startup: StartupSettings = StartupSettings()
     updates: UpdatesSettings = UpdatesSettings()
     outbox: OutboxSettings = OutboxSettings()
     logging: LoggingSettings = LoggingSettings()
@@ -322,6 +353,75 @@ class Settings(BaseSettings):
             for alias in [str(field.validation_alias)]
         }
         return data
+
+
+MEMORY_URL_PREFIX = "mongomock://"
+SHIPSTATION_TEST_KEY_PREFIX = "TEST_"
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value().strip() if value is not None else ""
+
+
+def _is_local_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def _unreachable_callback(url: str) -> str | None:
+    """Why OxaPay could not post to ``url``, or None."""
+    parts = urlsplit(url.strip())
+    if _is_local_host(parts.hostname):
+        return f"points to this machine ({parts.hostname}, loopback)"
+    if parts.scheme != "https":
+        return "is not an HTTPS URL"
+    return None
+
+
+def production_problems(settings: Settings, *, allow_memory: bool = False) -> list[str]:
+    """Why ``python -m bot run`` refuses this configuration (one line each; no secrets).
+
+    ``check-config`` prints the same lines as warnings. The demo, the benchmarks and the
+    tests build the application themselves and are not checked.
+    """
+    problems: list[str] = []
+    secrets = settings.secrets
+    if _secret(secrets.mongo_url).startswith(MEMORY_URL_PREFIX) and not allow_memory:
+        problems.append(
+            "MONGO_URL=mongomock:// is an in-memory database: every balance, order and "
+            "payment is lost when the process stops; point MONGO_URL at a MongoDB replica "
+            "set, or pass --allow-memory for a throw-away trial"
+        )
+    oxapay = settings.payments.oxapay
+    # A local stand-in (python -m sandbox) runs on this machine and reaches a loopback URL.
+    if _secret(secrets.oxapay_merchant_api_key) and not _is_local_host(
+        urlsplit(oxapay.base_url).hostname
+    ):
+        reason = _unreachable_callback(oxapay.callback_url)
+        if reason is not None:
+            shown = oxapay.callback_url or "(empty)"
+            problems.append(
+                f"payments.oxapay.callback_url {shown} {reason}: OxaPay posts payment "
+                "callbacks from the internet over HTTPS, so no callback would arrive; set "
+                "SHIPBOT_PAYMENTS__OXAPAY__CALLBACK_URL to the public https:// URL of "
+                "/callbacks/oxapay (or unset OXAPAY_MERCHANT_API_KEY to turn crypto "
+                "top-ups off)"
+            )
+    test_key = _secret(secrets.shipstation_test_api_key)
+    if test_key and not test_key.startswith(SHIPSTATION_TEST_KEY_PREFIX):
+        problems.append(
+            "SHIPSTATION_TEST_API_KEY does not start with TEST_: ShipStation platform "
+            "accounts have no sandbox, so a production key in the test slot buys real "
+            "postage; set a ShipStation API TEST_ key there, or leave it unset"
+        )
+    return problems
 
 
 def _format_validation_error(exc: ValidationError) -> str:

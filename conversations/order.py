@@ -22,6 +22,7 @@ from bot.keyboards import Button, cancel_button, inline, main_menu
 from bot.sessions import SessionConversationHandler
 from conversations.common import cancel_handlers, conversation_key, leave_others
 from handlers.common import ack, lang_of, reply
+from handlers.refunds import window_text
 from providers.errors import ProviderError, ProviderRejected
 from services import addresses
 from services.addresses import FieldError
@@ -617,6 +618,7 @@ async def deliver_label(
             price=i18n.money(lang, int(order["price_cents"])),
             balance=i18n.money(lang, balance_cents),
         )
+        text += "\n" + window_text(context, lang, context.services.refunds.window(order))
         save = inline([[(i18n.t(lang, "order.save_template"), f"tpl:save:{order['_id']}")]])
         await reply(update, context, text, save)
     caption = i18n.t(lang, "order.pdf_caption", tracking=tracking)

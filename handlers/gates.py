@@ -1,11 +1,14 @@
 """Gatekeeping that runs before any feature handler, in this order:
 
 1. ``bind_context``: log fields for the update; skip an update that was already handled.
-2. ``flood_gate``: a user over the rate gets one "slow down" notice, then is ignored.
-3. ``register_user``: create or refresh the account; remember it for this update.
-4. ``blocked_gate``: a blocked user gets a polite refusal and nothing else.
-5. ``maintenance_gate``: in maintenance mode customers get the notice; admins pass.
-6. ``session_gate``: extend the session; tell the user when it had expired.
+2. payments (``handlers/payments.py``): pre-checkout queries and successful payments are
+   handled here, before any gate below can swallow them, and end the update.
+3. ``flood_gate``: a user over the rate gets one "slow down" notice, then is ignored.
+4. ``register_user``: create or refresh the account; remember it for this update.
+5. ``edit_gate``: an edited message is never input; in a conversation the user is told.
+6. ``blocked_gate``: a blocked user gets a polite refusal and nothing else.
+7. ``maintenance_gate``: in maintenance mode customers get the notice; admins pass.
+8. ``session_gate``: extend the session; tell the user when it had expired.
 
 Each raises ``ApplicationHandlerStop`` to end processing of the update.
 """
@@ -13,15 +16,19 @@ Each raises ``ApplicationHandlerStop`` to end processing of the update.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from telegram import Update
+from telegram import Bot, Update
 from telegram.constants import ChatType
-from telegram.ext import ApplicationHandlerStop, BaseHandler, TypeHandler
+from telegram.ext import Application, ApplicationHandlerStop, BaseHandler, TypeHandler
 
 from bot.context import BotContext
 from bot.current import current_user, set_current_user
+from bot.i18n import I18n
 from bot.logging import bind_update_context
 from bot.metrics import UPDATES_SKIPPED
+from bot.update_processor import Listener
+from handlers.common import lang_of
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,15 +63,37 @@ async def flood_gate(update: Update, context: BotContext) -> None:
         return
     UPDATES_SKIPPED.labels(reason="flood").inc()
     if verdict == "notice":
-        lang = context.i18n.resolve_language(user.language_code)
-        text = context.i18n.t(lang, "gate.slow_down")
-        if update.callback_query is not None:
-            await update.callback_query.answer(text[:200], show_alert=True)
-        elif update.effective_chat is not None:
-            await context.bot.send_message(update.effective_chat.id, text)
+        await _slow_down(update, context.bot, context.i18n)
     elif update.callback_query is not None:
         await update.callback_query.answer()
     raise ApplicationHandlerStop
+
+
+async def _slow_down(update: Update, bot: Bot, i18n: I18n) -> None:
+    user = update.effective_user
+    text = i18n.t(i18n.resolve_language(user.language_code if user else None), "gate.slow_down")
+    if update.callback_query is not None:
+        await update.callback_query.answer(text[:200], show_alert=True)
+    elif update.effective_chat is not None:
+        await bot.send_message(update.effective_chat.id, text)
+
+
+def on_chat_queue_full(application: Application[Any, Any, Any, Any, Any, Any]) -> Listener:
+    """For ``PerChatUpdateProcessor.drop_listeners``: the chat had too many updates queued,
+    so this one was dropped. The user gets the flood notice once per episode
+    (``FloodControl.overflow``), from a task: the listener must not block. The updates
+    still queued go through ``flood_gate`` as usual."""
+
+    def dropped(update: object) -> None:
+        data = application.bot_data
+        if not isinstance(update, Update) or data.flood is None or data.i18n is None:
+            return
+        user = update.effective_user
+        if user is None or not data.flood.overflow(user.id):
+            return
+        application.create_task(_slow_down(update, application.bot, data.i18n), update=update)
+
+    return dropped
 
 
 async def register_user(update: Update, context: BotContext) -> None:
@@ -79,6 +108,35 @@ async def register_user(update: Update, context: BotContext) -> None:
         first_name=user.first_name,
     )
     set_current_user(view)
+
+
+async def edit_gate(update: Update, context: BotContext) -> None:
+    """An edited message is not new input (PTB's message filters match edits too, so an
+    edit would otherwise answer whatever the bot is asking now). Nothing reads it; during a
+    conversation the user is told to send the correction as a new message, at most once
+    per ``updates.edit_notice_seconds`` per chat. Outside a conversation it is ignored."""
+    if update.edited_message is None and update.edited_business_message is None:
+        return
+    UPDATES_SKIPPED.labels(reason="edited").inc()
+    user = update.effective_user
+    chat = update.effective_chat
+    cooldown = context.bot_data.edit_notices
+    if (
+        update.edited_message is not None
+        and user is not None
+        and chat is not None
+        and cooldown is not None
+        and _in_conversation(context, (chat.id, user.id))
+        and cooldown.ready(chat.id)
+    ):
+        await context.bot.send_message(
+            chat.id, context.i18n.t(lang_of(update, context), "gate.edit_ignored")
+        )
+    raise ApplicationHandlerStop
+
+
+def _in_conversation(context: BotContext, key: tuple[int, int]) -> bool:
+    return any(h.state_of(key) is not None for h in context.bot_data.conversations.values())
 
 
 async def _refuse(update: Update, context: BotContext, text: str) -> None:
@@ -141,13 +199,19 @@ async def session_gate(update: Update, context: BotContext) -> None:
         raise ApplicationHandlerStop
 
 
+# Payments run right after deduplication, before any gate that could swallow them.
+PAYMENTS_OFFSET = 1
+
+
 def build_handlers() -> list[tuple[int, BaseHandler[Update, BotContext, None]]]:
     """(relative order, handler) pairs; the application puts them in the gate groups."""
     return [
         (0, TypeHandler(Update, bind_context)),
-        (1, TypeHandler(Update, flood_gate)),
-        (2, TypeHandler(Update, register_user)),
-        (3, TypeHandler(Update, blocked_gate)),
-        (4, TypeHandler(Update, maintenance_gate)),
-        (5, TypeHandler(Update, session_gate)),
+        # PAYMENTS_OFFSET (1): handlers/payments.py build_priority_handlers
+        (2, TypeHandler(Update, flood_gate)),
+        (3, TypeHandler(Update, register_user)),
+        (4, TypeHandler(Update, edit_gate)),
+        (5, TypeHandler(Update, blocked_gate)),
+        (6, TypeHandler(Update, maintenance_gate)),
+        (7, TypeHandler(Update, session_gate)),
     ]

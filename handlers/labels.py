@@ -1,4 +1,8 @@
-"""My labels: newest first, five a page, with a button to get each PDF again."""
+"""My labels: newest first, five a page, with a button to get each PDF again.
+
+An active label shows the last day on which it can be refunded; the Refund button appears
+only where the refund rules (``RefundService.offers``) would accept a request now.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,10 @@ from bot.keyboards import Button, inline
 from conversations.order import deliver_label
 from handlers.balance import format_when
 from handlers.common import ack, lang_of, reply
+from handlers.refunds import window_text
+
+# Verdicts for which the refund window is worth showing: it is open, or still ahead.
+_OPEN = ("accepted", "too_recent")
 
 
 async def show_labels(update: Update, context: BotContext) -> None:
@@ -34,6 +42,7 @@ async def show_labels(update: Update, context: BotContext) -> None:
         return
     lines = [i18n.t(lang, "labels.title", page=page, pages=pages)]
     rows: list[list[Button]] = []
+    offers = await context.services.refunds.offers(orders)
     for order in orders:
         tracking = str(order.get("tracking_number") or "—")
         lines.append(
@@ -46,13 +55,20 @@ async def show_labels(update: Update, context: BotContext) -> None:
                 price=i18n.money(lang, int(order.get("price_cents") or 0)),
             )
         )
+        offer = offers.get(order["_id"])
+        if offer is not None and offer.window is not None and offer.verdict in _OPEN:
+            lines.append(window_text(context, lang, offer.window))
         if order["status"] == "purchased":
             row: list[Button] = [
                 (i18n.t(lang, "labels.resend", tracking=tracking[-12:]), f"lbl:pdf:{order['_id']}")
             ]
-            row.append(
-                (i18n.t(lang, "labels.refund", tracking=tracking[-8:]), f"rf:one:{order['_id']}")
-            )
+            if offer is not None and offer.offered:
+                row.append(
+                    (
+                        i18n.t(lang, "labels.refund", tracking=tracking[-8:]),
+                        f"rf:one:{order['_id']}",
+                    )
+                )
             rows.append(row)
     nav: list[Button] = []
     if page > 1:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from telegram import Update
 from telegram.ext import (
+    ApplicationHandlerStop,
     BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
@@ -54,13 +58,19 @@ async def pre_checkout(update: Update, context: BotContext) -> None:
     """Answers Telegram within its 10 s limit after checking the payload."""
     query = update.pre_checkout_query
     assert query is not None
-    check = await context.services.payments.check_stars_checkout(
-        query.from_user.id, query.invoice_payload, query.currency, query.total_amount
-    )
+    lang = context.i18n.resolve_language(query.from_user.language_code)
+    try:
+        check = await context.services.payments.check_stars_checkout(
+            query.from_user.id, query.invoice_payload, query.currency, query.total_amount
+        )
+    except Exception:
+        # Refused rather than left to time out: nothing is charged and the user can retry.
+        text = context.i18n.t(lang, "errors.generic", support=context.settings.support_contact)
+        await query.answer(ok=False, error_message=text[:255])
+        raise
     if check.ok:
         await query.answer(ok=True)
         return
-    lang = context.i18n.resolve_language(query.from_user.language_code)
     message = context.i18n.t(lang, f"stars.refused.{check.reason}")
     await query.answer(ok=False, error_message=message)
 
@@ -77,11 +87,36 @@ async def successful_payment(update: Update, context: BotContext) -> None:
     _LOGGER.info("stars payment handled: %s", outcome)
 
 
+def _ends_the_update(
+    callback: Callable[[Update, BotContext], Coroutine[Any, Any, None]],
+) -> Callable[[Update, BotContext], Coroutine[Any, Any, None]]:
+    """No gate or feature handler after the payments group sees the update, even when the
+    callback failed (the error handler still gets the error)."""
+
+    @functools.wraps(callback)
+    async def run(update: Update, context: BotContext) -> None:
+        try:
+            await callback(update, context)
+        except Exception as exc:  # noqa: BLE001 - reported below, then the update ends
+            await context.application.process_error(update, exc)
+        raise ApplicationHandlerStop
+
+    return run
+
+
+def build_priority_handlers() -> list[BaseHandler[Update, BotContext, None]]:
+    """For the payments group, right after deduplication: a pre-checkout query must be
+    answered within 10 s and a successful payment credited at once, whatever the flood,
+    blocked, maintenance or session gates would say (the money has moved already)."""
+    return [
+        PreCheckoutQueryHandler(_ends_the_update(pre_checkout)),
+        MessageHandler(filters.SUCCESSFUL_PAYMENT, _ends_the_update(successful_payment)),
+    ]
+
+
 def build_handlers() -> list[BaseHandler[Update, BotContext, None]]:
     return [
         CallbackQueryHandler(cancel_invoice, pattern=r"^topup:cancelinv:[0-9a-f]{24}$"),
-        PreCheckoutQueryHandler(pre_checkout),
-        MessageHandler(filters.SUCCESSFUL_PAYMENT, successful_payment),
     ]
 
 

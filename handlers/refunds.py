@@ -10,8 +10,18 @@ from bot.i18n import Html
 from bot.keyboards import inline
 from bot.notices import refund_reason
 from handlers.common import ack, lang_of, reply
-from services.refunds import Verdict
+from services.refunds import RefundWindow, Verdict
 from storage.client import Document
+
+
+def window_text(context: BotContext, lang: str, window: RefundWindow) -> str:
+    """The last day on which the label can be refunded (and the first, if still ahead)."""
+    i18n = context.i18n
+    last_day = i18n.date(lang, window.last_day)
+    if window.not_yet_open(context.services.refunds.now()):
+        first_day = i18n.date(lang, window.first_day)
+        return i18n.t(lang, "refund.window_from", first_day=first_day, last_day=last_day)
+    return i18n.t(lang, "refund.window_until", last_day=last_day)
 
 
 def verdict_text(context: BotContext, lang: str, verdicts: list[Verdict]) -> str:

@@ -1,4 +1,8 @@
-"""Delivers the outbox: admin alerts and user notices, with retries."""
+"""Delivers the outbox: admin alerts and user notices, with retries.
+
+Leader only (registered with ``leader_only``), and the run stops claiming as soon as this
+instance stops holding the poller lease, so a standby never sends a notice.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from telegram import InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from bot.context import BotContext
+from bot.lease import holds_lease
 from bot.metrics import OUTBOX_AGE, OUTBOX_DELIVERIES, OUTBOX_DEPTH
 from services.notifications import DeliveryError
 from storage.outbox import OutboxMessage
@@ -40,7 +45,10 @@ async def deliver_outbox_job(context: BotContext) -> None:
         except NetworkError as exc:
             raise DeliveryError(f"network: {exc.message}") from exc
 
-    report = await context.services.outbox.deliver_due(send)
+    def should_stop() -> bool:
+        return not holds_lease(context.bot_data)
+
+    report = await context.services.outbox.deliver_due(send, should_stop=should_stop)
     OUTBOX_DELIVERIES.labels(result="delivered").inc(report.delivered)
     OUTBOX_DELIVERIES.labels(result="retried").inc(report.retried)
     OUTBOX_DELIVERIES.labels(result="failed").inc(report.failed)

@@ -24,8 +24,9 @@ def schedule_jobs(
         raise RuntimeError("the job queue is missing: install python-telegram-bot[job-queue]")
     payments = settings.payments
     jobs: list[tuple[str, Any, float]] = [
-        ("outbox:deliver", deliver_outbox_job, settings.outbox.interval_seconds),
-        # Leader-only: money, provider calls and in-memory conversation state.
+        # Leader-only: money, provider calls, in-memory conversation state, and sends (a
+        # standby must not deliver what the leader delivers).
+        ("outbox:deliver", leader_only(deliver_outbox_job), settings.outbox.interval_seconds),
         (
             "sessions:expire",
             leader_only(expire_sessions_job),

@@ -1,7 +1,7 @@
 """``python -m sandbox``: the offline stand-ins as one standalone process.
 
 Starts the Bot API emulator, the fake ShipStation and the fake OxaPay on 127.0.0.1 and
-prints how to point ``python -m bot run`` at them. Stop with Ctrl+C.
+prints how to point ``python -m bot run --allow-memory`` at them. Stop with Ctrl+C.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"  export SHIPSTATION_TEST_API_KEY='{SHIPSTATION_TEST_KEY}'")
     print(f"  export SHIPBOT_PAYMENTS__OXAPAY__BASE_URL='{oxapay.base_url}'")
     print(f"  export OXAPAY_MERCHANT_API_KEY='{OXAPAY_KEY}'")
-    print("  python -m bot run")
+    print("  python -m bot run --allow-memory")
     print(f"\nWrite as a user: curl -s -X POST {emulator.url}/_control/users/1001/messages "
           "-H 'Content-Type: application/json' -d '{\"text\": \"/start\"}'")
     print(f"Read the replies: curl -s '{emulator.url}/_control/chats/1001/messages?wait=5'",

@@ -348,7 +348,7 @@ class FakeShipStation:
         production_api_key: str | None = None,
         latency_seconds: float = 0.15,
         instant: bool = False,
-        void_window_days: int = 30,
+        void_window_days: int = 28,  # USPS via Stamps.com: within 28 days of printing
         production_balance_cents: int = 100_000,
         now: Callable[[], datetime] | None = None,
     ) -> None:

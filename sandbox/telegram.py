@@ -39,7 +39,10 @@ Python control API (call it from the event loop that runs the server):
   per_chat_capacity=3, per_chat_rate=1.0, overall_capacity=30, overall_rate=30.0,
   history_limit=1000, clock=time.monotonic)``; ``start(host, port)``, ``stop()``,
   ``serve_forever(host, port)``, ``base_url``, ``base_file_url``, ``url``.
-* Users and updates: ``add_user``, ``send_message``, ``press_button``,
+* Faults: ``fail_requests(method, count, status=502)`` answers the next calls of a method
+  with a 5xx error, as during an outage.
+* Users and updates: ``add_user``, ``send_message``, ``edit_message``,
+  ``last_user_message_id``, ``press_button``,
   ``send_pre_checkout_query``, ``send_successful_payment``, ``push_update``, ``block_chat``,
   ``unblock_chat``.
 * Observations: ``sent_messages(chat_id=None, *, since=0)``, ``cursor(chat_id)``,
@@ -58,6 +61,8 @@ HTTP control API (JSON; answers ``{"ok": true, "result": ...}`` or ``{"ok": fals
 * ``POST /_control/users`` ``{"user_id", "first_name", "last_name", "username",
   "language_code"}``
 * ``POST /_control/users/{id}/messages`` ``{"text", "reply_to_message_id"}`` -> update id
+* ``POST /_control/users/{id}/messages/{message_id}/edit`` ``{"text"}`` -> update id of
+  the ``edited_message``
 * ``POST /_control/users/{id}/callbacks`` ``{"message_id", "data"}`` -> callback query id
 * ``POST /_control/users/{id}/pre_checkout_queries`` ``{"currency", "total_amount",
   "payload"}`` -> query id
@@ -1008,6 +1013,7 @@ class BotApiEmulator:
         self._files_by_path: dict[str, StoredFile] = {}
         self._file_counter = itertools.count(1)
         self._commands: dict[tuple[str, str], list[JSONDict]] = {}
+        self._outages: dict[str, deque[tuple[int, str]]] = {}
         self._descriptions: dict[tuple[str, str], str] = {}
         self._pending_callbacks: OrderedDict[str, _PendingCallback] = OrderedDict()
         self._pending_pre_checkouts: OrderedDict[str, _PendingPreCheckout] = OrderedDict()
@@ -1184,6 +1190,42 @@ class BotApiEmulator:
                 raise LookupError(f"message {reply_to_message_id} not found in chat {user_id}")
             message["reply_to_message"] = replied
         return self.push_update("message", message)
+
+    def edit_message(self, user_id: int, message_id: int, text: str) -> int:
+        """The user edits the text of their message ``message_id``: an ``edited_message``
+        update as Telegram sends it (same ``message_id``, ``chat``, ``from`` and ``date``, the
+        new text and entities, and ``edit_date``). Returns the update id.
+
+        Only text messages can be edited here; an unchanged text sends no update, as in
+        Telegram (``LookupError`` for an unknown message, ``ValueError`` otherwise).
+        """
+        chat = self._chats.get(user_id)
+        original = chat.user_messages.get(message_id) if chat is not None else None
+        if chat is None or original is None:
+            raise LookupError(f"no user message {message_id} in chat {user_id}")
+        if "text" not in original:
+            raise ValueError(f"message {message_id} has no text to edit")
+        if not 1 <= len(text) <= MAX_TEXT_LENGTH:
+            raise ValueError("message text must be 1-4096 characters")
+        if text == original["text"]:
+            raise ValueError("message text is unchanged")
+        edited: JSONDict = {
+            key: value for key, value in original.items() if key not in ("text", "entities")
+        }
+        edited["text"] = text
+        entities = _command_entities(text)
+        if entities:
+            edited["entities"] = entities
+        edited["edit_date"] = max(int(time.time()), int(original["date"]))
+        chat.user_messages[message_id] = edited
+        return self.push_update("edited_message", edited)
+
+    def last_user_message_id(self, user_id: int) -> int:
+        """The id of the last message the user wrote (for ``edit_message``)."""
+        chat = self._chats.get(user_id)
+        if chat is None or not chat.user_messages:
+            raise LookupError(f"user {user_id} wrote no message")
+        return next(reversed(chat.user_messages))
 
     def press_button(self, user_id: int, message_id: int, data: str) -> str:
         """The user presses the inline button with ``data`` on a bot message.
@@ -1411,6 +1453,19 @@ class BotApiEmulator:
 
     def reset_stats(self) -> None:
         self._reset_counters()
+
+    def fail_requests(
+        self, method: str, count: int, *, status: int = 502, description: str = "Bad Gateway"
+    ) -> None:
+        """The next ``count`` calls of ``method`` fail with ``status`` as during an outage
+        of Telegram's servers (error JSON ``{"ok": false, "error_code", "description"}``).
+        Only 5xx statuses: client errors have their own rules in the handlers."""
+        if not 500 <= status <= 599:
+            raise ValueError("an outage answers 5xx")
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        queue = self._outages.setdefault(method.lower(), deque())
+        queue.extend([(status, description)] * count)
 
     def set_rate_limits(
         self,
@@ -1828,6 +1883,11 @@ class BotApiEmulator:
             return _error(404, "Not Found")
         name, handler = entry
         self._requests[name] += 1
+        outage = self._outages.get(name.lower())
+        if outage:
+            status, description = outage.popleft()
+            self._errors[status] += 1
+            return _error(status, description)
         try:
             params = await self._read_params(request)
             result = await handler(params)
@@ -2297,6 +2357,7 @@ class BotApiEmulator:
             ("POST", "/_control/rate_limits", self._c_rate_limits),
             ("POST", "/_control/users", self._c_add_user),
             ("POST", "/_control/users/{user_id}/messages", self._c_user_message),
+            ("POST", "/_control/users/{user_id}/messages/{message_id}/edit", self._c_user_edit),
             ("POST", "/_control/users/{user_id}/callbacks", self._c_user_callback),
             ("POST", "/_control/users/{user_id}/pre_checkout_queries", self._c_pre_checkout),
             ("POST", "/_control/users/{user_id}/payments", self._c_payment),
@@ -2387,6 +2448,15 @@ class BotApiEmulator:
             self._path_int(request, "user_id"),
             self._field(body, "text", str),
             reply_to_message_id=int(reply_to) if reply_to is not None else None,
+        )
+        return {"update_id": update_id}
+
+    async def _c_user_edit(self, request: web.Request) -> Any:
+        body = await self._body(request)
+        update_id = self.edit_message(
+            self._path_int(request, "user_id"),
+            self._path_int(request, "message_id"),
+            self._field(body, "text", str),
         )
         return {"update_id": update_id}
 

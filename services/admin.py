@@ -316,8 +316,10 @@ class AdminService:
             key=key,
         )
         await self._notices.balance_adjusted(user_id, amount, result.balance_cents, reason, key)
-        closed = await self._confirmations.close(doc["_id"], status="done", by=actor, now=now)
-        status = "applied" if closed is not None and not result.replayed else "already_applied"
+        await self._confirmations.close(doc["_id"], status="done", by=actor, now=now)
+        # The ledger decides who applied it: a concurrent press may close the confirmation
+        # before the press whose entry won.
+        status = "already_applied" if result.replayed else "applied"
         return ConfirmOutcome(status, doc, result.balance_cents)
 
     async def cancel(self, actor: int, confirmation_id: str) -> bool:

@@ -117,15 +117,27 @@ class OutboxDelivery:
     def backoff(self, attempts: int) -> timedelta:
         return timedelta(seconds=min(5 * 2 ** max(attempts - 1, 0), 3600))
 
-    async def deliver_due(self, send: Sender) -> DeliveryReport:
+    async def deliver_due(
+        self, send: Sender, *, should_stop: Callable[[], bool] = lambda: False
+    ) -> DeliveryReport:
+        """Sends up to ``batch_size`` due messages, claiming each right before its send.
+
+        ``should_stop`` is asked before every claim: a standby, or a leader that lost the
+        poller lease, claims nothing more (and leaves nothing claimed behind).
+        """
         delivered = retried = failed = 0
-        for message in await self._outbox.claim_due(now=self._clock(), limit=self._batch_size):
+        for _ in range(self._batch_size):
+            if should_stop():
+                break
+            message = await self._outbox.claim_next(now=self._clock())
+            if message is None:
+                break
             try:
                 await send(message)
             except DeliveryError as exc:
                 now = self._clock()
                 if exc.permanent or message.attempts >= self._max_attempts:
-                    await self._outbox.mark_failed(message.id, now=now, error=str(exc))
+                    await self._outbox.mark_failed(message, now=now, error=str(exc))
                     _LOGGER.warning(
                         "outbox message dropped: id=%s kind=%s attempts=%d reason=%s",
                         message.id, message.kind, message.attempts, exc,
@@ -134,11 +146,11 @@ class OutboxDelivery:
                 else:
                     delay = max(self.backoff(message.attempts).total_seconds(), exc.retry_after)
                     await self._outbox.mark_retry(
-                        message.id, at=now + timedelta(seconds=delay), error=str(exc)
+                        message, at=now + timedelta(seconds=delay), error=str(exc)
                     )
                     retried += 1
                 continue
-            await self._outbox.mark_delivered(message.id, now=self._clock())
+            await self._outbox.mark_delivered(message, now=self._clock())
             delivered += 1
         return DeliveryReport(delivered=delivered, retried=retried, failed=failed)
 

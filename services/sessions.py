@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.clock import Clock, utc_now
+from storage.inbox import InboxRepo
 from storage.processed_updates import ProcessedUpdatesRepo
 from storage.sessions import ConversationKey, ExpiredSession, SessionsRepo
 
@@ -14,12 +15,14 @@ class SessionService:
         self,
         sessions: SessionsRepo,
         processed: ProcessedUpdatesRepo,
+        inbox: InboxRepo | None = None,
         *,
         processed_ttl: timedelta,
         clock: Clock = utc_now,
     ) -> None:
         self._sessions = sessions
         self._processed = processed
+        self._inbox = inbox
         self._processed_ttl = processed_ttl
         self._clock = clock
 
@@ -48,5 +51,7 @@ class SessionService:
         """Does the TTL monitor's work for the in-memory database (mongomock has none)."""
         now = self._clock()
         removed = await self._processed.purge(before=now)
+        if self._inbox is not None:
+            removed += await self._inbox.purge(received_before=now - self._processed_ttl)
         removed += await self._sessions.purge(before=now - grace)
         return removed

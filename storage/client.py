@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.write_concern import WriteConcern
+
+from storage.interleave import InterleavingDatabase
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -28,6 +32,11 @@ class MongoOptions:
     min_pool_size: int = 2
     max_idle_time_ms: int = 30000
     server_selection_timeout_ms: int = 3000
+    # Ledger, balances, payments, orders and refunds (``money_database``): acknowledged
+    # only once a majority of the replica set has the write, so an election cannot roll
+    # it back. ``money_wtimeout_ms`` bounds the wait (0: wait indefinitely).
+    money_write_concern: int | str = "majority"
+    money_wtimeout_ms: int = 10000
 
 
 class Mongo:
@@ -37,10 +46,14 @@ class Mongo:
         self.client = client
         self.db: Any = client[database]
         self.in_memory = in_memory
+        if in_memory:
+            # mongomock never suspends inside a call; a real server always does.
+            self.db = InterleavingDatabase(self.db)
 
     @classmethod
     def memory(cls, database: str) -> Mongo:
-        """An in-memory database (mongomock) with the faster lookups of ``inmemory``."""
+        """An in-memory database (mongomock) with the faster lookups of ``inmemory``, that
+        suspends at every call as a real server does (``storage.interleave``)."""
         from mongomock_motor import AsyncMongoMockClient
 
         from storage import inmemory
@@ -74,6 +87,24 @@ class Mongo:
         result = self.client.close()
         if inspect.isawaitable(result):
             await result
+
+
+def money_write_concern(options: MongoOptions) -> WriteConcern:
+    return WriteConcern(
+        w=options.money_write_concern, wtimeout=options.money_wtimeout_ms or None
+    )
+
+
+def money_database(mongo: Mongo, options: MongoOptions) -> Any:
+    """The database handle the money repositories write through.
+
+    PyMongo: the same database with ``money_write_concern`` on every collection taken from
+    it. The in-memory database has no replicas to wait for, and mongomock-motor's
+    ``with_options`` returns synchronous collections, so it is returned unchanged.
+    """
+    if isinstance(mongo.db, AsyncDatabase):
+        return mongo.db.with_options(write_concern=money_write_concern(options))
+    return mongo.db
 
 
 async def aggregate(

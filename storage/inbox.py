@@ -5,6 +5,10 @@ the previous batch was queued, not after it was handled; a killed worker would l
 update still in its in-memory queue. Each batch is therefore stored here before PTB sees
 it, deleted once handled, and replayed when a worker starts polling. Handling is claimed
 per update id (``processed_updates``), so a replay never handles an update twice.
+
+Entries expire (``expires_at``, TTL index) after the ``processed_updates`` retention, and a
+replay skips (and deletes) older ones: once its claim may have expired, an old update
+could otherwise be handled a second time.
 """
 
 from __future__ import annotations
@@ -22,9 +26,16 @@ class InboxRepo:
     def __init__(self, db: Any) -> None:
         self.col = db["inbox"]
 
-    async def save(self, updates: list[dict[str, Any]], *, now: datetime) -> None:
+    async def save(
+        self, updates: list[dict[str, Any]], *, now: datetime, expires_at: datetime
+    ) -> None:
         docs = [
-            {"_id": int(update["update_id"]), "update": update, "received_at": now}
+            {
+                "_id": int(update["update_id"]),
+                "update": update,
+                "received_at": now,
+                "expires_at": expires_at,
+            }
             for update in updates
             if "update_id" in update
         ]
@@ -42,6 +53,15 @@ class InboxRepo:
         if ids:
             await self.col.delete_many({"_id": {"$in": ids}})
 
-    async def pending(self, *, limit: int = 10_000) -> list[Document]:
-        cursor = self.col.find({}).sort("_id", 1).limit(limit)
+    async def pending(self, *, received_after: datetime, limit: int = 10_000) -> list[Document]:
+        """Entries to replay, oldest first: those received after ``received_after``."""
+        cursor = (
+            self.col.find({"received_at": {"$gt": received_after}}).sort("_id", 1).limit(limit)
+        )
         return [doc async for doc in cursor]
+
+    async def purge(self, *, received_before: datetime) -> int:
+        """Removes entries received at or before ``received_before`` (too old to replay);
+        also those stored before entries carried ``expires_at``."""
+        result = await self.col.delete_many({"received_at": {"$lte": received_before}})
+        return int(result.deleted_count)

@@ -1,12 +1,29 @@
-"""Every index the application relies on; ``ensure_indexes`` is idempotent."""
+"""Every index the application relies on; ``ensure_indexes`` is idempotent.
+
+Start-up compares the indexes a collection has (``index_information()``) with the ones this
+release needs, before it changes anything (``plan_indexes``):
+
+* missing → created;
+* same keys, only ``expireAfterSeconds`` differs (a changed ``sessions.purge_grace_seconds``,
+  or a plain index that should now be a TTL index) → ``collMod``, which changes it in place;
+* anything else (other keys under the same name, the same keys under another name, another
+  ``unique``/``sparse``/… option, a TTL index where none is wanted) → ``IndexConflict``, one
+  line naming the index and the command that fixes it; nothing is changed.
+
+Creating an index again with other options is what a server refuses (code 85
+IndexOptionsConflict / 86 IndexKeySpecsConflict): without this plan the worker would
+crash-loop at start-up. docs/RUNBOOKS.md, "Index conflict at start-up", has the procedure.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pymongo import ASCENDING, IndexModel
+from pymongo.errors import OperationFailure
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -39,6 +56,10 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
             ),
         ],
         "processed_updates": [
+            IndexModel([("expires_at", ASCENDING)], name="expires_at_ttl", **_ttl(options, 0)),
+        ],
+        # Fetched, not yet handled updates expire with the processed_updates retention.
+        "inbox": [
             IndexModel([("expires_at", ASCENDING)], name="expires_at_ttl", **_ttl(options, 0)),
         ],
         "ledger": [
@@ -115,10 +136,218 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
 
 
 async def ensure_indexes(db: Any, options: IndexOptions) -> list[str]:
-    """Creates missing indexes; safe to run at every start. Returns the names ensured."""
+    """Creates missing indexes and applies TTL changes; safe to run at every start.
+
+    Raises ``IndexConflict`` (one line) before changing anything when an existing index
+    differs in a way only an operator should resolve. Returns the names created or changed.
+    """
+    models = index_models(options)
+    plan = await plan_indexes(db, options, models=models)
+    conflicts = [change for change in plan if change.action == "conflict"]
+    if conflicts:
+        raise IndexConflict(_conflict_line(conflicts))
     names: list[str] = []
-    for collection, models in index_models(options).items():
-        created = await db[collection].create_indexes(models)
-        names.extend(f"{collection}.{name}" for name in created)
-    _LOGGER.info("indexes ensured: %d", len(names))
+    for change in plan:
+        if change.action == "collmod":
+            await _collmod(db, change)
+            names.append(change.qualified_name)
+    for collection, collection_models in models.items():
+        wanted = {c.name for c in plan if c.collection == collection and c.action == "create"}
+        missing = [m for m in collection_models if m.document["name"] in wanted]
+        if not missing:
+            continue
+        try:
+            await db[collection].create_indexes(missing)
+        except OperationFailure as exc:
+            if exc.code in _CONFLICT_CODES:
+                raise IndexConflict(
+                    f"index conflict on {collection} (code {exc.code}: "
+                    f"{_first_line(exc)}); compare db.{collection}.getIndexes() with "
+                    f"storage/indexes.py, drop the differing index and run "
+                    f"python -m bot ensure-indexes"
+                ) from None
+            raise
+        names.extend(f"{collection}.{m.document['name']}" for m in missing)
+    _LOGGER.info(
+        "indexes ensured: %d created or changed, %d unchanged",
+        len(names),
+        sum(len(m) for m in models.values()) - len(names),
+    )
     return names
+
+
+# ------------------------------------------------------------------ the plan
+
+# IndexOptionsConflict, IndexKeySpecsConflict: what a server answers to an index created
+# again with other options or keys.
+_CONFLICT_CODES = (85, 86)
+# Parts of an index description that are not options of the index itself.
+_NOT_OPTIONS = frozenset({"v", "key", "name", "ns", "background"})
+# Options whose absence means false.
+_FLAGS = frozenset({"unique", "sparse", "hidden"})
+_TTL = "expireAfterSeconds"
+_FIX_TAIL = "then run python -m bot ensure-indexes"
+
+
+class IndexConflict(Exception):
+    """An existing index differs from the one this release needs; the message is one line
+    naming the index and the command that fixes it."""
+
+
+@dataclass(frozen=True)
+class IndexChange:
+    collection: str
+    name: str
+    action: Literal["create", "collmod", "conflict"]
+    detail: str = ""
+    current_ttl: int | None = None
+    wanted_ttl: int | None = None
+    fix: str = ""
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.collection}.{self.name}"
+
+    def collmod_command(self) -> dict[str, Any]:
+        return {
+            "collMod": self.collection,
+            "index": {"name": self.name, _TTL: self.wanted_ttl},
+        }
+
+    def collmod_shell(self) -> str:
+        return (
+            f'db.runCommand({{collMod: "{self.collection}", index: {{name: "{self.name}", '
+            f"{_TTL}: {self.wanted_ttl}}}}})"
+        )
+
+
+async def plan_indexes(
+    db: Any, options: IndexOptions, *, models: Mapping[str, list[IndexModel]] | None = None
+) -> list[IndexChange]:
+    """What ``ensure_indexes`` would do, read from ``index_information()``; changes nothing."""
+    plan: list[IndexChange] = []
+    for collection, collection_models in (models or index_models(options)).items():
+        existing: Mapping[str, Mapping[str, Any]] = await db[collection].index_information()
+        for model in collection_models:
+            change = _compare(collection, model.document, existing)
+            if change is not None:
+                plan.append(change)
+    return plan
+
+
+def _compare(
+    collection: str, wanted: Mapping[str, Any], existing: Mapping[str, Mapping[str, Any]]
+) -> IndexChange | None:
+    name = str(wanted["name"])
+    keys = _keys(wanted["key"])
+    current = existing.get(name)
+    if current is None:
+        for other, info in existing.items():
+            if _keys(info["key"]) == keys:
+                return IndexChange(
+                    collection,
+                    name,
+                    "conflict",
+                    detail=f"its keys {_show_keys(keys)} are already indexed as {other!r}",
+                    fix=f'db.{collection}.dropIndex("{other}"), {_FIX_TAIL}',
+                )
+        return IndexChange(collection, name, "create")
+    drop = f'db.{collection}.dropIndex("{name}"), {_FIX_TAIL}'
+    if _keys(current["key"]) != keys:
+        return IndexChange(
+            collection,
+            name,
+            "conflict",
+            detail=(
+                f"exists with keys {_show_keys(_keys(current['key']))}, "
+                f"this release needs {_show_keys(keys)}"
+            ),
+            fix=drop,
+        )
+    have, want = _options(current), _options(wanted)
+    differing = sorted(k for k in have.keys() | want.keys() if have.get(k) != want.get(k))
+    if not differing:
+        return None
+    if differing == [_TTL] and want.get(_TTL) is not None:
+        return IndexChange(
+            collection,
+            name,
+            "collmod",
+            current_ttl=have.get(_TTL),
+            wanted_ttl=want[_TTL],
+        )
+    shown = ", ".join(f"{k} {_shown(have.get(k))} → {_shown(want.get(k))}" for k in differing)
+    return IndexChange(
+        collection,
+        name,
+        "conflict",
+        detail=f"exists with other options ({shown})",
+        fix=drop,
+    )
+
+
+def _keys(spec: Any) -> list[tuple[str, Any]]:
+    items = spec.items() if hasattr(spec, "items") else spec
+    return [(str(field), _direction(direction)) for field, direction in items]
+
+
+def _direction(value: Any) -> Any:
+    # A server may report 1.0 for an index created as 1 by an older driver.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else repr(value)
+
+
+def _show_keys(keys: list[tuple[str, Any]]) -> str:
+    return "{" + ", ".join(f"{field}: {direction}" for field, direction in keys) + "}"
+
+
+def _options(description: Mapping[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, value in description.items():
+        if key in _NOT_OPTIONS:
+            continue
+        if key in _FLAGS:
+            if value:
+                options[key] = True
+        elif key == _TTL:
+            options[key] = int(value)
+        else:
+            options[key] = value
+    return options
+
+
+def _conflict_line(conflicts: list[IndexChange]) -> str:
+    first = conflicts[0]
+    line = f"index conflict: {first.qualified_name} {first.detail}; fix: {first.fix}"
+    if len(conflicts) > 1:
+        others = ", ".join(c.qualified_name for c in conflicts[1:])
+        line += f" (also differing: {others}; see docs/RUNBOOKS.md)"
+    return line
+
+
+async def _collmod(db: Any, change: IndexChange) -> None:
+    try:
+        await db.command(change.collmod_command())
+    except OperationFailure as exc:
+        raise IndexConflict(
+            f"index {change.qualified_name}: collMod to {_TTL}={change.wanted_ttl} was "
+            f"refused ({_first_line(exc)}); fix: run {change.collmod_shell()} as a database "
+            f"admin, or db.{change.collection}.dropIndex(\"{change.name}\"), {_FIX_TAIL}"
+        ) from None
+    _LOGGER.warning(
+        "index %s: %s %s → %s (collMod)",
+        change.qualified_name,
+        _TTL,
+        change.current_ttl,
+        change.wanted_ttl,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

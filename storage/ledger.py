@@ -18,8 +18,9 @@ always, and ``== sum(all entries)`` once pending entries are repaired.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -77,8 +78,27 @@ class Mismatch:
     ledger_sum_cents: int
 
 
+@dataclass(frozen=True)
+class UserCheck:
+    exists: bool  # False: entries of a user id with no account
+    mismatch: Mismatch | None
+    pending: bool  # an entry is written but not yet applied (mid-apply, or a crash)
+
+
+@dataclass
+class AuditReport:
+    checked: int = 0
+    mismatches: list[Mismatch] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    # Users whose ledger moved during every attempt: not checked, not a mismatch.
+    unsettled: list[int] = field(default_factory=list)
+
+
 # Bounded retries when another effect on the same user takes the position first.
 _MAX_RACE_RETRIES = 50
+# The audit checks a user again when an effect was applied during the check, this often.
+_AUDIT_ATTEMPTS = 5
+_AUDIT_PAGE = 500
 
 
 class LedgerRepo:
@@ -173,24 +193,88 @@ class LedgerRepo:
             yield int(user_id)
 
     async def audit(self, *, repair: bool = True) -> tuple[int, list[Mismatch]]:
-        """Compares every user's balance with the sum of their entries."""
-        sums = {
-            row["_id"]: int(row["total"])
-            for row in await aggregate(
-                self.col, [{"$group": {"_id": "$user_id", "total": {"$sum": "$amount_cents"}}}]
-            )
-        }
-        mismatches: list[Mismatch] = []
-        checked = 0
-        async for user in self.users.find({}, {"balance_cents": 1}):
-            checked += 1
-            user_id = user["_id"]
-            if repair and user_id in sums:
-                user = await self._settle(user_id)
-            balance = int(user.get("balance_cents", 0))
-            total = sums.pop(user_id, 0)
-            if balance != total:
-                mismatches.append(Mismatch(user_id, balance, total))
-        for user_id, total in sums.items():  # entries of users that do not exist
-            mismatches.append(Mismatch(user_id, 0, total))
-        return checked, mismatches
+        """``(users checked, mismatches)``; see ``audit_report``."""
+        report = await self.audit_report(repair=repair)
+        return report.checked, report.mismatches
+
+    async def audit_report(self, *, repair: bool = True) -> AuditReport:
+        """Checks every user on its own, consistently, so it can run on a live system.
+
+        Users are read in ``_id`` pages (no cursor held open across the checks), then any
+        user id that has entries but no account. ``repair`` applies pending entries first.
+        """
+        report = AuditReport()
+        seen: set[int] = set()
+        last: int | None = None
+        while True:
+            query: Document = {} if last is None else {"_id": {"$gt": last}}
+            cursor = self.users.find(query, {"_id": 1}).sort("_id", 1).limit(_AUDIT_PAGE)
+            ids = [int(doc["_id"]) async for doc in cursor]
+            if not ids:
+                break
+            for user_id in ids:
+                seen.add(user_id)
+                await self._audit_into(report, user_id, repair=repair)
+            last = ids[-1]
+        async for user_id in self.user_ids_with_entries():
+            if user_id not in seen:
+                await self._audit_into(report, user_id, repair=repair)
+        return report
+
+    async def _audit_into(self, report: AuditReport, user_id: int, *, repair: bool) -> None:
+        check = await self.audit_user(user_id, repair=repair)
+        if check is None:
+            report.unsettled.append(user_id)
+            return
+        report.checked += int(check.exists)
+        if check.pending:
+            report.pending.append(user_id)
+        if check.mismatch is not None:
+            report.mismatches.append(check.mismatch)
+
+    async def audit_user(self, user_id: int, *, repair: bool = True) -> UserCheck | None:
+        """One user's balance against the sum of their applied entries, consistently.
+
+        Reads ``(balance_cents, ledger_seq)`` in one document read, sums the entries with
+        ``seq <= ledger_seq`` (written before that position was applied, never changed
+        after), then re-reads the user: if ``ledger_seq`` moved meanwhile the check is
+        made again, at most ``_AUDIT_ATTEMPTS`` times; None when it never held still.
+        """
+        for _ in range(_AUDIT_ATTEMPTS):
+            if repair:
+                with contextlib.suppress(UnknownUser):  # no account: checked below
+                    await self._settle(user_id)
+            projection = {"balance_cents": 1, "ledger_seq": 1}
+            before = await self.users.find_one({"_id": user_id}, projection)
+            if before is None:
+                # Entries of an account that does not exist: all of them are a mismatch.
+                total, count = await self._entries_sum(user_id, None)
+                if await self.users.find_one({"_id": user_id}, {"_id": 1}) is not None:
+                    continue  # created meanwhile: check it as an account
+                mismatch = Mismatch(user_id, 0, total) if count else None
+                return UserCheck(exists=False, mismatch=mismatch, pending=False)
+            seq = int(before.get("ledger_seq") or 0)
+            total, _ = await self._entries_sum(user_id, seq)
+            pending = await self.col.find_one({"user_id": user_id, "seq": seq + 1}, {"_id": 1})
+            after = await self.users.find_one({"_id": user_id}, projection)
+            if after is None or int(after.get("ledger_seq") or 0) != seq:
+                continue  # an effect was applied meanwhile: check again
+            balance = int(before.get("balance_cents") or 0)
+            mismatch = Mismatch(user_id, balance, total) if balance != total else None
+            return UserCheck(exists=True, mismatch=mismatch, pending=pending is not None)
+        return None
+
+    async def _entries_sum(self, user_id: int, max_seq: int | None) -> tuple[int, int]:
+        match: Document = {"user_id": user_id}
+        if max_seq is not None:
+            match["seq"] = {"$lte": max_seq}
+        rows = await aggregate(
+            self.col,
+            [
+                {"$match": match},
+                {"$group": {"_id": None, "total": {"$sum": "$amount_cents"}, "n": {"$sum": 1}}},
+            ],
+        )
+        if not rows:
+            return 0, 0
+        return int(rows[0]["total"]), int(rows[0]["n"])

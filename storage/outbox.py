@@ -1,7 +1,11 @@
 """``outbox``: notifications waiting for delivery (admin alerts, user notices).
 
-Enqueueing is idempotent by ``dedup_key``; delivery is at-least-once by a job that
-claims due messages, sends them and records the outcome with exponential backoff.
+Enqueueing is idempotent by ``dedup_key``. Delivery claims one message at a time, right
+before sending it (``claim_next``): the claim hides it from every other deliverer for
+``SEND_LEASE`` and carries a fresh ``claim_id``, and the outcome is recorded only under that
+claim. Nothing is claimed ahead of its send, so a slow send cannot let a waiting message's
+claim expire and be taken (and sent) by another run. Only a process that dies mid-send
+leaves a claim behind; the message is sent again after ``SEND_LEASE`` (at least once).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from pymongo.errors import DuplicateKeyError
 
 from storage.client import Document
 
-# A claimed message is invisible to other delivery runs for this long.
-CLAIM_LEASE = timedelta(seconds=60)
+# A claimed message is invisible to other deliverers for this long: far longer than one
+# send can take (Bot API request timeouts are seconds), since it covers only that send.
+SEND_LEASE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class OutboxMessage:
     kind: str
     attempts: int
     reply_markup: dict[str, Any] | None
+    claim_id: ObjectId | None = None
 
 
 class OutboxRepo:
@@ -64,47 +70,46 @@ class OutboxRepo:
             return False
         return True
 
-    async def claim_due(self, *, now: datetime, limit: int) -> list[OutboxMessage]:
-        cursor = (
-            self.col.find(
-                {"delivered_at": None, "failed_at": None, "next_attempt_at": {"$lte": now}},
-                {"_id": 1},
-            )
-            .sort("next_attempt_at", 1)
-            .limit(limit)
+    async def claim_next(self, *, now: datetime) -> OutboxMessage | None:
+        """Claims the most overdue message for one send; None when nothing is due."""
+        claim_id = ObjectId()
+        doc = await self.col.find_one_and_update(
+            {"delivered_at": None, "failed_at": None, "next_attempt_at": {"$lte": now}},
+            {
+                "$set": {"next_attempt_at": now + SEND_LEASE, "claim_id": claim_id},
+                "$inc": {"attempts": 1},
+            },
+            sort=[("next_attempt_at", 1)],
+            return_document=ReturnDocument.AFTER,
         )
-        ids = [doc["_id"] async for doc in cursor]
-        claimed: list[OutboxMessage] = []
-        for oid in ids:
-            doc = await self.col.find_one_and_update(
-                {"_id": oid, "delivered_at": None, "next_attempt_at": {"$lte": now}},
-                {"$set": {"next_attempt_at": now + CLAIM_LEASE}, "$inc": {"attempts": 1}},
-                return_document=ReturnDocument.AFTER,
-            )
-            if doc is not None:
-                claimed.append(
-                    OutboxMessage(
-                        id=doc["_id"],
-                        chat_id=doc["chat_id"],
-                        text=doc["text"],
-                        kind=doc["kind"],
-                        attempts=doc["attempts"],
-                        reply_markup=doc.get("reply_markup"),
-                    )
-                )
-        return claimed
-
-    async def mark_delivered(self, oid: ObjectId, *, now: datetime) -> None:
-        await self.col.update_one({"_id": oid}, {"$set": {"delivered_at": now}})
-
-    async def mark_retry(self, oid: ObjectId, *, at: datetime, error: str) -> None:
-        await self.col.update_one(
-            {"_id": oid}, {"$set": {"next_attempt_at": at, "last_error": error[:500]}}
+        if doc is None:
+            return None
+        return OutboxMessage(
+            id=doc["_id"],
+            chat_id=doc["chat_id"],
+            text=doc["text"],
+            kind=doc["kind"],
+            attempts=doc["attempts"],
+            reply_markup=doc.get("reply_markup"),
+            claim_id=claim_id,
         )
 
-    async def mark_failed(self, oid: ObjectId, *, now: datetime, error: str) -> None:
+    @staticmethod
+    def _claimed(message: OutboxMessage) -> Document:
+        # Only the holder of the current claim records an outcome.
+        return {"_id": message.id, "claim_id": message.claim_id, "delivered_at": None}
+
+    async def mark_delivered(self, message: OutboxMessage, *, now: datetime) -> None:
+        await self.col.update_one(self._claimed(message), {"$set": {"delivered_at": now}})
+
+    async def mark_retry(self, message: OutboxMessage, *, at: datetime, error: str) -> None:
         await self.col.update_one(
-            {"_id": oid}, {"$set": {"failed_at": now, "last_error": error[:500]}}
+            self._claimed(message), {"$set": {"next_attempt_at": at, "last_error": error[:500]}}
+        )
+
+    async def mark_failed(self, message: OutboxMessage, *, now: datetime, error: str) -> None:
+        await self.col.update_one(
+            self._claimed(message), {"$set": {"failed_at": now, "last_error": error[:500]}}
         )
 
     async def pending_stats(self, *, now: datetime) -> tuple[int, float]:

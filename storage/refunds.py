@@ -2,7 +2,9 @@
 
 ``requested`` → ``voiding`` → ``approved`` → ``credited``; ``voiding`` → ``rejected``;
 ``voiding`` → ``requested`` (retry later) → … → ``needs_review``;
-``needs_review``/``requested`` → ``approved`` (admin) or ``rejected`` (admin).
+``needs_review``/``requested`` → ``voiding`` (an admin approves: the void is asked for;
+a refusal of an admin-approved void → ``needs_review``), ``rejected`` (admin), or
+``approved`` (admin, credit without void, through a confirmation).
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ class RefundsRepo:
     async def by_order(self, order_id: ObjectId) -> Document | None:
         doc: Document | None = await self.col.find_one({"order_id": order_id})
         return doc
+
+    async def by_orders(self, order_ids: Sequence[ObjectId]) -> dict[ObjectId, Document]:
+        if not order_ids:
+            return {}
+        cursor = self.col.find({"order_id": {"$in": list(order_ids)}})
+        return {doc["order_id"]: doc async for doc in cursor}
 
     async def transition(
         self,

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from storage.audit import AuditRepo
 from storage.broadcasts import BroadcastsRepo
-from storage.client import Mongo, MongoOptions
+from storage.client import Mongo, MongoOptions, money_database
 from storage.confirmations import ConfirmationsRepo
 from storage.exports import ExportRepo
 from storage.inbox import InboxRepo
@@ -60,19 +60,22 @@ class Storage:
             if self._mongo is None:
                 self._mongo = Mongo.connect(self._url, self._options)
             db = self._mongo.db
+            await self._mongo.ping()
             options = replace(self._index_options, ttl_monitor=not self._mongo.in_memory)
             await ensure_indexes(db, options)
+            # Money effects are written with the money write concern (majority by default).
+            money = money_database(self._mongo, self._options)
             self.users = UsersRepo(db)
             self.runtime_settings = RuntimeSettingsRepo(db)
             self.sessions = SessionsRepo(db, ttl=self._session_ttl)
             self.processed_updates = ProcessedUpdatesRepo(db)
             self.outbox = OutboxRepo(db)
-            self.ledger = LedgerRepo(db)
-            self.payments = PaymentsRepo(db)
+            self.ledger = LedgerRepo(money)
+            self.payments = PaymentsRepo(money)
             self.audit = AuditRepo(db)
-            self.orders = OrdersRepo(db)
+            self.orders = OrdersRepo(money)
             self.templates = TemplatesRepo(db)
-            self.refunds = RefundsRepo(db)
+            self.refunds = RefundsRepo(money)
             self.inbox = InboxRepo(db)
             self.broadcasts = BroadcastsRepo(db)
             self.confirmations = ConfirmationsRepo(db)
@@ -87,7 +90,8 @@ class Storage:
 
     async def close(self) -> None:
         async with self._lock:
-            if self._mongo is not None and self._started and self._owns_client:
+            # Also a client whose start failed half-way (start-up retries, then a stop).
+            if self._mongo is not None and self._owns_client:
                 await self._mongo.close()
                 self._mongo = None
             self._started = False

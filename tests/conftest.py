@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,6 +12,7 @@ import pytest
 
 from bot.settings import AdminEntry, Role, Secrets, Settings, WebSettings
 from storage.client import Mongo, MongoOptions
+from storage.interleave import InterleavingDatabase
 
 TOKEN = "123456:TEST-token-AbCdEfGhIjKlMnOpQrStUvWxYz"
 OWNER_ID = 900001
@@ -80,56 +79,8 @@ async def mongo() -> AsyncIterator[Mongo]:
         yield Mongo.memory(name)
 
 
-_ASYNC_OPS = {
-    "find_one",
-    "insert_one",
-    "insert_many",
-    "update_one",
-    "update_many",
-    "replace_one",
-    "delete_one",
-    "delete_many",
-    "find_one_and_update",
-    "find_one_and_delete",
-    "count_documents",
-}
-
-
-class _YieldingCollection:
-    """Yields to the event loop around every operation, as a real network driver does.
-
-    mongomock-motor runs each operation synchronously inside one coroutine step, so
-    concurrent tasks never interleave between a read and a write; this wrapper makes
-    the races of a real deployment reachable in tests.
-    """
-
-    def __init__(self, inner: object, rng: random.Random) -> None:
-        self._inner = inner
-        self._rng = rng
-
-    def __getattr__(self, name: str) -> object:
-        attr = getattr(self._inner, name)
-        if name not in _ASYNC_OPS:
-            return attr
-
-        async def call(*args: object, **kwargs: object) -> object:
-            for _ in range(self._rng.randint(0, 2)):
-                await asyncio.sleep(0)
-            result = await attr(*args, **kwargs)
-            for _ in range(self._rng.randint(0, 2)):
-                await asyncio.sleep(0)
-            return result
-
-        return call
-
-
-class YieldingDb:
-    def __init__(self, inner: object, seed: int = 0) -> None:
-        self._inner = inner
-        self._rng = random.Random(seed)
-
-    def __getitem__(self, name: str) -> _YieldingCollection:
-        return _YieldingCollection(self._inner[name], self._rng)  # type: ignore[index]
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
+def YieldingDb(inner: object, seed: int = 0) -> InterleavingDatabase:  # noqa: N802
+    """The in-memory database with seeded random extra yields at every call, so a test
+    can try several interleavings (``Mongo.memory`` always yields once before and after)."""
+    base = inner.inner if isinstance(inner, InterleavingDatabase) else inner
+    return InterleavingDatabase(base, seed=seed)

@@ -88,6 +88,7 @@ COMMANDS: dict[str, set[str]] = {
     "/refunds_review": {"owner", "admin", "support"},
     "/maintenance": {"owner", "admin"},
     "/broadcast": {"owner", "admin"},
+    "/refund_credit": {"owner", "admin"},
     "/apimode": {"owner"},
 }
 

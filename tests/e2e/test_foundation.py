@@ -215,6 +215,33 @@ async def test_expired_session_without_restart(harness: BotHarness, clock: FakeC
     assert not any("Step 2" in m.content for m in replies)
 
 
+async def test_a_full_chat_queue_drops_the_excess_with_one_notice(
+    mongo: Mongo, clock: FakeClock
+) -> None:
+    """Ten updates of one chat arrive in one batch while the chat may queue three: three
+    are answered, the rest dropped with one "slow down" notice, and every one is done for
+    the inbox (none is replayed later)."""
+    tg = make_settings().telegram.model_copy(update={"max_queued_per_chat": 3})
+    harness = BotHarness(make_settings(telegram=tg), mongo=mongo, clock=clock, rate_limits=False)
+    await harness.start()
+    try:
+        harness.add_user(303)
+        ids = [harness.emulator.send_message(303, "/help") for _ in range(10)]
+        for update_id in ids:
+            await harness.wait_done(update_id)
+        # Three answers and the notice (sent from its own task).
+        texts = [m.content for m in await harness.emulator.wait_for_messages(303, 4)]
+        assert sum("too fast" in t for t in texts) == 1
+        assert sum("How it works" in t for t in texts) == 3
+        inbox = harness.application.bot_data.extras["inbox"]
+        await inbox.flush()
+        assert await mongo.db["inbox"].count_documents({"_id": {"$in": ids}}) == 0
+        claimed = await mongo.db["processed_updates"].count_documents({"_id": {"$in": ids}})
+        assert claimed == 3  # the dropped ones were never handled
+    finally:
+        await harness.close()
+
+
 async def test_flood_from_one_user_is_throttled_alone(mongo: Mongo, clock: FakeClock) -> None:
     base = make_settings()
     flood = base.flood.model_copy(update={"max_updates": 5, "window_seconds": 60})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from aiohttp import web
@@ -330,3 +331,91 @@ async def test_balance_shows_history(env: PayEnv) -> None:
     await env.oxapay.mark_paid(track)
     [shown] = await env.harness.say(CUSTOMER, "/balance")
     assert "$25.00" in shown.content and "top-up" in shown.content
+
+
+async def _apply_gate(env: PayEnv, gate: str) -> None:
+    h = env.harness
+    data = h.application.bot_data
+    if gate == "maintenance":
+        await data.require_services().runtime.set_maintenance(True, "Back at 18:00 UTC.")
+    elif gate == "blocked":
+        await env.mongo.db["users"].update_one({"_id": CUSTOMER}, {"$set": {"blocked": True}})
+    elif gate == "session":
+        await h.say(CUSTOMER, "/support")  # a conversation in progress, then idle too long
+        await h.flush()
+        past = h.clock() - timedelta(minutes=1)
+        await env.mongo.db["sessions"].update_many({}, {"$set": {"expires_at": past}})
+    elif gate == "flood":
+        assert data.flood is not None
+        while data.flood.check(CUSTOMER) != "notice":
+            pass
+    else:
+        raise AssertionError(gate)
+
+
+GATE_REPLY = {
+    "maintenance": "under maintenance",
+    "blocked": "account is blocked",
+    "session": "session expired",
+    "flood": None,  # muted: no reply at all
+}
+
+
+@pytest.mark.parametrize("gate", list(GATE_REPLY))
+async def test_payments_pass_every_gate(env: PayEnv, gate: str) -> None:
+    """A pre-checkout query is answered ok and a successful payment credited and
+    acknowledged, whatever the maintenance, blocked, session or flood gate would say."""
+    h = env.harness
+    payload, stars = await _stars_invoice(env)
+    await _apply_gate(env, gate)
+    mark = h.emulator.cursor(CUSTOMER)
+    h.emulator.send_pre_checkout_query(
+        CUSTOMER, currency="XTR", total_amount=stars, payload=payload
+    )
+    await h.wait_done(h.emulator.last_update_id)
+    assert [a.ok for a in h.emulator.pre_checkout_answers] == [True]
+    h.emulator.send_successful_payment(
+        CUSTOMER, currency="XTR", total_amount=stars, payload=payload, charge_id=f"ch_{gate}"
+    )
+    await h.wait_done(h.emulator.last_update_id)
+    assert await env.balance() == 1000
+    assert len(await env.ledger()) == 1
+    assert h.emulator.sent_messages(CUSTOMER, since=mark) == []  # no gate spoke up
+    [job] = h.application.job_queue.get_jobs_by_name("outbox:deliver")  # type: ignore[union-attr]
+    await job.run(h.application)
+    [ack] = h.emulator.sent_messages(CUSTOMER, since=mark)
+    assert "Payment received: $10.00. New balance: $10.00" in ack.content
+    # The gate was in force all along: other updates still stop at it.
+    mark = h.emulator.cursor(CUSTOMER)
+    update_id = h.emulator.send_message(CUSTOMER, "/balance")
+    await h.wait_done(update_id)
+    replies = h.emulator.sent_messages(CUSTOMER, since=mark)
+    expected = GATE_REPLY[gate]
+    if expected is None:
+        assert replies == []
+    else:
+        assert any(expected in m.content for m in replies), [m.content for m in replies]
+    await env.audit_ok()
+
+
+async def test_a_failing_pre_checkout_is_refused_and_the_update_ends_there(
+    env: PayEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused rather than left to time out (nothing is charged, the user can retry), and
+    no later gate answers it a second time (here the blocked gate would)."""
+    h = env.harness
+    payload, stars = await _stars_invoice(env)
+    await env.mongo.db["users"].update_one({"_id": CUSTOMER}, {"$set": {"blocked": True}})
+    payments = h.application.bot_data.require_services().payments
+
+    async def broken(*args: object) -> None:
+        raise ConnectionError("no primary")
+
+    monkeypatch.setattr(payments, "check_stars_checkout", broken)
+    h.emulator.send_pre_checkout_query(
+        CUSTOMER, currency="XTR", total_amount=stars, payload=payload
+    )
+    await h.wait_done(h.emulator.last_update_id)
+    [answer] = h.emulator.pre_checkout_answers
+    assert answer.ok is False
+    assert answer.error_message is not None and "went wrong" in answer.error_message

@@ -198,3 +198,30 @@ async def test_leader_only_jobs_skip_on_a_standby(mongo: Mongo) -> None:
     assert await lease.step()
     await job(Context())
     assert runs == ["ran", "ran"]
+
+
+async def test_outbox_delivery_is_leader_only(mongo: Mongo) -> None:
+    """A standby never delivers the outbox: the registered job skips without sending."""
+    from telegram.ext import ApplicationBuilder
+
+    from jobs.registry import schedule_jobs
+    from tests.conftest import TOKEN, make_settings
+
+    application = ApplicationBuilder().token(TOKEN).build()
+    schedule_jobs(application, make_settings(), in_memory=True)
+    assert application.job_queue is not None
+    [job] = application.job_queue.get_jobs_by_name("outbox:deliver")
+
+    class Data:
+        extras: dict[str, Any] = {}
+
+    class Standby:
+        bot_data = Data()
+
+        @property
+        def bot(self) -> Any:
+            raise AssertionError("a standby must not send")
+
+    standby_lease = PollerLease(LocksRepo(mongo.db), lease_seconds=3, renew_seconds=1)
+    attach_lease(Standby.bot_data, standby_lease)
+    await job.callback(Standby())  # skipped: touches neither the bot nor the outbox

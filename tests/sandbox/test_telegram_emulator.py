@@ -19,7 +19,14 @@ from telegram import (
     MessageEntity,
     Update,
 )
-from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter
+from telegram.error import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+)
 from telegram.ext import (
     ApplicationBuilder,
     CallbackQueryHandler,
@@ -117,6 +124,31 @@ async def test_get_me_and_routing(emu: BotApiEmulator, bot: Bot) -> None:
     assert emu.stats.requests["getMe"] >= 2
 
 
+async def test_an_outage_answers_5xx_in_telegrams_error_shape(
+    emu: BotApiEmulator, bot: Bot
+) -> None:
+    emu.fail_requests("getMe", 2, status=502)
+    emu.fail_requests("sendMessage", 1, status=500, description="Internal Server Error")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{emu.base_url}{TOKEN}/getMe") as resp,
+    ):
+        assert resp.status == 502
+        assert await resp.json() == {
+            "ok": False,
+            "error_code": 502,
+            "description": "Bad Gateway",
+        }
+    with pytest.raises(NetworkError, match="Bad Gateway"):
+        await bot.get_me()
+    assert (await bot.get_me()).id == 123456  # the outage is over
+    with pytest.raises(NetworkError, match="Internal Server Error"):
+        await bot.send_message(UID, "hello")
+    assert (await bot.send_message(UID, "hello")).text == "hello"
+    with pytest.raises(ValueError, match="5xx"):
+        emu.fail_requests("getMe", 1, status=404)
+
+
 async def test_injected_message_is_delivered_and_confirmed(emu: BotApiEmulator, bot: Bot) -> None:
     update_id = emu.send_message(UID, "/start ref_7")
     [update] = await bot.get_updates()
@@ -130,6 +162,43 @@ async def test_injected_message_is_delivered_and_confirmed(emu: BotApiEmulator, 
     assert await bot.get_updates(offset=update_id + 1) == ()
     assert emu.pending_updates == 0
     assert emu.stats.last_get_updates_at is not None
+
+
+async def test_user_edits_a_message(emu: BotApiEmulator, bot: Bot) -> None:
+    """An edit arrives as ``edited_message``: same message id, chat, sender and date, the
+    new text with its entities, and ``edit_date`` (Bot API ``Message.edit_date``)."""
+    first = emu.send_message(UID, "12 Main St")
+    message_id = emu.last_user_message_id(UID)
+    edit = emu.edit_message(UID, message_id, "/order now")
+    assert edit == first + 1
+    original, edited = await bot.get_updates()
+    assert original.message is not None and original.edited_message is None
+    msg = edited.edited_message
+    assert edited.message is None and msg is not None
+    assert msg.message_id == message_id == original.message.message_id
+    assert msg.chat.id == UID and msg.from_user is not None and msg.from_user.id == UID
+    assert msg.date == original.message.date
+    assert msg.edit_date is not None and msg.edit_date >= msg.date
+    assert msg.text == "/order now"
+    assert msg.entities == (MessageEntity(MessageEntity.BOT_COMMAND, 0, 6),)
+    # Telegram sends nothing for an edit that changes nothing; edits need a text message.
+    with pytest.raises(ValueError, match="unchanged"):
+        emu.edit_message(UID, message_id, "/order now")
+    with pytest.raises(ValueError, match="1-4096"):
+        emu.edit_message(UID, message_id, "")
+    with pytest.raises(LookupError):
+        emu.edit_message(UID, 9999, "x")
+    emu.send_successful_payment(
+        UID, currency="XTR", total_amount=5, payload="p", charge_id="c1"
+    )
+    with pytest.raises(ValueError, match="no text"):
+        emu.edit_message(UID, emu.last_user_message_id(UID), "x")
+    # A later edit keeps the original date and replaces the text again.
+    emu.edit_message(UID, message_id, "13 Main St")
+    updates = await bot.get_updates(offset=edited.update_id + 1)
+    last = updates[-1].edited_message
+    assert last is not None and last.text == "13 Main St" and last.entities == ()
+    assert last.date == original.message.date
 
 
 async def test_negative_offset_keeps_only_the_last_updates(emu: BotApiEmulator, bot: Bot) -> None:
@@ -545,6 +614,14 @@ async def test_http_control_api(emu: BotApiEmulator, bot: Bot) -> None:
         assert update.update_id == update_id and update.message is not None
         assert update.message.from_user is not None
         assert update.message.from_user.first_name == "Bo"
+        message_id = update.message.message_id
+        status, body = await call("POST", f"/users/7/messages/{message_id}/edit", {"text": "x"})
+        [update] = await bot.get_updates(offset=update_id + 1)
+        assert update.update_id == body["result"]["update_id"]
+        assert update.edited_message is not None and update.edited_message.text == "x"
+        status, body = await call("POST", "/users/7/messages/999/edit", {"text": "y"})
+        assert status == 404 and body["ok"] is False
+        await bot.get_updates(offset=update.update_id + 1)
 
         waiter = asyncio.create_task(call("GET", "/chats/7/messages?since=0&count=1&wait=5"))
         await asyncio.sleep(0.05)

@@ -1,10 +1,12 @@
+import asyncio
+from collections import Counter
 from datetime import timedelta
 
 from services.notifications import DeliveryError, Notifier, OutboxDelivery
 from storage.client import Mongo
 from storage.indexes import IndexOptions, ensure_indexes
 from storage.outbox import OutboxMessage, OutboxRepo
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, YieldingDb
 
 
 async def _setup(mongo: Mongo, clock: FakeClock) -> tuple[Notifier, OutboxDelivery]:
@@ -73,3 +75,75 @@ async def test_telegram_outage_delays_but_never_drops(mongo: Mongo, clock: FakeC
     clock.advance(seconds=25)
     await delivery.deliver_due(send)
     assert delivered == ["paid"]
+
+
+async def test_a_slow_send_does_not_let_another_run_take_the_rest_of_the_batch(
+    mongo: Mongo, clock: FakeClock
+) -> None:
+    """The first send of a run takes longer than a claim used to last; another run (the
+    next job run, or a second instance) meanwhile must not send what the first still will."""
+    notifier, delivery = await _setup(mongo, clock)
+    other = OutboxDelivery(OutboxRepo(mongo.db), max_attempts=3, batch_size=10, clock=clock)
+    for i in range(6):
+        await notifier.notify_user(100 + i, f"m{i}", dedup_key=f"slow{i}")
+    sent: list[str] = []
+
+    async def quick(message: OutboxMessage) -> None:
+        sent.append(message.text)
+
+    async def slow(message: OutboxMessage) -> None:
+        if not sent:
+            clock.advance(seconds=120)  # a slow send (Telegram pausing us)
+            await other.deliver_due(quick)
+        sent.append(message.text)
+
+    await delivery.deliver_due(slow)
+    assert sorted(sent) == [f"m{i}" for i in range(6)]  # each once
+    assert (await delivery.deliver_due(quick)).delivered == 0
+
+
+async def test_two_deliverers_at_once_never_send_a_message_twice(clock: FakeClock) -> None:
+    mongo = Mongo.memory("outbox-race")
+    await ensure_indexes(mongo.db, IndexOptions())
+    db = YieldingDb(mongo.db, seed=3)
+    notifier = Notifier(
+        OutboxRepo(db), admin_ids=[1, 2, 3], dedup_window=timedelta(minutes=10), clock=clock
+    )
+    for i in range(12):
+        await notifier.alert_admins(f"alert {i}", dedup_key=f"race{i}")
+        await notifier.notify_user(50 + i, f"notice {i}", dedup_key=f"race{i}")
+    sent: Counter[str] = Counter()
+
+    async def send(message: OutboxMessage) -> None:
+        await asyncio.sleep(0)
+        clock.advance(seconds=7)
+        sent[f"{message.chat_id}:{message.text}"] += 1
+
+    deliverers = [
+        OutboxDelivery(OutboxRepo(db), max_attempts=3, batch_size=50, clock=clock)
+        for _ in range(2)
+    ]
+    reports = await asyncio.gather(*(d.deliver_due(send) for d in deliverers))
+    assert len(sent) == 48 and set(sent.values()) == {1}
+    assert sum(r.delivered for r in reports) == 48
+
+
+async def test_a_deliverer_that_must_stop_claims_nothing_more(
+    mongo: Mongo, clock: FakeClock
+) -> None:
+    """A standby sends nothing; a leader losing the lease stops at once and leaves the rest
+    unclaimed, so the new leader delivers them without waiting for a claim to expire."""
+    notifier, delivery = await _setup(mongo, clock)
+    for i in range(5):
+        await notifier.notify_user(200 + i, f"n{i}", dedup_key=f"stop{i}")
+    sent: list[str] = []
+
+    async def send(message: OutboxMessage) -> None:
+        sent.append(message.text)
+
+    assert (await delivery.deliver_due(send, should_stop=lambda: True)).delivered == 0
+    assert sent == []
+    report = await delivery.deliver_due(send, should_stop=lambda: len(sent) >= 2)
+    assert report.delivered == 2
+    assert (await delivery.deliver_due(send)).delivered == 3  # no claim left behind
+    assert sorted(sent) == [f"n{i}" for i in range(5)]

@@ -2,6 +2,7 @@
 key the code uses exists in the catalogs."""
 
 import re
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,10 @@ def test_language_resolution(i18n: I18n) -> None:
 def test_money_in_locale(i18n: I18n) -> None:
     assert i18n.money("en", 123456) == "$1,234.56"
     assert i18n.money("ru", 123456).replace("\xa0", " ") == "1 234,56 $"
+
+
+def test_dates_in_locale(i18n: I18n) -> None:
+    day = date(2025, 1, 28)
+    assert i18n.date("en", day) == "January 28, 2025"
+    assert i18n.date("ru", day).startswith("28 января 2025")
+    assert i18n.date("uk", day).startswith("28 січня 2025")
