@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bot.i18n import Html, I18n
+from models.shipping import Label
 from services.notifications import Notifier
 from services.users import UserService
 from storage.client import Document
@@ -229,6 +230,22 @@ class BotNotices:
                 price=i18n.money(admin, price),
             ),
             dedup_key=f"compensated:{order['_id']}",
+        )
+
+    async def label_orphaned(self, order: Document, label: Label, *, voided: bool) -> None:
+        """A label bought after its order had failed and been compensated."""
+        admin = self._i18n.default
+        await self._notifier.alert_admins(
+            self._i18n.t(
+                admin,
+                "admin.order.late_label",
+                order_id=str(order["_id"]),
+                user_id=order["user_id"],
+                label_id=label.label_id,
+                tracking=label.tracking_number or "-",
+                voided="✅" if voided else "❌",
+            ),
+            dedup_key=f"late-label:{label.label_id}",
         )
 
     async def label_recovered(self, order: Document) -> None:

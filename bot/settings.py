@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -189,6 +190,11 @@ class PaymentsSettings(_Section):
     stars: StarsSettings = StarsSettings()
 
 
+# Seconds between claiming an order and the carrier call (the debit, database round
+# trips): recovery waits at least this much longer than the purchase timeout.
+PURCHASE_RECOVERY_MARGIN_SECONDS = 15
+
+
 class ShippingSettings(_Section):
     base_url: str = "https://api.shipstation.com"
     default_api_mode: Literal["test", "production"] = "test"
@@ -206,6 +212,22 @@ class ShippingSettings(_Section):
     recovery_after_seconds: int = Field(120, ge=10)
     recovery_interval_seconds: float = Field(60, gt=0)
     templates_per_user: int = Field(20, ge=1, le=100)
+
+    @field_validator("recovery_after_seconds")
+    @classmethod
+    def _recovery_waits_out_the_purchase(cls, value: int, info: ValidationInfo) -> int:
+        # Recovering an order whose purchase call may still be waiting for the carrier
+        # would fail and refund it while its label can still be bought.
+        timeout = info.data.get("purchase_timeout_seconds")
+        if timeout is None:
+            return value
+        least = timeout + PURCHASE_RECOVERY_MARGIN_SECONDS
+        if value <= least:
+            raise ValueError(
+                f"must be greater than purchase_timeout_seconds + "
+                f"{PURCHASE_RECOVERY_MARGIN_SECONDS} ({least:g})"
+            )
+        return value
 
 
 class RefundSettings(_Section):

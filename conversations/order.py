@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from telegram import InputFile, Update
+from telegram.error import BadRequest
 from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.context import BotContext
@@ -25,7 +26,7 @@ from handlers.refunds import window_text
 from providers.errors import ProviderError, ProviderRejected
 from services import addresses
 from services.addresses import FieldError
-from services.orders import SIDES, RatesUnavailable, address_of, missing_fields
+from services.orders import SIDES, RatesUnavailable, address_of, missing_fields, skippable
 from services.shipping import CarrierUnavailable
 from storage.client import Document
 
@@ -107,7 +108,7 @@ async def _advance(update: Update, context: BotContext, draft: Document) -> Orde
     lang = lang_of(update, context)
     i18n = context.i18n
     for index, side in enumerate(SIDES):
-        missing = missing_fields(address_of(draft, side))
+        missing = missing_fields(address_of(draft, side), side)
         if missing:
             await _ask_field(update, context, draft, side, missing[0], step=index + 1)
             return OrderState.AWAITING_ADDRESS_FIELD
@@ -122,9 +123,9 @@ async def _advance(update: Update, context: BotContext, draft: Document) -> Orde
         text = i18n.t(lang, "order.ask_dimensions", steps=STEPS)
         await reply(update, context, text, inline([cancel]))
         return OrderState.AWAITING_DIMENSIONS
-    if not draft.get("rates"):
-        return await _load_rates(update, context, draft)
-    if not draft.get("rate"):
+    if not draft.get("rates") or not draft.get("quote_id"):
+        return await _load_rates(update, context, draft)  # (a draft of an older version)
+    if not draft.get("rate") or not draft.get("offer_id"):
         return await _show_rates(update, context, draft)
     return await _show_summary(update, context, draft)
 
@@ -149,7 +150,7 @@ async def _ask_field(
         assert user is not None
         for template in (await context.services.orders.templates(user.id))[:8]:
             rows.append([(f"📇 {template['name']}", f"order:tpl:{template['_id']}")])
-    if field in addresses.SKIPPABLE_FIELDS:
+    if skippable(side, field):
         rows.append([(i18n.t(lang, "order.skip"), "order:skip")])
     rows.append(cancel_button(i18n, lang, "order:cancel"))
     await reply(update, context, text, inline(rows))
@@ -254,7 +255,7 @@ async def _show_summary(
         text = f"{note}\n\n{text}"
     markup = inline(
         [
-            [(i18n.t(lang, "order.pay", price=price), f"order:pay:{draft['_id']}")],
+            [(i18n.t(lang, "order.pay", price=price), pay_data(draft))],
             [
                 _draft_button(i18n, lang, "order.edit_from", "edit-from", draft),
                 _draft_button(i18n, lang, "order.edit_to", "edit-to", draft),
@@ -266,8 +267,46 @@ async def _show_summary(
             cancel_button(i18n, lang, "order:cancel"),
         ]
     )
-    await reply(update, context, text, markup)
+    await _send_review(update, context, text, markup)
     return OrderState.AWAITING_CONFIRMATION
+
+
+def pay_data(draft: Document) -> str:
+    """``order:pay:<draft>:<offer>:<cents>``: the button names what it buys and for how
+    much (at most 10 + 24 + 1 + 9 + 1 + 9 = 54 bytes of Telegram's 64)."""
+    return f"order:pay:{draft['_id']}:{draft['offer_id']}:{int(draft['price_cents'])}"
+
+
+def parse_pay_data(data: str) -> tuple[str | None, int | None]:
+    """(offer, cents) from a Pay button; (None, None) for a button of an older version."""
+    parts = data.split(":")
+    if len(parts) != 5 or not parts[4].isdigit():
+        return None, None
+    return parts[3], int(parts[4])
+
+
+# Telegram's answers when the message to disarm has already changed or is gone.
+_DISARM_TOLERATED = ("message is not modified", "message to edit not found")
+
+
+async def _send_review(
+    update: Update, context: BotContext, text: str, markup: Any
+) -> None:
+    """Sends the review; the previous review of this chat loses its buttons, so only the
+    newest one can be paid from. Its message id is kept with the session."""
+    chat = update.effective_chat
+    assert chat is not None
+    key = conversation_key(update)
+    sessions = context.services.sessions
+    previous = (await sessions.get_data(key, NAME)).get("review_message_id")
+    sent = await context.bot.send_message(chat.id, text, reply_markup=markup)
+    await sessions.set_data(key, NAME, {"review_message_id": sent.message_id})
+    if isinstance(previous, int) and previous != sent.message_id:
+        try:
+            await context.bot.edit_message_reply_markup(chat.id, previous, reply_markup=None)
+        except BadRequest as exc:
+            if not exc.message.lower().startswith(_DISARM_TOLERATED):
+                raise
 
 
 # -- callbacks ---------------------------------------------------------------------------
@@ -353,7 +392,7 @@ async def receive_text(update: Update, context: BotContext) -> OrderState | int:
 
 def _cursor(draft: Document) -> tuple[str | None, str | None]:
     for side in SIDES:
-        missing = missing_fields(address_of(draft, side))
+        missing = missing_fields(address_of(draft, side), side)
         if missing:
             return side, missing[0]
     return None, None
@@ -365,7 +404,7 @@ async def skip_field(update: Update, context: BotContext) -> OrderState | int:
     if draft is None:
         return await _lost_draft(update, context)
     side, field = _cursor(draft)
-    if side is not None and field in addresses.SKIPPABLE_FIELDS:
+    if side is not None and field is not None and skippable(side, field):
         draft = await context.services.orders.set_address_field(draft, side, field, None)
     return await _advance(update, context, draft)
 
@@ -481,11 +520,26 @@ async def show_summary(update: Update, context: BotContext) -> OrderState | int:
     return await _advance(update, context, draft)
 
 
+async def _review_again(update: Update, context: BotContext, draft: Document) -> OrderState | int:
+    """A Pay button that no longer shows what the draft would buy: the current review."""
+    note = context.i18n.t(lang_of(update, context), "order.review_changed")
+    if draft.get("rate") and draft.get("offer_id"):
+        return await _show_summary(update, context, draft, note)
+    await reply(update, context, note)
+    return await _advance(update, context, draft)
+
+
 async def pay(update: Update, context: BotContext) -> OrderState | int:
-    """Refreshes an old quote, then buys: debit, label, PDF in the chat."""
+    """Refreshes an old quote, then buys what the button shows: debit, label, PDF."""
     draft = await _draft_from_button(update, context)
     if draft is None:
         return OrderState.AWAITING_CONFIRMATION
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    offer, cents = parse_pay_data(query.data)
+    orders = context.services.orders
+    if not orders.offer_matches(draft, offer, cents):
+        return await _review_again(update, context, draft)
     lang = lang_of(update, context)
     i18n = context.i18n
     services = context.services
@@ -501,7 +555,13 @@ async def pay(update: Update, context: BotContext) -> OrderState | int:
         if not draft.get("rate"):
             return await _show_rates(update, context, draft)
         return await _show_summary(update, context, draft, i18n.t(lang, "order.price_changed"))
-    result = await services.purchase.purchase(user.id, draft["_id"])
+    # A refreshed quote with the same service and price is what the button promised; the
+    # purchase itself checks again, atomically, that the draft still holds this offer.
+    result = await services.purchase.purchase(
+        user.id, draft["_id"], offer_id=str(draft["offer_id"]), price_cents=int(cents or 0)
+    )
+    if result.status == "changed" and result.order is not None:
+        return await _review_again(update, context, result.order)
     price = i18n.money(lang, int(draft["price_cents"]))
     if result.status == "insufficient":
         text = i18n.t(
@@ -615,7 +675,9 @@ def build_order_conversation() -> SessionConversationHandler:
                 CallbackQueryHandler(choose_rate, pattern=rf"^order:rate:{draft_button}:\d$"),
             ],
             OrderState.AWAITING_CONFIRMATION: [
-                CallbackQueryHandler(pay, pattern=rf"^order:pay:{draft_button}$"),
+                CallbackQueryHandler(
+                    pay, pattern=rf"^order:pay:{draft_button}(:\d{{1,9}}-\d:\d{{1,9}})?$"
+                ),
                 CallbackQueryHandler(
                     edit_part,
                     pattern=rf"^order:edit-(from|to|parcel|rate):{draft_button}$",

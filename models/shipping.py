@@ -143,12 +143,22 @@ class VoidResult:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrackingEvent:
+    """One v2 ``track_event``; it has no ``description``: its words are the normalised
+    ``status_description`` and the carrier's own ``carrier_status_description``."""
+
     occurred_at: datetime | None
-    description: str
+    status_code: str | None = None
+    status_description: str | None = None
+    carrier_status_description: str | None = None
+    event_code: str | None = None
     city: str | None = None
     state: str | None = None
     postal_code: str | None = None
-    status_code: str | None = None
+
+    @property
+    def text(self) -> str:
+        """What to show a person: the normalised status, else the carrier's words."""
+        return self.status_description or self.carrier_status_description or ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

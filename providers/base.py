@@ -537,23 +537,29 @@ class BaseProviderClient:
         *,
         idempotent: bool,
         json_body: Any = None,
+        json_body_for_attempt: Callable[[int], Any] | None = None,
         params: Mapping[str, str] | None = None,
         auth: bool = True,
         request_timeout: float | None = None,
         accept_statuses: Collection[int] = (),
     ) -> HttpResult:
         """Sends one logical call. Idempotent calls are retried on retryable errors;
-        non-idempotent calls get exactly one attempt."""
+        non-idempotent calls get exactly one attempt. ``json_body_for_attempt`` builds the
+        body of each attempt from its number (1, 2, …) when a retry must differ from the
+        first try (e.g. a fresh unique id, because the first may have been applied)."""
         url = self._url(path_or_url)
         body = encode_json(json_body) if json_body is not None else None
         headers: dict[str, str] = {}
-        if body is not None:
+        if body is not None or json_body_for_attempt is not None:
             headers["Content-Type"] = "application/json"
         if auth:
             headers.update(self._auth_headers())
         attempts = self._max_attempts if idempotent else 1
         async for attempt in self._retrying(operation, attempts):
             with attempt:
+                number = attempt.retry_state.attempt_number
+                if json_body_for_attempt is not None:
+                    body = encode_json(json_body_for_attempt(number))
                 return await self._attempt(
                     operation,
                     method,
@@ -563,7 +569,7 @@ class BaseProviderClient:
                     params=params,
                     request_timeout=request_timeout,
                     accept_statuses=accept_statuses,
-                    attempt_number=attempt.retry_state.attempt_number,
+                    attempt_number=number,
                 )
         raise AssertionError("unreachable: tenacity re-raises the last error")
 

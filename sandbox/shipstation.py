@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 SANDBOX_PREFIX = "TEST_"
+EXTERNAL_ID_MAX = 50
 
 FAILURE_KINDS = frozenset(
     {"error_500", "empty_500", "rate_limit", "slow", "insufficient_funds", "invalid_address"}
@@ -326,6 +327,9 @@ _TRACKING = {
     "UN": "Unknown",
 }
 
+# Carrier-side event codes (USPS-style) reported as event_code / carrier_status_code.
+_CARRIER_EVENT_CODES = {"AC": "OA", "IT": "T1", "DE": "01", "EX": "07", "UN": "NT"}
+
 _VOID_MESSAGES = {
     "label_already_used": "This label has already been used and cannot be voided.",
     "label_not_found_within_void_period": "Label not found within the void period.",
@@ -412,7 +416,8 @@ class FakeShipStation:
         self._ids = itertools.count(28529731)
         self._rng = random.Random(20240601)
         self._shipments: dict[str, _Shipment] = {}
-        self._external: dict[tuple[str, str], list[str]] = {}
+        self._shipment_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._external: dict[tuple[str, str], str] = {}  # unique per account (mode)
         self._rates: dict[str, _Rate] = {}
         self.labels: dict[str, FakeLabel] = {}
         self._tracking_numbers: set[str] = set()
@@ -486,6 +491,38 @@ class FakeShipStation:
 
     def reset_calls(self) -> None:
         self.calls.clear()
+
+    def shipments(self, mode: str | None = None) -> list[dict[str, Any]]:
+        """Every shipment created so far (rate requests create them), oldest first, as
+        {shipment_id, external_shipment_id, mode, ship_from, ship_to, created_at}."""
+        return [
+            {
+                "shipment_id": sh.shipment_id,
+                "external_shipment_id": sh.external_shipment_id,
+                "mode": sh.mode,
+                "ship_from": dict(sh.ship_from),
+                "ship_to": dict(sh.ship_to),
+                "created_at": sh.created_at,
+            }
+            for sh in self._shipments.values()
+            if mode is None or sh.mode == mode
+        ]
+
+    async def wait_for_shipments(self, count: int) -> None:
+        """Returns once at least ``count`` shipments exist (e.g. a slow call was applied)."""
+        if len(self._shipments) >= count:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._shipment_waiters.append((count, waiter))
+        await waiter
+
+    def _shipment_added(self) -> None:
+        for entry in list(self._shipment_waiters):
+            count, waiter = entry
+            if len(self._shipments) >= count:
+                self._shipment_waiters.remove(entry)
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def label_by_tracking(self, tracking_number: str) -> FakeLabel | None:
         return next(
@@ -570,6 +607,9 @@ class FakeShipStation:
         failure = self._take_failure(record.operation)
         if failure is not None:
             if failure.kind == "slow":
+                # The call is still processed after the client gave up: keep its body
+                # (aiohttp caches it), which cannot be read once the connection is gone.
+                await request.read()
                 await self._pause(failure.delay)
             else:
                 return self._failure_response(failure)
@@ -682,6 +722,10 @@ class FakeShipStation:
         ):
             if not str(address.get(name) or "").strip():
                 return f"{prefix}.{name}"
+        # The address schema requires `phone`: a string of at least one character.
+        phone = address.get("phone")
+        if not isinstance(phone, str) or not phone:
+            return f"{prefix}.phone"
         return None
 
     async def _get_rates(self, request: web.Request, mode: str) -> web.Response:
@@ -721,10 +765,20 @@ class FakeShipStation:
                 field_name="shipment.packages",
             )
         ship_from, ship_to = shipment["ship_from"], shipment["ship_to"]
+        external_id = shipment.get("external_shipment_id")
+        # "Limited to 50 characters. Any additional characters will be truncated."
+        external_id = str(external_id)[:EXTERNAL_ID_MAX] if external_id else None
+        if external_id and (mode, external_id) in self._external:
+            # "Must be unique per account": a rate request with an inline shipment creates
+            # a shipment, and a duplicate external_shipment_id is refused.
+            return _error(
+                400,
+                "identifier_conflict",
+                f"A shipment with external_shipment_id {external_id} already exists.",
+                field_name="shipment.external_shipment_id",
+            )
         now = self._now()
         shipment_id = self._next_id()
-        external_id = shipment.get("external_shipment_id")
-        external_id = str(external_id) if external_id else None
         from_zip, to_zip = str(ship_from["postal_code"]), str(ship_to["postal_code"])
         zips_ok = bool(_US_ZIP.match(from_zip) and _US_ZIP.match(to_zip))
         zone = zone_for(from_zip, to_zip) if zips_ok else 0
@@ -740,8 +794,9 @@ class FakeShipStation:
             now,
         )
         self._shipments[shipment_id] = record
+        self._shipment_added()
         if external_id:
-            self._external.setdefault((mode, external_id), []).append(shipment_id)
+            self._external[(mode, external_id)] = shipment_id
 
         rates: list[dict[str, Any]] = []
         invalid: list[dict[str, Any]] = []
@@ -966,7 +1021,13 @@ class FakeShipStation:
     async def _list_labels(self, request: web.Request, mode: str) -> web.Response:
         query = request.query
         labels = [lb for lb in self.labels.values() if lb.mode == mode]
-        for key in ("shipment_id", "external_shipment_id", "tracking_number", "carrier_id"):
+        for key in (
+            "rate_id",
+            "shipment_id",
+            "external_shipment_id",
+            "tracking_number",
+            "carrier_id",
+        ):
             if key in query:
                 labels = [lb for lb in labels if getattr(lb, key) == query[key]]
         if "label_status" in query:
@@ -1027,18 +1088,15 @@ class FakeShipStation:
         return _json(self._shipment_json(shipment))
 
     async def _get_shipment_by_external_id(self, request: web.Request, mode: str) -> web.Response:
-        ids = self._external.get((mode, request.match_info["external_id"]))
-        if not ids:
+        shipment_id = self._external.get((mode, request.match_info["external_id"]))
+        if shipment_id is None:
             return _error(
                 404,
                 "invalid_identifier",
                 "No shipment with this external_shipment_id.",
                 field_name="external_shipment_id",
             )
-        # Prefer the shipment a label was bought for, else the latest quote.
-        bought = {lb.shipment_id for lb in self.labels.values()}
-        chosen = next((sid for sid in reversed(ids) if sid in bought), ids[-1])
-        return _json(self._shipment_json(self._shipments[chosen]))
+        return _json(self._shipment_json(self._shipments[shipment_id]))
 
     async def _void_label(self, request: web.Request, mode: str) -> web.Response:
         label = self._visible_label(request.match_info["label_id"], mode)
@@ -1078,6 +1136,32 @@ class FakeShipStation:
             }
         )
 
+    @staticmethod
+    def _track_event(
+        label: FakeLabel, code: str, at: datetime, where: dict[str, Any]
+    ) -> dict[str, Any]:
+        carrier_text = (
+            "Shipping label created" if code == "AC" else _TRACKING[code]
+        ).upper()
+        return {
+            "occurred_at": _iso(at),
+            "carrier_occurred_at": _iso(at),
+            "city_locality": str(where.get("city_locality", "")),
+            "state_province": str(where.get("state_province", "")),
+            "postal_code": str(where.get("postal_code", "")),
+            "country_code": "US",
+            "company_name": "",
+            "signer": "",
+            "event_code": _CARRIER_EVENT_CODES[code],
+            "carrier_detail_code": _CARRIER_EVENT_CODES[code],
+            "status_code": code,
+            "status_detail_code": None,
+            "status_description": _TRACKING[code],
+            "status_detail_description": "",
+            "carrier_status_code": _CARRIER_EVENT_CODES[code],
+            "carrier_status_description": carrier_text,
+        }
+
     async def _track(self, request: web.Request, mode: str) -> web.Response:
         label = self._visible_label(request.match_info["label_id"], mode)
         if label is None:
@@ -1085,37 +1169,12 @@ class FakeShipStation:
                 404, "invalid_identifier", "label_id was not found.", field_name="label_id"
             )
         delivered = label.tracking_code == "DE"
-        events = [
-            {
-                "occurred_at": _iso(label.created_at),
-                "carrier_occurred_at": _iso(label.created_at),
-                "description": "Shipping label created",
-                "city_locality": str(label.ship_from.get("city_locality", "")),
-                "state_province": str(label.ship_from.get("state_province", "")),
-                "postal_code": str(label.ship_from.get("postal_code", "")),
-                "country_code": "US",
-                "company_name": "",
-                "signer": "",
-                "event_code": "AC",
-                "status_code": "AC",
-            }
-        ]
+        # v2 track_event: no `description`; the words are in status_description and
+        # carrier_status_description, the codes in event_code / carrier_*_code.
+        events = [self._track_event(label, "AC", label.created_at, label.ship_from)]
         if label.tracking_code != "AC":
             events.insert(
-                0,
-                {
-                    "occurred_at": _iso(self._now()),
-                    "carrier_occurred_at": _iso(self._now()),
-                    "description": _TRACKING[label.tracking_code],
-                    "city_locality": str(label.ship_to.get("city_locality", "")),
-                    "state_province": str(label.ship_to.get("state_province", "")),
-                    "postal_code": str(label.ship_to.get("postal_code", "")),
-                    "country_code": "US",
-                    "company_name": "",
-                    "signer": "",
-                    "event_code": label.tracking_code,
-                    "status_code": label.tracking_code,
-                },
+                0, self._track_event(label, label.tracking_code, self._now(), label.ship_to)
             )
         return _json(
             {

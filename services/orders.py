@@ -52,12 +52,25 @@ def address_of(draft: Document, side: str) -> dict[str, Any]:
     return dict(draft.get(f"{side}_address") or {})
 
 
-def missing_fields(address: dict[str, Any]) -> list[str]:
+def skippable(side: str, field: str) -> bool:
+    """Whether the customer may skip ``field`` of the ``side`` address.
+
+    ShipStation requires a non-empty phone on both addresses. The sender's phone is
+    therefore required (as in ShipStation's own ship-from locations); a recipient without
+    a phone gets the sender's on the shipment (see ``to_address``)."""
+    return field in addresses.SKIPPABLE_FIELDS and (side, field) != ("from", "phone")
+
+
+def missing_fields(address: dict[str, Any], side: str) -> list[str]:
     """Fields still to ask, in order (skippable ones count as answered once skipped)."""
-    return [field for field in addresses.ADDRESS_FIELDS if field not in address]
+    return [
+        field
+        for field in addresses.ADDRESS_FIELDS
+        if field not in address or (address[field] is None and not skippable(side, field))
+    ]
 
 
-def to_address(data: dict[str, Any]) -> Address:
+def to_address(data: dict[str, Any], *, fallback_phone: str | None = None) -> Address:
     return Address(
         name=data["name"],
         street1=data["street1"],
@@ -65,8 +78,13 @@ def to_address(data: dict[str, Any]) -> Address:
         city=data["city"],
         state=data["state"],
         postal_code=data["postal_code"],
-        phone=data.get("phone") or "",
+        phone=data.get("phone") or fallback_phone or "",
     )
+
+
+def quote_reference(order_id: ObjectId, seq: int) -> str:
+    """The ``external_shipment_id`` of one quote: unique per ShipStation account."""
+    return f"{order_id}-q{seq}"  # 24 + 2 + digits: well within 47 characters
 
 
 def to_parcel(data: dict[str, Any]) -> Parcel:
@@ -143,6 +161,8 @@ class OrderService:
     ) -> Document:
         """Validates one field (``None`` skips a skippable field) and stores it."""
         value = addresses.validate_field(field, raw)
+        if value is None and not skippable(side, field):
+            raise FieldError(field, f"{field}_required")
         return await self._update(
             draft["_id"], {f"{side}_address.{field}": value}, unset=_rates_fields()
         )
@@ -159,7 +179,7 @@ class OrderService:
             return draft, dict(parsed.errors)
         for name in addresses.SKIPPABLE_FIELDS:
             # Optional parts the paste did not contain count as skipped, not as questions.
-            if name not in parsed.values and name not in parsed.errors:
+            if name not in parsed.values and name not in parsed.errors and skippable(side, name):
                 fields[f"{side}_address.{name}"] = None
         doc = await self._update(draft["_id"], fields, unset=_rates_fields())
         return doc, dict(parsed.errors)
@@ -196,22 +216,32 @@ class OrderService:
     # -- rates ---------------------------------------------------------------------------
 
     async def fetch_rates(self, draft: Document) -> Document:
-        """Asks the carrier for rates, prices them and stores them on the draft."""
+        """Asks the carrier for rates, prices them and stores them on the draft.
+
+        Every quote has its own number (``quote_id``) and shipment reference: ShipStation
+        refuses a second shipment with the same ``external_shipment_id``."""
         mode = await self._gateway.mode()
+        seq = await self._orders.next_quote_seq(draft["_id"])
+        if seq is None:
+            raise LookupError("the draft is no longer open")
         user = await self._users.get(draft["user_id"])
         discount = Decimal(str((user or {}).get("discount_percent", 0) or 0))
+        sender = address_of(draft, "from")
         rates = await self._gateway.rates(
             mode,
-            to_address(address_of(draft, "from")),
-            to_address(address_of(draft, "to")),
+            to_address(sender),
+            to_address(address_of(draft, "to"), fallback_phone=sender.get("phone")),
             to_parcel(draft["parcel"]),
-            reference=str(draft["_id"]),
+            reference=quote_reference(draft["_id"], seq),
         )
         priced = price_rates(rates, self._config.pricing, discount)
         if not priced:
             raise RatesUnavailable
+        quote_id = str(seq)
         stored = [
             {
+                "quote_id": quote_id,
+                "shipment_id": p.rate.shipment_id,
                 "rate_id": p.rate.rate_id,
                 "carrier": p.rate.carrier_name or p.rate.carrier_code,
                 "service": p.rate.service_name or p.rate.service_code,
@@ -225,11 +255,13 @@ class OrderService:
         ]
         return await self._update(
             draft["_id"],
-            {"rates": stored, "rates_at": self._clock(), "api_mode": mode},
-            unset=("rate", "price_cents"),
+            {"rates": stored, "rates_at": self._clock(), "api_mode": mode, "quote_id": quote_id},
+            unset=("rate", "price_cents", "offer_id"),
         )
 
     async def choose_rate(self, draft: Document, index: int) -> Document:
+        """Chooses one rate; ``offer_id`` (quote number and position) names this choice, so
+        a Pay button can prove it still shows what the draft would buy."""
         rates = draft.get("rates") or []
         if not 0 <= index < len(rates):
             raise LookupError("no such rate")
@@ -240,7 +272,18 @@ class OrderService:
                 "rate": rate,
                 "price_cents": rate["price_cents"],
                 "carrier_cost_cents": rate["cost_cents"],
+                "offer_id": offer_id(draft.get("quote_id"), index),
             },
+        )
+
+    @staticmethod
+    def offer_matches(draft: Document, offer: str | None, price_cents: int | None) -> bool:
+        """Whether a review's (offer, price) is still what the draft would buy."""
+        return (
+            bool(draft.get("rate"))
+            and offer is not None
+            and draft.get("offer_id") == offer
+            and draft.get("price_cents") == price_cents
         )
 
     def rates_stale(self, draft: Document) -> bool:
@@ -309,6 +352,10 @@ class OrderService:
         return self._clock()
 
 
+def offer_id(quote_id: object, index: int) -> str:
+    return f"{quote_id}-{index}"
+
+
 def _rates_fields() -> tuple[str, ...]:
     # Any change to addresses or the parcel invalidates the quotes.
-    return ("rates", "rates_at", "rate", "price_cents")
+    return ("rates", "rates_at", "rate", "price_cents", "quote_id", "offer_id")

@@ -1,16 +1,24 @@
 """Buying a label safely, without multi-document transactions.
 
-1. Claim the draft: ``draft`` → ``purchasing`` with an idempotency key (a double tap loses
-   the conditional update and sees the order already being bought).
+1. Claim the draft: ``draft`` → ``purchasing``, conditional on the offer the Pay button
+   showed (``offer_id`` and ``price_cents``): a stale button, or a double tap, loses the
+   conditional update and nothing is charged.
 2. Debit the balance through the ledger, key ``label:<order_id>``; a short balance puts
-   the order back to ``draft`` with nothing debited.
+   the order back to ``draft`` with nothing debited. The order is read again after the
+   debit: if the recovery job failed it meanwhile, the debit is given back at once.
 3. Buy the label from the rate (never retried blindly).
 4. Store label id, tracking number and cost: ``purchased``.
 
-If the carrier refuses, the debit is compensated (key ``compensation:<order_id>``), the
-order becomes ``failed`` and admins are alerted. If the outcome is unknown (timeout) or the
-process dies mid-way, the order stays ``purchasing`` and ``recover_stuck`` asks the carrier
-by the order's reference: a label found completes the order, none found compensates.
+Failing an order always wins the transition first and credits after: ``purchasing`` →
+``failed`` (with ``compensation_pending``), then the compensation ``compensation:<id>``
+(only if the debit exists), then the flag is cleared. A crash between the two writes
+leaves the flag; ``recover_stuck`` credits those orders (the key makes it exactly once).
+
+If the outcome is unknown (timeout) or the process dies mid-way, the order stays
+``purchasing`` and ``recover_stuck`` asks the carrier for a label bought from the order's
+``rate_id``: a label found completes the order, none found fails and compensates it. A
+label that completes at the carrier after recovery failed its order (the customer has
+their money back) is voided and admins are alerted, never kept silently.
 """
 
 from __future__ import annotations
@@ -39,10 +47,13 @@ class PurchaseNotices(Protocol):
 
     async def label_recovered(self, order: Document) -> None: ...
 
+    async def label_orphaned(self, order: Document, label: Label, *, voided: bool) -> None:
+        ...
+
 
 @dataclass(frozen=True)
 class PurchaseResult:
-    """``status``: purchased, insufficient, failed, pending, already, not_found."""
+    """``status``: purchased, insufficient, failed, pending, already, changed, not_found."""
 
     status: str
     order: Document | None = None
@@ -77,7 +88,10 @@ class PurchaseService:
         self._recovery_after = recovery_after
         self._clock = clock
 
-    async def purchase(self, user_id: int, order_id: ObjectId) -> PurchaseResult:
+    async def purchase(
+        self, user_id: int, order_id: ObjectId, *, offer_id: str, price_cents: int
+    ) -> PurchaseResult:
+        """Buys the draft's chosen rate if it still is ``offer_id`` at ``price_cents``."""
         now = self._clock()
         order = await self._orders.transition(
             order_id,
@@ -85,12 +99,19 @@ class PurchaseService:
             to_status="purchasing",
             now=now,
             fields={"purchase_key": f"label:{order_id}", "purchase_started_at": now},
-            extra_filter={"user_id": user_id, "rate": {"$exists": True}},
+            extra_filter={
+                "user_id": user_id,
+                "rate": {"$exists": True},
+                "offer_id": offer_id,
+                "price_cents": price_cents,
+            },
         )
         if order is None:
             existing = await self._orders.get(order_id)
             if existing is None or existing["user_id"] != user_id:
                 return PurchaseResult("not_found")
+            if existing["status"] == "draft":
+                return PurchaseResult("changed", existing)  # the button no longer matches
             return PurchaseResult("already", existing)
         price = int(order["price_cents"])
         try:
@@ -112,6 +133,14 @@ class PurchaseService:
                 shortfall_cents=exc.needed_cents - exc.balance_cents,
                 balance_cents=exc.balance_cents,
             )
+        current = await self._orders.get(order_id)
+        if current is None or current["status"] != "purchasing":
+            if current is not None and current["status"] == "failed":
+                # Recovery failed the order while we were debiting (it may have looked for
+                # the debit before it existed): give it back; the key keeps it to one.
+                await self._credit_compensation(current, "not_created")
+                return PurchaseResult("failed", current, reason="not_created")
+            return PurchaseResult("already", current)
         mode = str(order.get("api_mode", "test"))
         try:
             label = await self._gateway.buy(mode, str(order["rate"]["rate_id"]))
@@ -122,13 +151,17 @@ class PurchaseService:
             reason = _failure_reason(exc) if isinstance(exc, ProviderError) else "unavailable"
             # The customer is answered in the chat right away; admins get an alert.
             failed = await self._compensate(order, reason, tell_user=False)
-            return PurchaseResult("failed", failed, reason=reason)
+            return PurchaseResult("failed", failed or current, reason=reason)
         done = await self._complete(order, label)
+        if done is None:
+            return PurchaseResult("failed", await self._orders.get(order_id), reason="late")
         return PurchaseResult("purchased", done, balance_cents=debit.balance_cents)
 
     async def _complete(self, order: Document, label: Label) -> Document | None:
+        """``purchasing`` → ``purchased``; None when the order had already been failed (the
+        label is then voided and admins told)."""
         now = self._clock()
-        return await self._orders.transition(
+        done = await self._orders.transition(
             order["_id"],
             from_status="purchasing",
             to_status="purchased",
@@ -144,12 +177,63 @@ class PurchaseService:
                 "purchased_at": now,
             },
         )
+        if done is not None:
+            return done
+        current = await self._orders.get(order["_id"])
+        if current is not None and current.get("label_id") == label.label_id:
+            return current  # completed by the other path (purchase vs. recovery) with it
+        if current is not None and current["status"] == "failed":
+            await self._orphaned(current, label)
+        return None
+
+    async def _orphaned(self, order: Document, label: Label) -> None:
+        """A label bought for an order that was failed and compensated meanwhile: the
+        customer has their money back, so the label is voided (refunded by the carrier)
+        and admins are alerted either way; nothing is charged again."""
+        mode = str(order.get("api_mode", "test"))
+        voided = False
+        try:
+            voided = (await self._gateway.void(mode, label.label_id)).is_voided
+        except (ProviderError, CarrierUnavailable) as exc:
+            _LOGGER.warning("void of a late label failed: %s", type(exc).__name__)
+        _LOGGER.error("label bought after its order failed; voided=%s", voided)
+        await self._orders.set_fields(
+            order["_id"],
+            {
+                "late_label": {
+                    "label_id": label.label_id,
+                    "tracking_number": label.tracking_number,
+                    "cost_cents": label.cost_cents,
+                    "voided": voided,
+                    "at": self._clock(),
+                }
+            },
+        )
+        await self._notices.label_orphaned(order, label, voided=voided)
 
     async def _compensate(
         self, order: Document, reason: str, *, tell_user: bool = True
     ) -> Document | None:
-        """Gives the money back (once) and marks the order failed."""
+        """Marks the order failed, then gives the money back (once).
+
+        The transition comes first: only the path that wins it credits, so an order still
+        being bought elsewhere is never refunded while its label may yet be bought."""
         now = self._clock()
+        failed = await self._orders.transition(
+            order["_id"],
+            from_status="purchasing",
+            to_status="failed",
+            now=now,
+            fields={"failure_reason": reason, "failed_at": now, "compensation_pending": True},
+        )
+        if failed is None:
+            return None
+        await self._credit_compensation(failed, reason)
+        await self._notices.label_compensated(failed, reason, tell_user=tell_user)
+        return failed
+
+    async def _credit_compensation(self, order: Document, reason: str) -> None:
+        """Credits back the label debit of a failed order, if there is one; idempotent."""
         order_id = order["_id"]
         debit = await self._ledger.get(f"label:{order_id}")
         if debit is not None:
@@ -158,22 +242,14 @@ class PurchaseService:
                 amount_cents=-debit.amount_cents,
                 kind="compensation",
                 key=f"compensation:{order_id}",
-                now=now,
+                now=self._clock(),
                 meta={"order_id": str(order_id), "reason": reason},
             )
-        failed = await self._orders.transition(
-            order_id,
-            from_status="purchasing",
-            to_status="failed",
-            now=now,
-            fields={"failure_reason": reason, "failed_at": now},
-        )
-        if failed is not None:
-            await self._notices.label_compensated(failed, reason, tell_user=tell_user)
-        return failed
+        await self._orders.compensation_settled(order_id, now=self._clock())
 
     async def recover_stuck(self, *, limit: int = 50) -> dict[str, int]:
-        """Resolves orders left in ``purchasing`` by a crash or an unknown outcome."""
+        """Resolves orders left in ``purchasing`` by a crash or an unknown outcome, and
+        credits failed orders whose compensation a crash interrupted."""
         counts: dict[str, int] = {}
         before = self._clock() - self._recovery_after
         for order in await self._orders.stuck_purchasing(started_before=before, limit=limit):
@@ -183,14 +259,23 @@ class PurchaseService:
                 _LOGGER.warning("recovery lookup failed: %s", type(exc).__name__)
                 outcome = "retry_later"
             counts[outcome] = counts.get(outcome, 0) + 1
+        for order in await self._orders.compensation_pending(failed_before=before, limit=limit):
+            await self._credit_compensation(order, str(order.get("failure_reason") or "failed"))
+            reason = str(order.get("failure_reason") or "failed")
+            await self._notices.label_compensated(order, reason, tell_user=True)
+            counts["compensation_repaired"] = counts.get("compensation_repaired", 0) + 1
         return counts
 
     async def _recover_one(self, order: Document) -> str:
         mode = str(order.get("api_mode", "test"))
-        label = await self._gateway.find_label(mode, str(order["_id"]))
+        rate = order.get("rate") or {}
+        label = await self._gateway.find_label(
+            mode, str(rate["rate_id"]), shipment_id=rate.get("shipment_id")
+        )
         if label is None:
-            await self._compensate(order, "not_created")
-            return "compensated"
+            failed = await self._compensate(order, "not_created")
+            # None: the purchase completed (or failed) on its own meanwhile; nothing to do.
+            return "compensated" if failed is not None else "resolved_elsewhere"
         debit = await self._ledger.get(f"label:{order['_id']}")
         if debit is None:
             # Crashed between the claim and the debit, yet a label exists: charge now.

@@ -50,6 +50,7 @@ class ShippingGateway:
     async def rates(
         self, mode: str, ship_from: Address, ship_to: Address, parcel: Parcel, reference: str
     ) -> list[Rate]:
+        """``reference`` becomes the shipment's ``external_shipment_id``: unique per quote."""
         client = self.client(mode)
         carrier_ids = await self.carrier_ids(mode)
         return await client.get_rates(
@@ -59,8 +60,11 @@ class ShippingGateway:
     async def buy(self, mode: str, rate_id: str) -> Label:
         return await self.client(mode).create_label_from_rate(rate_id)
 
-    async def find_label(self, mode: str, reference: str) -> Label | None:
-        return await self.client(mode).find_label_by_external_shipment_id(reference)
+    async def find_label(
+        self, mode: str, rate_id: str, *, shipment_id: str | None = None
+    ) -> Label | None:
+        """The label bought from ``rate_id`` (what the order tried to buy), or None."""
+        return await self.client(mode).find_label_by_rate_id(rate_id, shipment_id=shipment_id)
 
     async def download(self, mode: str, url: str) -> bytes:
         return await self.client(mode).download_label_pdf(url)

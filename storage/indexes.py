@@ -91,6 +91,9 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
                        name="user_status_created"),
             IndexModel([("status", ASCENDING), ("purchase_started_at", ASCENDING)],
                        name="status_purchase_started"),
+            # failed orders between the transition and the compensation credit (repair)
+            IndexModel([("compensation_pending", ASCENDING), ("failed_at", ASCENDING)],
+                       name="compensation_pending", sparse=True),
             IndexModel([("tracking_number", ASCENDING)], name="tracking_number", sparse=True),
             IndexModel([("label_id", ASCENDING)], name="label_id", sparse=True),
             IndexModel([("created_at", ASCENDING)], name="created_at"),

@@ -1,7 +1,8 @@
 """``orders``: label orders from draft to purchased, every status change conditional.
 
 ``draft`` → ``purchasing`` → ``purchased`` → ``refunded``;
-``purchasing`` → ``failed`` (carrier refused; the debit was compensated);
+``purchasing`` → ``failed`` (carrier refused or recovery found no label; the debit, if
+any, is compensated after the transition: ``compensation_pending`` marks the gap);
 ``purchasing`` → ``draft`` (balance short: nothing was debited).
 A draft is written at every step of the conversation and expires with the session.
 """
@@ -72,6 +73,16 @@ class OrdersRepo:
         )
         return doc
 
+    async def next_quote_seq(self, order_id: ObjectId) -> int | None:
+        """Claims the next quote number of an open draft (1, 2, …); None when not a draft."""
+        doc: Document | None = await self.col.find_one_and_update(
+            {"_id": order_id, "status": "draft"},
+            {"$inc": {"quote_seq": 1}},
+            projection={"quote_seq": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else int(doc["quote_seq"])
+
     async def transition(
         self,
         order_id: ObjectId,
@@ -97,6 +108,20 @@ class OrdersRepo:
             {"status": "purchasing", "purchase_started_at": {"$lte": started_before}}
         ).limit(limit)
         return [doc async for doc in cursor]
+
+    async def compensation_pending(self, *, failed_before: datetime, limit: int) -> list[Document]:
+        """Failed orders whose compensation may not have been credited (a crash between
+        the transition to ``failed`` and the credit)."""
+        cursor = self.col.find(
+            {"compensation_pending": True, "failed_at": {"$lte": failed_before}}
+        ).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def compensation_settled(self, order_id: ObjectId, *, now: datetime) -> None:
+        await self.col.update_one(
+            {"_id": order_id, "compensation_pending": True},
+            {"$unset": {"compensation_pending": ""}, "$set": {"compensation_settled_at": now}},
+        )
 
     async def undelivered_labels(
         self, *, purchased_before: datetime, limit: int

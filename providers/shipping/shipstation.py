@@ -48,12 +48,13 @@ from providers.errors import (
     ProviderResponseError,
 )
 
-__all__ = ["DEFAULT_BASE_URL", "PROVIDER", "ShipStationClient", "key_mode"]
+__all__ = ["DEFAULT_BASE_URL", "EXTERNAL_ID_MAX", "PROVIDER", "ShipStationClient", "key_mode"]
 
 logger = logging.getLogger(__name__)
 
 PROVIDER = "shipstation"
 DEFAULT_BASE_URL = "https://api.shipstation.com"
+EXTERNAL_ID_MAX = 50  # characters of external_shipment_id ShipStation keeps
 _MAX_REDIRECTS = 3
 
 _ERROR_CLASSES: dict[str, type[ProviderRejected]] = {
@@ -86,6 +87,9 @@ def _money_cents(obj: Mapping[str, Any], key: str) -> int:
 
 
 def _address_json(address: Address) -> dict[str, Any]:
+    if not address.phone:
+        # The v2 address schema requires `phone`, a string of at least one character.
+        raise ValueError("ShipStation requires a phone number on every address")
     residential = {True: "yes", False: "no", None: "unknown"}[address.residential]
     data: dict[str, Any] = {
         "name": address.name,
@@ -205,11 +209,13 @@ def _parse_tracking(raw: Any) -> TrackingInfo:
     events = tuple(
         TrackingEvent(
             occurred_at=opt_iso_datetime(event, "occurred_at"),
-            description=opt_str(event, "description") or "",
+            status_code=opt_str(event, "status_code"),
+            status_description=opt_str(event, "status_description"),
+            carrier_status_description=opt_str(event, "carrier_status_description"),
+            event_code=opt_str(event, "event_code"),
             city=opt_str(event, "city_locality"),
             state=opt_str(event, "state_province"),
             postal_code=opt_str(event, "postal_code"),
-            status_code=opt_str(event, "status_code"),
         )
         for event in (as_dict(e, "event") for e in as_list(obj.get("events"), "events"))
     )
@@ -366,20 +372,32 @@ class ShipStationClient(BaseProviderClient):
         external_shipment_id: str | None = None,
     ) -> list[Rate]:
         """POST /v2/rates. A quote: retried. Returns valid rates, cheapest first; raises
-        the first provider error when no rate at all came back."""
+        the first provider error when no rate at all came back.
+
+        The inline shipment is created at ShipStation, and ``external_shipment_id`` must be
+        unique per account (at most 50 characters): give every quote its own. A retry may
+        follow an attempt that was applied (a timeout, a 500), so retries send the id with
+        ``-r<attempt>`` appended instead of repeating it."""
         if not carrier_ids:
             raise ValueError("carrier_ids must not be empty")
+        if external_shipment_id and len(external_shipment_id) > EXTERNAL_ID_MAX - 3:
+            raise ValueError(f"external_shipment_id must be at most {EXTERNAL_ID_MAX - 3} chars")
         shipment: dict[str, Any] = {
             "validate_address": "no_validation",
             "ship_from": _address_json(ship_from),
             "ship_to": _address_json(ship_to),
             "packages": [_package_json(parcel)],
         }
-        if external_shipment_id:
-            shipment["external_shipment_id"] = external_shipment_id
-        body = {"rate_options": {"carrier_ids": list(carrier_ids)}, "shipment": shipment}
+
+        def body(attempt: int) -> dict[str, Any]:
+            one = dict(shipment)
+            if external_shipment_id:
+                suffix = "" if attempt == 1 else f"-r{attempt}"
+                one["external_shipment_id"] = external_shipment_id + suffix
+            return {"rate_options": {"carrier_ids": list(carrier_ids)}, "shipment": one}
+
         result = await self._request(
-            "get_rates", "POST", "/v2/rates", json_body=body, idempotent=True
+            "get_rates", "POST", "/v2/rates", json_body_for_attempt=body, idempotent=True
         )
         with self._parsing("get_rates"):
             data = as_dict(result.json(), "response")
@@ -422,7 +440,7 @@ class ShipStationClient(BaseProviderClient):
 
     async def create_label_from_rate(self, rate_id: str) -> Label:
         """POST /v2/labels/rates/{rate_id}. Buys postage: never retried. On
-        ProviderUnavailable with `outcome_unknown`, look the label up by external id."""
+        ProviderUnavailable with `outcome_unknown`, look it up with find_label_by_rate_id."""
         body = {"label_format": "pdf", "label_layout": "4x6", "label_download_type": "url"}
         result = await self._request(
             "create_label",
@@ -460,28 +478,22 @@ class ShipStationClient(BaseProviderClient):
         with self._parsing("get_label"):
             return _parse_label(result.json())
 
-    async def find_label_by_external_shipment_id(self, external_shipment_id: str) -> Label | None:
-        """Crash recovery: the label bought for our shipment reference, or None.
+    async def find_label_by_rate_id(
+        self, rate_id: str, *, shipment_id: str | None = None
+    ) -> Label | None:
+        """Crash recovery: the label bought from ``rate_id``, or None.
 
-        GET /v2/shipments/external_shipment_id/{id}, then GET /v2/labels?shipment_id=.
-        Prefers a live label over a voided one; ignores labels in status `error`."""
-        try:
-            result = await self._request(
-                "get_shipment",
-                "GET",
-                f"/v2/shipments/external_shipment_id/{_path_id(external_shipment_id)}",
-                idempotent=True,
-            )
-        except ProviderNotFound:
-            return None
-        with self._parsing("get_shipment"):
-            shipment_id = req_str(as_dict(result.json(), "shipment"), "shipment_id")
+        GET /v2/labels?rate_id=… (what was actually bought, whatever the shipment's
+        external id). Prefers a live label over a voided one; ignores labels in status
+        `error` and, when ``shipment_id`` is given, labels of another shipment."""
+        if not rate_id:
+            raise ValueError("rate_id must not be empty")
         result = await self._request(
             "list_labels",
             "GET",
             "/v2/labels",
             params={
-                "shipment_id": shipment_id,
+                "rate_id": rate_id,
                 "page_size": "25",
                 "sort_by": "created_at",
                 "sort_dir": "desc",
@@ -494,7 +506,8 @@ class ShipStationClient(BaseProviderClient):
         candidates = [
             label
             for label in labels
-            if label.status != "error" and label.shipment_id in (None, shipment_id)
+            if label.status != "error"
+            and (shipment_id is None or label.shipment_id in (None, shipment_id))
         ]
         for label in candidates:
             if not label.voided:

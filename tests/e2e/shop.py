@@ -71,7 +71,11 @@ async def shop(mongo: Mongo, clock: FakeClock) -> AsyncIterator[ShopEnv]:
     await carrier.start()
     base = make_settings()
     shipping = base.shipping.model_copy(
-        update={"base_url": carrier.base_url, "recovery_after_seconds": 30}
+        update={
+            "base_url": carrier.base_url,
+            "purchase_timeout_seconds": 10,
+            "recovery_after_seconds": 30,
+        }
     )
     secrets = Secrets.model_construct(
         telegram_bot_token=None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from sandbox.telegram import SentMessage
 from tests.conftest import FakeClock
 from tests.e2e.shop import RECIPIENT, SENDER, USER, ShopEnv, pay_button
 
@@ -171,7 +172,7 @@ async def test_concurrent_customers_get_their_own_labels(shop: ShopEnv) -> None:
     async def customer(uid: int) -> None:
         h = shop.harness
         await h.say(uid, "/order")
-        await h.say(uid, f"{_name(uid)}, 1 Main St, Albany, NY 12207")
+        await h.say(uid, f"{_name(uid)}, 1 Main St, Albany, NY 12207, (518) 555-0142")
         await h.say(uid, RECIPIENT)
         await h.say(uid, "1 lb")
         [rates] = await h.say(uid, "6x6x6")
@@ -231,3 +232,120 @@ async def test_carrier_outage_opens_circuit_alerts_once_and_recovers(
     assert any("open" in t for t in texts) and any("closed" in t for t in texts)
     per_admin = Counter(a["chat_id"] for a in alerts if "→ open" in a["text"])
     assert per_admin and all(n == 1 for n in per_admin.values())
+
+
+def _shows_pay(message: SentMessage) -> bool:
+    return any(data and data.startswith("order:pay:") for _, data in message.buttons)
+
+
+async def test_an_older_review_cannot_buy_what_a_newer_one_shows(shop: ShopEnv) -> None:
+    """Review A shows "Pay $X"; the customer changes the rate and review B shows $Y; the old
+    "Pay $X" tapped before B arrived buys nothing and shows the current review again, and
+    only the newest review keeps a Pay button."""
+    await shop.fund(USER, 10_000)
+    h = shop.harness
+    emulator = h.emulator
+    first = await shop.to_summary()  # the cheapest rate
+    old_pay = pay_button(first)
+    [rates] = await h.press(USER, first, "✏️ Rate")
+    assert _shows_pay(first)  # the rate list alone does not disarm the review
+    dearest = [data for _, data in rates.buttons if data and data.startswith("order:rate:")][-1]
+    mark = emulator.cursor(USER)
+    # The new choice, and a tap on the old Pay before the new review arrives.
+    emulator.press_button(USER, rates.message_id, dearest)
+    choose = emulator.last_update_id
+    emulator.press_button(USER, first.message_id, old_pay)
+    stale = emulator.last_update_id
+    await h.wait_done(choose)
+    await h.wait_done(stale)
+    reviews = [m for m in emulator.sent_messages(USER, since=mark) if "Step 6 of 6" in m.content]
+    assert len(reviews) == 2  # review B, then B shown again for the stale tap
+    newer, again = reviews
+    assert "nothing was charged" in again.content
+    draft = await shop.mongo.db["orders"].find_one({"user_id": USER, "status": "draft"})
+    assert draft is not None and draft["price_cents"] > int(old_pay.rsplit(":", 1)[1])
+    assert pay_button(again).endswith(f":{draft['price_cents']}")
+    # Nothing charged, nothing bought.
+    assert await shop.balance() == 10_000
+    assert await shop.mongo.db["ledger"].count_documents({"kind": "label"}) == 0
+    assert shop.carrier.call_count("create_label") == 0
+    # Only the newest review keeps a Pay button; the older ones were edited.
+    assert first.edited and not _shows_pay(first)
+    assert newer.edited and not _shows_pay(newer)
+    assert _shows_pay(again)
+    # The live button buys exactly what it shows.
+    replies = await h.press(USER, again, data=pay_button(again))
+    assert any("Label bought" in m.content for m in replies)
+    assert await shop.balance() == 10_000 - draft["price_cents"]
+    [label] = shop.carrier.labels.values()
+    assert label.rate_id == draft["rate"]["rate_id"]
+    await shop.audit_ok()
+
+
+async def test_back_to_the_review_disarms_the_previous_one(shop: ShopEnv) -> None:
+    """Showing the same review again ("Back to my order") leaves one Pay button: the new
+    one, for the same offer and price."""
+    h = shop.harness
+    first = await shop.to_summary()
+    old_pay = pay_button(first)
+    replies = await h.press(USER, first, data=old_pay)
+    short = replies[-1]
+    assert "Top up at least" in short.content
+    replies = await h.press(USER, short, "Back to my order")
+    review = replies[-1]
+    assert not _shows_pay(first) and _shows_pay(review)
+    assert pay_button(review) == old_pay  # same offer, same price: the button still buys
+    assert await shop.balance() == 0
+
+
+async def test_requotes_use_their_own_shipment_ids(shop: ShopEnv, clock: FakeClock) -> None:
+    """Every quote is a new ShipStation shipment with its own external_shipment_id: an
+    edit after the first quote and the refresh of a stale quote before Pay both work."""
+    await shop.fund(USER, 10_000)
+    h = shop.harness
+    summary = await shop.to_summary()
+    replies = await h.press(USER, summary, "✏️ Parcel")
+    assert "Step 3 of 6" in replies[-1].content
+    await h.say(USER, "3 lb")
+    [rates] = await h.say(USER, "10x8x4")
+    assert "Step 5 of 6" in rates.content  # re-quoted after the edit
+    replies = await h.press(USER, rates, data=rates.buttons[0][1])
+    review = replies[-1]
+    clock.advance(minutes=16)  # the quote is stale: Pay refreshes it first
+    replies = await h.press(USER, review, data=pay_button(review))
+    assert any("Label bought" in m.content for m in replies)
+    shipments = shop.carrier.shipments()
+    ids = [sh["external_shipment_id"] for sh in shipments]
+    assert len(ids) == 3 and len(set(ids)) == 3
+    assert all(i and len(i) <= 50 for i in ids)
+    assert not any(c.status == 400 for c in shop.carrier.calls)
+    order = await shop.mongo.db["orders"].find_one({"user_id": USER, "status": "purchased"})
+    assert order is not None
+    [label] = shop.carrier.labels.values()
+    # The label was bought from the refreshed quote, the last shipment.
+    assert label.rate_id == order["rate"]["rate_id"]
+    assert label.shipment_id == shipments[-1]["shipment_id"] == order["rate"]["shipment_id"]
+    await shop.audit_ok()
+
+
+async def test_recipient_without_phone_ships_with_the_senders(shop: ShopEnv) -> None:
+    """ShipStation requires a phone on both addresses: the sender's is asked for (no
+    Skip), a recipient's may be skipped and the shipment then carries the sender's."""
+    h = shop.harness
+    await h.say(USER, "/order")
+    replies = await h.say(USER, "Jane Doe, 500 W 5th Ave, New York, NY 10001")
+    ask = replies[-1]
+    assert "Sender — phone number" in ask.content
+    assert not any("Skip" in text for text, _ in ask.buttons)
+    [refused] = await h.say(USER, "skip")
+    assert "needs the sender's phone" in refused.content
+    replies = await h.say(USER, "(212) 555-0123")
+    assert "Step 2 of 6" in replies[-1].content
+    replies = await h.say(USER, "John Smith, 123 Main St, Springfield, IL 62704")
+    assert "Step 3 of 6" in replies[-1].content  # the recipient's phone counts as skipped
+    await h.say(USER, "2 lb")
+    await h.say(USER, "10x8x4")
+    [shipment] = shop.carrier.shipments()
+    assert shipment["ship_from"]["phone"] == "+12125550123"
+    assert shipment["ship_to"]["phone"] == "+12125550123"
+    assert shipment["ship_to"]["name"] == "John Smith"

@@ -45,6 +45,7 @@ async def shop(mongo: Mongo, clock: FakeClock, limit: int) -> AsyncIterator[Shop
     shipping = base.shipping.model_copy(
         update={
             "base_url": carrier.base_url,
+            "purchase_timeout_seconds": 10,
             "recovery_after_seconds": 30,
             "templates_per_user": limit,
         }
@@ -119,9 +120,16 @@ async def test_save_recipient_after_order_and_use_it_in_the_next(shop: ShopEnv) 
     data = first.callback_data_for("Mom")
     assert data == f"order:tpl:{template['_id']}"
     replies = await h.press(USER, first, data=data)
+    # The template has no phone, and the sender's phone is required (ShipStation needs a
+    # phone on both addresses; a recipient without one gets the sender's): asked for it.
+    ask_phone = replies[-1]
+    assert "Step 1 of 6 · Sender — phone number" in ask_phone.content
+    assert not any("Skip" in text for text, _ in ask_phone.buttons)
+    replies = await h.say(USER, "(217) 555-0188")
     assert "Step 2 of 6" in replies[-1].content
     draft = await shop.mongo.db["orders"].find_one({"user_id": USER, "status": "draft"})
-    assert draft is not None and draft["from_address"] == template["address"]
+    assert draft is not None
+    assert draft["from_address"] == {**template["address"], "phone": "+12175550188"}
 
 
 async def test_new_template_from_pasted_address(shop: ShopEnv) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Callable
 from decimal import Decimal
@@ -77,6 +78,18 @@ async def test_list_carriers(ss: ShipStationClient) -> None:
     }
 
 
+@pytest.mark.parametrize("side", ["from", "to"])
+async def test_an_address_without_phone_is_never_sent(
+    ss: ShipStationClient, fake_ss: FakeShipStation, side: str
+) -> None:
+    """ShipStation's address schema requires a non-empty phone: refuse before any call."""
+    no_phone = dataclasses.replace(SHIP_FROM if side == "from" else SHIP_TO, phone="")
+    ship_from, ship_to = (no_phone, SHIP_TO) if side == "from" else (SHIP_FROM, no_phone)
+    with pytest.raises(ValueError, match="phone"):
+        await ss.get_rates(ship_from, ship_to, PARCEL, carrier_ids=[USPS])
+    assert fake_ss.call_count("get_rates") == 0
+
+
 async def test_rates_sorted_and_exact_cents(ss: ShipStationClient) -> None:
     rates = await ss.get_rates(SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[UPS, USPS])
     assert len(rates) == 4
@@ -101,7 +114,14 @@ async def test_partial_rates_when_one_carrier_is_unknown(ss: ShipStationClient) 
 
 
 async def test_rate_errors_in_2xx_become_typed_errors(ss: ShipStationClient) -> None:
-    bad_zip = Address(name="X", street1="1 Road", city="Nowhere", state="TX", postal_code="ABCDE")
+    bad_zip = Address(
+        name="X",
+        street1="1 Road",
+        city="Nowhere",
+        state="TX",
+        postal_code="ABCDE",
+        phone="5125550199",
+    )
     with pytest.raises(ProviderInvalidAddress) as excinfo:
         await ss.get_rates(SHIP_FROM, bad_zip, PARCEL, carrier_ids=[USPS])
     assert excinfo.value.status == 200
@@ -278,17 +298,15 @@ async def test_production_balance_runs_out(
         await ss.create_label_from_rate(rates[0].rate_id)
 
 
-async def test_crash_recovery_by_external_shipment_id(
-    ss: ShipStationClient, fake_ss: FakeShipStation
-) -> None:
-    assert await ss.find_label_by_external_shipment_id("order-never-quoted") is None
-    await ss.get_rates(
-        SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], external_shipment_id="order-quoted-only"
+async def test_crash_recovery_by_rate_id(ss: ShipStationClient, fake_ss: FakeShipStation) -> None:
+    assert await ss.find_label_by_rate_id("se-404") is None
+    quoted = await ss.get_rates(
+        SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], external_shipment_id="order-1-q1"
     )
-    assert await ss.find_label_by_external_shipment_id("order-quoted-only") is None
+    assert await ss.find_label_by_rate_id(quoted[0].rate_id) is None  # quoted, never bought
 
     rates = await ss.get_rates(
-        SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], external_shipment_id="order-42"
+        SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], external_shipment_id="order-42-q1"
     )
     # The purchase "times out" on our side but completes at ShipStation.
     fake_ss.inject_failure("create_label", "slow", delay=0.3)
@@ -299,19 +317,57 @@ async def test_crash_recovery_by_external_shipment_id(
     finally:
         await slow.close()
     assert excinfo.value.outcome_unknown
-    # A later quote with the same reference must not hide the bought label.
-    await ss.get_rates(
-        SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], external_shipment_id="order-42"
+    # A later quote of the same order (its own external id) must not hide the bought label.
+    again = await ss.get_rates(
+        SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], external_shipment_id="order-42-q2"
     )
     for _ in range(50):
         if fake_ss.labels:
             break
         await asyncio.sleep(0.02)
-    found = await ss.find_label_by_external_shipment_id("order-42")
-    assert found is not None
-    assert found.external_shipment_id == "order-42"
-    assert found.label_id in fake_ss.labels
+    found = await ss.find_label_by_rate_id(rates[0].rate_id, shipment_id=rates[0].shipment_id)
+    assert found is not None and found.label_id in fake_ss.labels
+    assert found.external_shipment_id == "order-42-q1"
+    assert await ss.find_label_by_rate_id(rates[0].rate_id, shipment_id="se-other") is None
+    assert await ss.find_label_by_rate_id(again[0].rate_id) is None
+    assert await ss.find_label_by_rate_id(rates[1].rate_id) is None  # another rate, same quote
     assert fake_ss.call_count("create_label") == 1
+
+
+async def test_requote_with_the_same_external_id_is_refused(ss: ShipStationClient) -> None:
+    """ShipStation keeps external_shipment_id unique per account: a second quote needs its
+    own id (our OrderService gives every quote one)."""
+    await ss.get_rates(SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], external_shipment_id="o-1")
+    with pytest.raises(ProviderRejected) as excinfo:
+        await ss.get_rates(
+            SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], external_shipment_id="o-1"
+        )
+    assert excinfo.value.code == "identifier_conflict"
+    assert excinfo.value.status == 400
+
+
+async def test_a_retried_quote_sends_a_fresh_external_id(
+    make_ss: Callable[..., ShipStationClient], fake_ss: FakeShipStation
+) -> None:
+    """The first attempt times out on our side but creates its shipment at ShipStation; the
+    retry must not repeat that external id (it would be refused as a duplicate)."""
+
+    async def wait_for_first_attempt(_delay: float) -> None:
+        await fake_ss.wait_for_shipments(1)  # the first attempt was applied after all
+
+    ss = make_ss(timeout_total=0.1, sleep=wait_for_first_attempt)
+    fake_ss.inject_failure("get_rates", "slow", delay=0.3)
+    rates = await ss.get_rates(
+        SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], external_shipment_id="order-9-q1"
+    )
+    assert rates
+    ids = [sh["external_shipment_id"] for sh in fake_ss.shipments()]
+    assert ids == ["order-9-q1", "order-9-q1-r2"]
+    assert rates[0].shipment_id == fake_ss.shipments()[1]["shipment_id"]
+    with pytest.raises(ValueError, match="external_shipment_id"):
+        await ss.get_rates(
+            SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], external_shipment_id="x" * 48
+        )
 
 
 async def test_get_label_unknown_is_none(ss: ShipStationClient) -> None:
@@ -355,7 +411,14 @@ async def test_track(ss: ShipStationClient, fake_ss: FakeShipStation) -> None:
     info = await ss.track(label_id)
     assert info.status_code == "DE"
     assert info.actual_delivery_date is not None
-    assert info.events and info.events[0].description == "Delivered"
+    latest, created = info.events
+    # v2 track events have no `description`: the words come from the status fields.
+    assert (latest.status_code, latest.status_description) == ("DE", "Delivered")
+    assert latest.carrier_status_description == "DELIVERED" and latest.event_code == "01"
+    assert latest.text == "Delivered"
+    assert (latest.city, latest.state, latest.postal_code) == ("Cupertino", "CA", "95014")
+    assert latest.occurred_at is not None
+    assert created.status_description == "Accepted" and created.city == "Austin"
 
 
 async def test_wrong_key_is_auth_error_without_the_key(

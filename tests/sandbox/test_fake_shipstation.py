@@ -364,3 +364,113 @@ async def test_restart_after_stop() -> None:
     finally:
         await fake.stop()
     assert first.startswith("http://127.0.0.1:")
+
+
+def _assert_error_shape(data: Any) -> dict[str, Any]:
+    """ShipStation's 4xx envelope: request_id plus a list of typed errors."""
+    assert isinstance(data["request_id"], str) and data["request_id"]
+    [error] = data["errors"]
+    assert set(error) >= {"error_source", "error_type", "error_code", "message"}
+    assert error["error_source"] in {"carrier", "order_source", "ShipStation"}
+    return dict(error)
+
+
+async def test_external_shipment_id_is_unique_per_account(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    url = f"{fake.base_url}/v2/rates"
+    status, first, _ = await call(http, "POST", url, body=rate_body(external_id="order-7"))
+    assert status == 200 and first["external_shipment_id"] == "order-7"
+    status, data, _ = await call(http, "POST", url, body=rate_body(external_id="order-7"))
+    assert status == 400
+    error = _assert_error_shape(data)
+    assert error["error_code"] == "identifier_conflict"
+    assert error["field_name"] == "shipment.external_shipment_id"
+    assert len(fake.labels) == 0 and fake.call_count("get_rates") == 2
+    # The refused request created nothing: the id still names the first shipment.
+    _, shipment, _ = await call(
+        http, "GET", f"{fake.base_url}/v2/shipments/external_shipment_id/order-7"
+    )
+    assert shipment["shipment_id"] == first["shipment_id"]
+    # Another account (the production key) has its own ids; no id at all is never a clash.
+    production = await call(http, "POST", url, key=LIVE, body=rate_body(external_id="order-7"))
+    assert production[0] == 200
+    assert (await call(http, "POST", url, body=rate_body()))[0] == 200
+    assert (await call(http, "POST", url, body=rate_body()))[0] == 200
+
+
+async def test_external_shipment_id_is_cut_to_50_characters(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    url = f"{fake.base_url}/v2/rates"
+    long_id = "x" * 50 + "-first"
+    _, data, _ = await call(http, "POST", url, body=rate_body(external_id=long_id))
+    assert data["external_shipment_id"] == "x" * 50  # "additional characters are truncated"
+    status, data, _ = await call(http, "POST", url, body=rate_body(external_id="x" * 50 + "-2"))
+    assert status == 400 and _assert_error_shape(data)["error_code"] == "identifier_conflict"
+
+
+@pytest.mark.parametrize("phone", ["", None, 5125550100])
+@pytest.mark.parametrize("side", ["ship_from", "ship_to"])
+async def test_phone_is_a_required_non_empty_string(
+    fake: FakeShipStation, http: aiohttp.ClientSession, side: str, phone: Any
+) -> None:
+    body = rate_body()
+    address = dict(ADDRESS_FROM if side == "ship_from" else ADDRESS_TO)
+    if phone is None:
+        del address["phone"]
+    else:
+        address["phone"] = phone
+    body["shipment"][side] = address
+    status, data, _ = await call(http, "POST", f"{fake.base_url}/v2/rates", body=body)
+    assert status == 400
+    error = _assert_error_shape(data)
+    assert error["field_name"] == f"shipment.{side}.phone"
+    assert error["error_type"] == "validation"
+
+
+async def test_tracking_events_follow_the_v2_schema(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    label = await buy(http, fake)
+    fake.set_tracking_status(label["label_id"], "DE")
+    _, track, _ = await call(http, "GET", f"{fake.base_url}/v2/labels/{label['label_id']}/track")
+    required = {
+        "occurred_at",
+        "city_locality",
+        "state_province",
+        "postal_code",
+        "carrier_detail_code",
+        "status_code",
+        "status_description",
+        "carrier_status_code",
+        "carrier_status_description",
+    }
+    assert len(track["events"]) == 2
+    for event in track["events"]:
+        assert "description" not in event
+        assert set(event) >= required | {"event_code"}
+        assert event["status_description"] and event["carrier_status_code"]
+    latest = track["events"][0]
+    assert latest["status_description"] == "Delivered"
+    assert latest["city_locality"] == ADDRESS_TO["city_locality"]
+
+
+async def test_labels_are_listed_by_rate_id(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    _, quote, _ = await call(http, "POST", f"{fake.base_url}/v2/rates", body=rate_body())
+    first, second = quote["rate_response"]["rates"][:2]
+    _, label, _ = await call(
+        http, "POST", f"{fake.base_url}/v2/labels/rates/{first['rate_id']}", body={}
+    )
+    await buy(http, fake)  # another shipment's label
+    url = f"{fake.base_url}/v2/labels"
+    _, listed, _ = await call(http, "GET", url, params={"rate_id": first["rate_id"]})
+    assert [lb["label_id"] for lb in listed["labels"]] == [label["label_id"]]
+    _, listed, _ = await call(http, "GET", url, params={"rate_id": second["rate_id"]})
+    assert listed["labels"] == [] and listed["total"] == 0
+    _, listed, _ = await call(
+        http, "GET", url, params={"rate_id": first["rate_id"]}, key=LIVE
+    )
+    assert listed["labels"] == []  # another account sees nothing

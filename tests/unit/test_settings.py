@@ -94,3 +94,19 @@ def test_check_config_redacts_secrets() -> None:
     assert token not in result.stdout
     assert '"TELEGRAM_BOT_TOKEN": "**********"' in result.stdout
     assert '"MONGO_URL": "<not set>"' in result.stdout
+
+
+@pytest.mark.parametrize("recovery_after", ["60", "75"])
+def test_recovery_must_wait_out_the_purchase_timeout(
+    monkeypatch: pytest.MonkeyPatch, recovery_after: str
+) -> None:
+    """Recovery failing an order whose purchase is still waiting for the carrier would
+    refund a label that may yet be bought: the setting is refused, by name."""
+    monkeypatch.setenv("SHIPBOT_SHIPPING__PURCHASE_TIMEOUT_SECONDS", "60")
+    monkeypatch.setenv("SHIPBOT_SHIPPING__RECOVERY_AFTER_SECONDS", recovery_after)
+    with pytest.raises(ConfigError, match=r"shipping\.recovery_after_seconds") as excinfo:
+        load_settings(ROOT / "config.yaml")
+    assert "purchase_timeout_seconds" in str(excinfo.value)
+    assert len(str(excinfo.value).splitlines()) == 1
+    monkeypatch.setenv("SHIPBOT_SHIPPING__RECOVERY_AFTER_SECONDS", "76")
+    assert load_settings(ROOT / "config.yaml").shipping.recovery_after_seconds == 76
