@@ -35,7 +35,17 @@ from conversations.refund import build_refund_conversation
 from conversations.support import build_support_conversation
 from conversations.templates import build_templates_conversation
 from conversations.topup import build_topup_conversation
-from handlers import balance, gates, labels, notifications, orders_stale, payments, refunds, start
+from handlers import (
+    balance,
+    bulk,
+    gates,
+    labels,
+    notifications,
+    orders_stale,
+    payments,
+    refunds,
+    start,
+)
 from handlers.admin import refunds as admin_refunds
 from handlers.admin import registry as admin_console
 from handlers.errors import error_handler
@@ -45,6 +55,7 @@ from providers.payments.oxapay import OxaPayClient
 from providers.shipping.shipstation import ShipStationClient
 from services.audit import AuditService
 from services.balance import BalanceService
+from services.bulk import BulkConfig, BulkService
 from services.clock import Clock, utc_now
 from services.notifications import Notifier, OutboxDelivery
 from services.orders import OrderConfig, OrderService
@@ -78,6 +89,7 @@ BOT_COMMANDS = (
     ("order", "Buy a shipping label"),
     ("labels", "My labels"),
     ("templates", "Address templates"),
+    ("bulk", "Labels from a spreadsheet"),
     ("refund", "Refund unused labels"),
     ("balance", "Balance and history"),
     ("topup", "Top up the balance"),
@@ -228,6 +240,7 @@ def _register_handlers(application: BotApplication) -> None:
             *start.build_handlers(),
             *balance.build_handlers(),
             *labels.build_handlers(),
+            *bulk.build_handlers(),
             *refunds.build_handlers(),
             *orders_stale.build_handlers(),
             *payments.build_handlers(),
@@ -363,6 +376,7 @@ async def _post_init(application: BotApplication) -> None:
             clock=clock,
         ),
     )
+    data.services.bulk = build_bulk_service(settings, storage, data.services, clock=clock)
     schedule_jobs(application, settings, in_memory=storage.mongo.in_memory)
     inbox = Inbox(
         storage.inbox,
@@ -411,6 +425,31 @@ async def _post_init(application: BotApplication) -> None:
         data.extras["web"] = web
     await application.bot.set_my_commands([BotCommand(name, desc) for name, desc in BOT_COMMANDS])
     _LOGGER.info("application initialised")
+
+
+def build_bulk_service(
+    settings: Settings, storage: Storage, services: Services, *, clock: Clock
+) -> BulkService:
+    bulk, ship = settings.bulk, settings.shipping
+    return BulkService(
+        storage.bulk_jobs,
+        storage.orders,
+        services.orders,
+        services.purchase,
+        services.balance.balance_cents,
+        BulkConfig(
+            max_bytes=bulk.max_file_bytes,
+            max_rows=bulk.max_rows,
+            quote_concurrency=bulk.quote_concurrency,
+            carrier_rate_per_second=bulk.carrier_rate_per_second,
+            rates_max_age=timedelta(minutes=ship.rates_max_age_minutes),
+            row_ttl=timedelta(days=bulk.row_ttl_days),
+            min_weight_oz=ship.min_weight_oz,
+            max_weight_oz=ship.max_weight_oz,
+            max_side_in=ship.max_side_in,
+        ),
+        clock=clock,
+    )
 
 
 def _topup_config(settings: Settings, *, crypto_enabled: bool) -> TopUpConfig:

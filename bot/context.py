@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from services.audit import AuditService
     from services.balance import BalanceService
     from services.broadcast import BroadcastService
+    from services.bulk import BulkService
     from services.export import ExportService
     from services.notifications import Notifier, OutboxDelivery
     from services.orders import OrderService
@@ -52,6 +53,7 @@ class Services:
     stats: StatsService
     broadcasts: BroadcastService
     exports: ExportService
+    bulk: BulkService = field(init=False)  # built from the services above (post_init)
 
 
 @dataclass

@@ -161,6 +161,19 @@ class BotHarness:
             user_id, lambda: self.emulator.send_message(user_id, text), timeout
         )
 
+    async def send_document(
+        self,
+        user_id: int,
+        data: bytes,
+        filename: str,
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> list[SentMessage]:
+        """The user sends a file as a document; returns the bot's new messages."""
+        return await self._exchange(
+            user_id, lambda: self.emulator.send_document(user_id, data, filename), timeout
+        )
+
     async def edit(
         self,
         user_id: int,

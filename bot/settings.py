@@ -256,6 +256,17 @@ class BroadcastSettings(_Section):
     max_text_length: int = Field(4000, ge=1, le=4096)
 
 
+class BulkSettings(_Section):
+    max_file_bytes: int = Field(2 * 1024 * 1024, ge=1024, le=20 * 1024 * 1024)  # getFile: 20 MB
+    max_rows: int = Field(500, ge=1, le=10_000)
+    quote_concurrency: int = Field(4, ge=1, le=32)
+    # ShipStation v2 allows 200 requests a minute per account; stay below it (0 = no pacing).
+    carrier_rate_per_second: float = Field(3, ge=0, le=50)
+    interval_seconds: float = Field(3, gt=0)
+    progress_interval_seconds: float = Field(3, ge=0)
+    row_ttl_days: int = Field(7, ge=1)
+
+
 class AdminConsoleSettings(_Section):
     confirm_ttl_minutes: int = Field(15, ge=1)
     audit_default_entries: int = Field(20, ge=1, le=50)
@@ -329,6 +340,7 @@ class Settings(BaseSettings):
     shipping: ShippingSettings = ShippingSettings()
     refunds: RefundSettings = RefundSettings()
     broadcast: BroadcastSettings = BroadcastSettings()
+    bulk: BulkSettings = BulkSettings()
     admin_console: AdminConsoleSettings = AdminConsoleSettings()
     admins: tuple[AdminEntry, ...] = ()
     support_contact: str = "@shiplabel_support"

@@ -9,6 +9,7 @@ from telegram.ext import Application
 from bot.lease import leader_only
 from bot.settings import Settings
 from jobs.broadcast import deliver_broadcasts_job
+from jobs.bulk import bulk_purchase_job
 from jobs.orders import deliver_labels_job, recover_purchases_job
 from jobs.outbox import deliver_outbox_job
 from jobs.payments import reconcile_payments_job, reconcile_stars_job, stale_payments_job
@@ -49,6 +50,7 @@ def schedule_jobs(
             settings.shipping.recovery_interval_seconds,
         ),
         ("orders:deliver-labels", leader_only(deliver_labels_job), 30.0),
+        ("bulk:purchase", leader_only(bulk_purchase_job), settings.bulk.interval_seconds),
         (
             "refunds:check",
             leader_only(check_refunds_job),

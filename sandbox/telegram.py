@@ -1209,6 +1209,34 @@ class BotApiEmulator:
             message["reply_to_message"] = replied
         return self.push_update("message", message)
 
+    def send_document(
+        self,
+        user_id: int,
+        data: bytes,
+        filename: str,
+        *,
+        mime_type: str | None = None,
+        caption: str | None = None,
+    ) -> int:
+        """The user sends a file as a document: a ``message`` with ``document`` (``file_id``,
+        ``file_unique_id``, ``file_name``, ``mime_type``, ``file_size``) as Telegram sends
+        it; the bot downloads it with ``getFile`` and ``/file/bot<token>/<file_path>``,
+        which refuse files over 20 MB as the Bot API does. Returns the update id."""
+        if not data:
+            raise ValueError("Telegram does not send empty files")
+        chat = self._chat_for_user(user_id)
+        stored = self._store_file(
+            data,
+            kind="document",
+            filename=filename,
+            mime=mime_type or mimetypes.guess_type(filename)[0] or "application/octet-stream",
+        )
+        message = self._user_message(chat)
+        message["document"] = stored.api_document()
+        if caption:
+            message["caption"] = caption
+        return self.push_update("message", message)
+
     def edit_message(self, user_id: int, message_id: int, text: str) -> int:
         """The user edits the text of their message ``message_id``: an ``edited_message``
         update as Telegram sends it (same ``message_id``, ``chat``, ``from`` and ``date``, the
@@ -1897,10 +1925,27 @@ class BotApiEmulator:
                 raise _bad_request("file is too big")
             if width <= 0 or height <= 0 or width + height > 10000:
                 raise _bad_request("PHOTO_INVALID_DIMENSIONS")
-            filename, mime, extension = None, None, ".jpg"
+            filename, mime = None, None
         else:
             if not mime or mime == "application/octet-stream":
                 mime = mimetypes.guess_type(filename or "")[0] or mime
+        return self._store_file(
+            data, kind=kind, filename=filename, mime=mime, width=width, height=height
+        )
+
+    def _store_file(
+        self,
+        data: bytes,
+        *,
+        kind: str,
+        filename: str | None,
+        mime: str | None,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> StoredFile:
+        if kind == "photo":
+            extension = ".jpg"
+        else:
             extension = ""
             if filename and "." in filename:
                 extension = "." + filename.rsplit(".", 1)[1][:8]

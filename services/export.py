@@ -55,6 +55,9 @@ def _text(value: Any) -> str:
     return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
+guard_cell = _text  # the same guard for every CSV we hand to a customer (bulk reports)
+
+
 def _cents(value: Any) -> str:
     if value is None:
         return ""

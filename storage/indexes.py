@@ -96,6 +96,8 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
                        name="compensation_pending", sparse=True),
             IndexModel([("tracking_number", ASCENDING)], name="tracking_number", sparse=True),
             IndexModel([("label_id", ASCENDING)], name="label_id", sparse=True),
+            IndexModel([("bulk_job_id", ASCENDING), ("bulk_row", ASCENDING)],
+                       name="bulk_job_row", sparse=True),
             IndexModel([("created_at", ASCENDING)], name="created_at"),
             # /stats: labels sold, revenue and cost over a period
             IndexModel([("status", ASCENDING), ("purchased_at", ASCENDING)],
@@ -126,6 +128,12 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
         ],
         # Admin console: /audit, broadcasts (one delivery per user, claimed by status).
         "audit": [IndexModel([("at", ASCENDING)], name="at")],
+        # Bulk jobs: the purchase job's sweep, /user; rows are orders found by their job.
+        "bulk_jobs": [
+            IndexModel([("status", ASCENDING), ("_id", ASCENDING)], name="status_id"),
+            IndexModel([("user_id", ASCENDING), ("_id", -1)], name="user_id_desc"),
+            IndexModel([("created_at", ASCENDING)], name="created_at"),
+        ],
         "broadcasts": [
             IndexModel([("status", ASCENDING), ("confirmed_at", ASCENDING)],
                        name="status_confirmed"),

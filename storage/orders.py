@@ -28,7 +28,13 @@ class OrdersRepo:
 
     async def active_draft(self, user_id: int, *, now: datetime) -> Document | None:
         doc: Document | None = await self.col.find_one(
-            {"user_id": user_id, "status": "draft", "expires_at": {"$gt": now}},
+            # A bulk job's rows are drafts too, but never the conversation's draft.
+            {
+                "user_id": user_id,
+                "status": "draft",
+                "expires_at": {"$gt": now},
+                "bulk_job_id": None,
+            },
             sort=[("created_at", DESCENDING)],
         )
         return doc
@@ -50,7 +56,7 @@ class OrdersRepo:
 
     async def abandon_drafts(self, user_id: int, *, now: datetime) -> None:
         await self.col.update_many(
-            {"user_id": user_id, "status": "draft"},
+            {"user_id": user_id, "status": "draft", "bulk_job_id": None},
             {"$set": {"status": "abandoned", "updated_at": now}},
         )
 
@@ -130,6 +136,7 @@ class OrdersRepo:
             {
                 "status": "purchased",
                 "label_delivered_at": None,
+                "bulk_job_id": None,  # a bulk job delivers its labels as one merged PDF
                 "purchased_at": {"$lte": purchased_before},
             }
         ).limit(limit)
@@ -159,3 +166,26 @@ class OrdersRepo:
             .limit(limit)
         )
         return [doc async for doc in cursor]
+
+    # -- bulk jobs: every row is an order linked to its job ---------------------------------
+
+    async def insert_bulk_rows(self, docs: list[Document]) -> None:
+        if docs:
+            await self.col.insert_many(docs, ordered=False)
+
+    async def bulk_rows(
+        self, job_id: ObjectId, *, status: str | None = None
+    ) -> list[Document]:
+        query: dict[str, Any] = {"bulk_job_id": job_id}
+        if status is not None:
+            query["status"] = status
+        cursor = self.col.find(query).sort("bulk_row", 1)
+        return [doc async for doc in cursor]
+
+    async def abandon_bulk_rows(
+        self, job_id: ObjectId, *, now: datetime, reason: str
+    ) -> None:
+        await self.col.update_many(
+            {"bulk_job_id": job_id, "status": "draft"},
+            {"$set": {"status": "abandoned", "updated_at": now, "bulk_error": reason}},
+        )

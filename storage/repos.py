@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from storage.audit import AuditRepo
 from storage.broadcasts import BroadcastsRepo
+from storage.bulk_jobs import BulkJobsRepo
 from storage.client import Mongo, MongoOptions, money_database
 from storage.confirmations import ConfirmationsRepo
 from storage.exports import ExportRepo
@@ -74,6 +75,7 @@ class Storage:
             self.payments = PaymentsRepo(money)
             self.audit = AuditRepo(db)
             self.orders = OrdersRepo(money)
+            self.bulk_jobs = BulkJobsRepo(db)
             self.templates = TemplatesRepo(db)
             self.refunds = RefundsRepo(money)
             self.inbox = InboxRepo(db)

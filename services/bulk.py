@@ -1,0 +1,717 @@
+"""Bulk labels from a spreadsheet: one file in, a validated quote, one payment, every label out.
+
+1. **Parse** a ``.csv`` (UTF-8, Python's ``csv``) or ``.xlsx`` (openpyxl, first sheet) of
+   at most ``max_rows`` rows; a file we cannot read is refused with one reason
+   (``BulkFileError``): not UTF-8, not a spreadsheet, missing columns, too many rows.
+2. **Validate** every row with the conversation's own rules (``services.addresses``,
+   ``services.parcel``); a cell starting with ``=`` is a formula and refused. The valid rows
+   are stored on the ``bulk_jobs`` document; the invalid ones are reported (the caller
+   renders their messages in the customer's language).
+3. **Quote** (the customer chose the sender): every valid row becomes its own ``orders``
+   draft (``bulk_job_id``, ``bulk_row``), quoted with ``OrderService.fetch_rates`` (its own
+   ``external_shipment_id`` per quote) at most ``quote_concurrency`` at a time and paced to
+   ``carrier_rate_per_second`` (the client itself honours 429 ``Retry-After``); the row's
+   service, else the cheapest, is chosen with ``OrderService.choose_rate``.
+4. **Pay**: the press confirms the job at the quoted total (conditional on that total);
+   nothing is reserved. Each row is then bought with ``PurchaseService.purchase`` (debit
+   ``label:<order_id>``, exactly once per row). A short balance mid-job stops the job: the
+   rows not bought are abandoned and the customer is told. A quote older than
+   ``rates_max_age`` is refreshed first; a row whose price changed is skipped, never charged
+   more than the confirmed quote.
+5. **Resume**: the job's rows are the orders' statuses. A restart runs the job again: only
+   ``draft`` rows are bought (the purchase claims each conditionally), rows left
+   ``purchasing`` are resolved by purchase recovery, and the job waits for them.
+6. **Deliver**: one merged PDF (pypdf) and a results CSV; then ``done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import logging
+import time
+import zipfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from bson import ObjectId
+
+from providers.errors import ProviderError, ProviderRejected
+from services import addresses
+from services.addresses import FieldError, scrub_text
+from services.clock import Clock, utc_now
+from services.export import guard_cell
+from services.orders import OrderService, RatesUnavailable, parse_id
+from services.parcel import parse_dimensions, parse_weight
+from services.purchase import PurchaseService
+from services.shipping import CarrierUnavailable
+from storage.bulk_jobs import BulkJobsRepo
+from storage.client import Document
+from storage.orders import OrdersRepo
+
+_LOGGER = logging.getLogger(__name__)
+
+ADDRESS_COLUMNS = ("name", "street1", "street2", "city", "state", "postal_code", "phone")
+PARCEL_COLUMNS = ("weight", "length", "width", "height")
+OPTIONAL_COLUMNS = ("service", "reference")
+COLUMNS = (*ADDRESS_COLUMNS, *PARCEL_COLUMNS, *OPTIONAL_COLUMNS)
+REQUIRED_COLUMNS = tuple(c for c in COLUMNS if c not in ("street2", "phone", *OPTIONAL_COLUMNS))
+_ALIASES = {
+    "recipient_name": "name",
+    "recipient": "name",
+    "address1": "street1",
+    "address2": "street2",
+    "zip": "postal_code",
+    "zip_code": "postal_code",
+    "postcode": "postal_code",
+    "weight_lb": "weight",
+    "length_in": "length",
+    "width_in": "width",
+    "height_in": "height",
+}
+REFERENCE_LIMIT = 50
+CELL_CAP = 200
+RESULT_COLUMNS = ("row", "reference", "name", "tracking_number", "service", "price", "status")
+
+TEMPLATE_CSV = (
+    "name,street1,street2,city,state,postal_code,phone,weight,length,width,height,"
+    "service,reference\r\n"
+    "John Smith,123 Main St,Apt 4,Springfield,IL,62704,(217) 555-0100,2.5,10,8,4,,order-1001\r\n"
+    "Mary Major,55 Elm St,,Portland,OR,97205,,12 oz,6,4,2,usps_priority_mail,order-1002\r\n"
+)
+
+
+class BulkFileError(ValueError):
+    """The file cannot be read as a bulk sheet; ``code`` names why (a message key)."""
+
+    def __init__(self, code: str, **params: object) -> None:
+        super().__init__(code)
+        self.code = code
+        self.params = params
+
+
+@dataclass(frozen=True)
+class BulkConfig:
+    max_bytes: int
+    max_rows: int
+    quote_concurrency: int
+    carrier_rate_per_second: float
+    rates_max_age: timedelta
+    row_ttl: timedelta
+    min_weight_oz: int
+    max_weight_oz: int
+    max_side_in: Decimal
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int  # the spreadsheet row number (the header is row 1)
+    values: dict[str, str]
+    errors: tuple[FieldError, ...]
+
+
+@dataclass
+class Validation:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+
+
+# -- reading the file ---------------------------------------------------------------------
+
+_BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b"RIFF", b"BM")
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float):
+        number = Decimal(repr(value))
+        return str(number.quantize(Decimal(1))) if number == number.to_integral() else str(number)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def read_table(data: bytes, filename: str, *, max_rows: int) -> list[list[str]]:
+    """The sheet's rows as text (header first); ``BulkFileError`` when it is not one."""
+    name = filename.lower()
+    if name.endswith(".xlsx"):
+        return _read_xlsx(data, max_rows=max_rows)
+    if name.endswith(".csv") or name.endswith(".txt"):
+        return _read_csv(data, max_rows=max_rows)
+    raise BulkFileError("unsupported_type")
+
+
+def _read_csv(data: bytes, *, max_rows: int) -> list[list[str]]:
+    if data.startswith(_BINARY_MAGIC) or b"\x00" in data[:4096]:
+        raise BulkFileError("not_text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BulkFileError("encoding") from None
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(
+            text[:4096], delimiters=",;\t"
+        )
+    except csv.Error:
+        dialect = csv.excel
+    rows: list[list[str]] = []
+    try:
+        for row in csv.reader(io.StringIO(text, newline=""), dialect):
+            if not any(cell.strip() for cell in row):
+                continue
+            rows.append(row)
+            if len(rows) > max_rows + 1:
+                raise BulkFileError("too_many_rows", max=max_rows)
+    except csv.Error:
+        raise BulkFileError("not_text") from None
+    return rows
+
+
+def _read_xlsx(data: bytes, *, max_rows: int) -> list[list[str]]:
+    import openpyxl  # a few hundred ms to import: only when a workbook arrives
+
+    try:
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=False)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, TypeError):
+        raise BulkFileError("not_xlsx") from None
+    except Exception:  # openpyxl raises its own errors for a damaged workbook
+        raise BulkFileError("not_xlsx") from None
+    try:
+        sheet = book.worksheets[0] if book.worksheets else None
+        if sheet is None:
+            raise BulkFileError("empty")
+        rows: list[list[str]] = []
+        for values in sheet.iter_rows(values_only=True):
+            row = [_cell_text(v) for v in values]
+            if not any(cell.strip() for cell in row):
+                continue
+            rows.append(row)
+            if len(rows) > max_rows + 1:
+                raise BulkFileError("too_many_rows", max=max_rows)
+        return rows
+    finally:
+        book.close()
+
+
+def _column_key(header: str) -> str:
+    key = "_".join(header.strip().lower().replace("-", " ").split())
+    return _ALIASES.get(key, key)
+
+
+def map_columns(header: list[str]) -> dict[str, int]:
+    """Column name → index; ``BulkFileError("missing_columns")`` when a required one is
+    missing."""
+    positions: dict[str, int] = {}
+    for index, title in enumerate(header):
+        key = _column_key(title)
+        if key in COLUMNS and key not in positions:
+            positions[key] = index
+    missing = [c for c in REQUIRED_COLUMNS if c not in positions]
+    if missing:
+        raise BulkFileError("missing_columns", columns=", ".join(missing))
+    return positions
+
+
+# -- validating rows ----------------------------------------------------------------------
+
+
+def validate_row(
+    values: dict[str, str], config: BulkConfig
+) -> tuple[dict[str, Any] | None, list[FieldError]]:
+    """One row with the conversation's rules: (row, []) or (None, errors)."""
+    errors: list[FieldError] = []
+    for column, raw in values.items():
+        if raw.strip().startswith("="):
+            errors.append(FieldError(column, "formula"))
+    if errors:
+        return None, errors
+    address: dict[str, Any] = {}
+    for column in ADDRESS_COLUMNS:
+        raw = values.get(column, "")
+        try:
+            value = addresses.validate_field(column, raw if raw.strip() else None)
+        except FieldError as error:
+            errors.append(error)
+            continue
+        if value is None and column not in addresses.SKIPPABLE_FIELDS:
+            errors.append(FieldError(column, f"{column}_required"))
+        address[column] = value
+    parcel: dict[str, Any] = {}
+    try:
+        parcel["weight_oz"] = parse_weight(
+            values.get("weight", ""), min_oz=config.min_weight_oz, max_oz=config.max_weight_oz
+        )
+    except FieldError as error:
+        errors.append(error)
+    sides = [values.get(c, "").strip() for c in ("length", "width", "height")]
+    try:
+        length, width, height = parse_dimensions(
+            " x ".join(sides) if all(sides) else "", max_side=config.max_side_in
+        )
+        parcel.update(length_in=str(length), width_in=str(width), height_in=str(height))
+    except FieldError as error:
+        errors.append(error)
+    reference = ""
+    try:
+        reference = scrub_text(values.get("reference", ""), "reference", REFERENCE_LIMIT)
+        if len(reference) > REFERENCE_LIMIT:
+            raise FieldError("reference", "too_long", limit=REFERENCE_LIMIT)
+    except FieldError as error:
+        errors.append(error)
+    if errors:
+        return None, errors
+    service = values.get("service", "").strip().lower()
+    row = {"to_address": address, "parcel": parcel, "service": service, "reference": reference}
+    return row, []
+
+
+def validate_table(rows: list[list[str]], config: BulkConfig) -> Validation:
+    if not rows:
+        raise BulkFileError("empty")
+    positions = map_columns(rows[0])
+    body = rows[1:]
+    if not body:
+        raise BulkFileError("no_rows")
+    if len(body) > config.max_rows:
+        raise BulkFileError("too_many_rows", max=config.max_rows)
+    result = Validation(columns=[c for c in COLUMNS if c in positions])
+    for number, row in enumerate(body, start=2):
+        values = {
+            column: (row[index] if index < len(row) else "")[:CELL_CAP + 1]
+            for column, index in positions.items()
+        }
+        parsed, errors = validate_row(values, config)
+        if parsed is None:
+            result.errors.append(RowError(number, values, tuple(errors)))
+        else:
+            parsed["row"] = number
+            result.rows.append(parsed)
+    return result
+
+
+def csv_bytes(header: list[str], rows: list[list[Any]]) -> bytes:
+    """A CSV a spreadsheet opens safely: every cell guarded against formula injection."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([guard_cell(cell) for cell in row])
+    return out.getvalue().encode("utf-8-sig")
+
+
+# -- pacing -------------------------------------------------------------------------------
+
+
+class Pacer:
+    """At most ``rate`` calls a second across every caller (a GCRA: a late wake-up does
+    not push later slots back). ``rate <= 0`` means no pacing."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if self._interval <= 0:
+            return
+        async with self._lock:
+            now = self._monotonic()
+            slot = max(self._next, now)
+            self._next = slot + self._interval
+            delay = slot - now
+        if delay > 0:
+            await self._sleep(delay)
+
+
+# -- the service --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quote:
+    job: Document
+    quoted: int
+    failed: list[tuple[int, str]]  # (row, reason)
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """``status``: confirmed, insufficient, changed, not_found, already."""
+
+    status: str
+    job: Document | None = None
+    balance_cents: int = 0
+
+
+ProgressCallback = Callable[[Document, int, int], Awaitable[None]]
+
+
+class BulkService:
+    def __init__(
+        self,
+        jobs: BulkJobsRepo,
+        orders: OrdersRepo,
+        order_service: OrderService,
+        purchase: PurchaseService,
+        balance_of: Callable[[int], Awaitable[int]],
+        config: BulkConfig,
+        *,
+        clock: Clock = utc_now,
+        pacer: Pacer | None = None,
+    ) -> None:
+        self._jobs = jobs
+        self._orders = orders
+        self._order_service = order_service
+        self._purchase = purchase
+        self._balance_of = balance_of
+        self._config = config
+        self._clock = clock
+        self.pacer = pacer or Pacer(config.carrier_rate_per_second)
+
+    @property
+    def config(self) -> BulkConfig:
+        return self._config
+
+    async def get(self, user_id: int | None, job_id: str | ObjectId) -> Document | None:
+        oid = job_id if isinstance(job_id, ObjectId) else parse_id(job_id)
+        job = await self._jobs.get(oid) if oid else None
+        if job is None or (user_id is not None and job["user_id"] != user_id):
+            return None
+        return job
+
+    # -- 1-2. upload and validation ------------------------------------------------------
+
+    async def create_job(
+        self, user_id: int, chat_id: int, filename: str, data: bytes
+    ) -> tuple[Document, Validation]:
+        """Parses and validates the file; ``BulkFileError`` when it cannot be read."""
+        if len(data) > self._config.max_bytes:
+            raise BulkFileError("too_large", max_kb=self._config.max_bytes // 1024)
+        table = read_table(data, filename, max_rows=self._config.max_rows)
+        validation = validate_table(table, self._config)
+        now = self._clock()
+        job: Document = {
+            "_id": ObjectId(),
+            "user_id": user_id,
+            "chat_id": chat_id,
+            "status": "validated",
+            "filename": filename[:100],
+            "rows": validation.rows,
+            "row_count": len(validation.rows) + len(validation.errors),
+            "valid_count": len(validation.rows),
+            "error_count": len(validation.errors),
+            "created_at": now,
+            "updated_at": now,
+        }
+        await self._jobs.insert(job)
+        return job, validation
+
+    # -- 3. quote -------------------------------------------------------------------------
+
+    async def quote(self, user_id: int, job_id: str, sender: dict[str, Any]) -> Quote | None:
+        """Creates the rows' orders (once) and quotes every row still a draft."""
+        job = await self.get(user_id, job_id)
+        if job is None or not job.get("valid_count"):
+            return None
+        now = self._clock()
+        claimed = await self._jobs.transition(
+            job["_id"],
+            from_status="validated",
+            to_status="quoting",
+            now=now,
+            fields={"sender": sender},
+        )
+        if claimed is not None:
+            await self._create_rows(claimed, sender, now)
+            job = claimed
+        elif job["status"] not in ("quoting", "quoted"):
+            return None
+        else:
+            # Quoted again (a retry, or with another sender): rows keep their order ids.
+            job = await self._jobs.transition(
+                job["_id"], from_status=("quoting", "quoted"), to_status="quoting", now=now,
+                fields={"sender": sender},
+            ) or job
+        rows = await self._orders.bulk_rows(job["_id"], status="draft")
+        if any(row.get("from_address") != sender for row in rows):
+            for row in rows:
+                if row.get("from_address") != sender:
+                    await self._order_service.set_address(row, "from", sender)
+            rows = await self._orders.bulk_rows(job["_id"], status="draft")
+        limit = asyncio.Semaphore(max(1, self._config.quote_concurrency))
+        failed: list[tuple[int, str]] = []
+
+        async def one(row: Document) -> None:
+            async with limit:
+                await self.pacer.wait()
+                reason = await self._quote_row(row)
+                if reason:
+                    failed.append((int(row["bulk_row"]), reason))
+
+        await asyncio.gather(*(one(row) for row in rows))
+        return await self._summarise(job["_id"], failed)
+
+    async def _create_rows(self, job: Document, sender: dict[str, Any], now: datetime) -> None:
+        docs = [
+            {
+                "_id": ObjectId(),
+                "user_id": job["user_id"],
+                "status": "draft",
+                "bulk_job_id": job["_id"],
+                "bulk_row": int(row["row"]),
+                "bulk_service": row.get("service") or "",
+                "bulk_reference": row.get("reference") or "",
+                "from_address": sender,
+                "to_address": row["to_address"],
+                "parcel": row["parcel"],
+                "created_at": now,
+                "updated_at": now,
+                "expires_at": now + self._config.row_ttl,
+            }
+            for row in job.get("rows") or []
+        ]
+        await self._orders.insert_bulk_rows(docs)
+
+    async def _quote_row(self, row: Document) -> str:
+        """Quotes one row and chooses its rate; the reason when it could not be."""
+        try:
+            quoted = await self._order_service.fetch_rates(row)
+        except RatesUnavailable:
+            return "no_rates"
+        except ProviderRejected as exc:
+            return "invalid_address" if exc.code == "invalid_address" else "no_rates"
+        except (ProviderError, CarrierUnavailable):
+            return "carrier_unavailable"
+        except LookupError:
+            return "gone"
+        rates = quoted.get("rates") or []
+        wanted = str(row.get("bulk_service") or "")
+        index = 0  # cheapest: fetch_rates sorts by price
+        if wanted:
+            matches = [
+                i
+                for i, rate in enumerate(rates)
+                if wanted in (str(rate.get("service_code", "")).lower(),
+                              str(rate.get("service", "")).lower())
+            ]
+            if not matches:
+                return "service_unavailable"
+            index = matches[0]
+        await self._order_service.choose_rate(quoted, index)
+        return ""
+
+    async def _summarise(self, job_id: ObjectId, failed: list[tuple[int, str]]) -> Quote:
+        rows = await self._orders.bulk_rows(job_id, status="draft")
+        quoted = [row for row in rows if row.get("offer_id")]
+        total = sum(int(row["price_cents"]) for row in quoted)
+        breakdown: dict[str, dict[str, int]] = {}
+        for row in quoted:
+            rate = row.get("rate") or {}
+            name = str(rate.get("service") or rate.get("service_code") or "?")
+            entry = breakdown.setdefault(name, {"count": 0, "cents": 0})
+            entry["count"] += 1
+            entry["cents"] += int(row["price_cents"])
+        job = await self._jobs.transition(
+            job_id,
+            from_status="quoting",
+            to_status="quoted",
+            now=self._clock(),
+            fields={
+                "total_cents": total,
+                "quoted_count": len(quoted),
+                "breakdown": [
+                    {"service": name, **values} for name, values in sorted(breakdown.items())
+                ],
+                "quote_failures": [{"row": r, "reason": reason} for r, reason in sorted(failed)],
+            },
+        )
+        if job is None:
+            job = await self._jobs.get(job_id) or {}
+        return Quote(job, len(quoted), sorted(failed))
+
+    # -- 4. pay and buy -------------------------------------------------------------------
+
+    async def confirm(self, user_id: int, job_id: str, total_cents: int) -> Confirmation:
+        """The Pay press: ``quoted`` → ``running`` at exactly the total the button showed."""
+        job = await self.get(user_id, job_id)
+        if job is None:
+            return Confirmation("not_found")
+        if job["status"] != "quoted":
+            return Confirmation("already", job)
+        if int(job.get("total_cents", -1)) != total_cents or not job.get("quoted_count"):
+            return Confirmation("changed", job)
+        balance = await self._balance_of(user_id)
+        if balance < total_cents:
+            return Confirmation("insufficient", job, balance_cents=balance)
+        running = await self._jobs.transition(
+            job["_id"],
+            from_status="quoted",
+            to_status="running",
+            now=self._clock(),
+            fields={"confirmed_at": self._clock(), "confirmed_cents": total_cents},
+            extra_filter={"total_cents": total_cents},
+        )
+        if running is None:
+            return Confirmation("already", await self._jobs.get(job["_id"]))
+        return Confirmation("confirmed", running, balance_cents=balance)
+
+    async def set_progress_message(self, job_id: ObjectId, message_id: int) -> None:
+        await self._jobs.set_fields(job_id, {"progress_message_id": message_id})
+
+    async def active(self) -> list[Document]:
+        return await self._jobs.active()
+
+    async def run(self, job: Document, on_progress: ProgressCallback) -> Document | None:
+        """Buys the job's draft rows one by one; ``running`` → ``delivering`` when no row
+        is left to buy or to resolve. Returns the job when it is ready to deliver."""
+        job_id = job["_id"]
+        if job["status"] == "running":
+            stop = await self._buy_rows(job, on_progress)
+            now = self._clock()
+            if stop:
+                await self._jobs.set_fields(job_id, {"stop_reason": stop})
+                await self._orders.abandon_bulk_rows(job_id, now=now, reason=stop)
+            rows = await self._orders.bulk_rows(job_id)
+            if any(row["status"] in ("draft", "purchasing") for row in rows):
+                return None  # purchase recovery resolves a row left purchasing; wait for it
+            counts = _count(rows)
+            await self._jobs.transition(
+                job_id,
+                from_status="running",
+                to_status="delivering",
+                now=now,
+                fields={"bought_count": counts.get("purchased", 0)},
+            )
+        current = await self._jobs.get(job_id)
+        return current if current is not None and current["status"] == "delivering" else None
+
+    async def _buy_rows(self, job: Document, on_progress: ProgressCallback) -> str:
+        rows = await self._orders.bulk_rows(job["_id"])
+        total = int(job.get("quoted_count") or 0)
+        bought = sum(1 for row in rows if row["status"] in ("purchased", "refunded"))
+        for row in rows:
+            if row["status"] != "draft":
+                continue
+            if not row.get("offer_id"):
+                continue  # not quoted (listed in the quote); abandoned when the job ends
+            current = await self._jobs.get(job["_id"])
+            if current is None or current.get("cancel_requested_by") is not None:
+                return "cancelled"
+            row, changed = await self._fresh(row)
+            if changed:
+                await self._orders.set_fields(row["_id"], {"bulk_error": "price_changed"})
+                await self._orders.transition(
+                    row["_id"], from_status="draft", to_status="abandoned", now=self._clock()
+                )
+                continue
+            await self.pacer.wait()
+            result = await self._purchase.purchase(
+                int(row["user_id"]),
+                row["_id"],
+                offer_id=str(row["offer_id"]),
+                price_cents=int(row["price_cents"]),
+            )
+            if result.status == "insufficient":
+                return "insufficient"
+            if result.status == "pending":
+                continue  # recovery resolves it; the job waits
+            bought += int(result.status == "purchased")
+            await on_progress(job, bought, total)
+        return ""
+
+    async def _fresh(self, row: Document) -> tuple[Document, bool]:
+        """A quote older than ``rates_max_age`` is refreshed; True when its price changed
+        (the row is then skipped: never charged more, or differently, than confirmed)."""
+        if not self._order_service.rates_stale(row):
+            return row, False
+        before = int(row["price_cents"])
+        try:
+            fresh, changed = await self._order_service.refresh_chosen_rate(row)
+        except (ProviderError, CarrierUnavailable, RatesUnavailable, LookupError):
+            return row, True
+        return fresh, changed or int(fresh.get("price_cents") or -1) != before
+
+    async def request_cancel(self, job_id: str, *, by: int) -> Document | None:
+        oid = parse_id(job_id)
+        if oid is None:
+            return None
+        return await self._jobs.request_cancel(oid, by=by, now=self._clock())
+
+    # -- 5. delivery ----------------------------------------------------------------------
+
+    async def rows(self, job_id: ObjectId) -> list[Document]:
+        return await self._orders.bulk_rows(job_id)
+
+    async def merged_pdf(self, rows: list[Document]) -> tuple[bytes, int]:
+        """Every bought label of the job in one PDF, in row order; (pdf, pages)."""
+        from pypdf import PdfReader, PdfWriter
+
+        writer = PdfWriter()
+        for row in rows:
+            if row["status"] != "purchased":
+                continue
+            data = await self._purchase.label_pdf(row)
+            for page in PdfReader(io.BytesIO(data)).pages:
+                writer.add_page(page)
+        out = io.BytesIO()
+        pages = len(writer.pages)
+        writer.write(out)
+        return out.getvalue(), pages
+
+    async def finish(self, job_id: ObjectId, *, pages: int) -> Document | None:
+        now = self._clock()
+        return await self._jobs.transition(
+            job_id, from_status="delivering", to_status="done", now=now,
+            fields={"done_at": now, "pdf_pages": pages},
+        )
+
+    async def for_user(self, user_id: int, *, limit: int = 5) -> list[Document]:
+        return await self._jobs.for_user(user_id, limit=limit)
+
+    async def counts(self, *, since: datetime | None = None) -> dict[str, int]:
+        return await self._jobs.count_by_status(since=since)
+
+
+def _count(rows: list[Document]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts
+
+
+def results_rows(rows: list[Document], money: Callable[[int], str]) -> list[list[Any]]:
+    out: list[list[Any]] = []
+    for row in rows:
+        rate = row.get("rate") or {}
+        status = str(row["status"])
+        if status == "abandoned":
+            status = str(row.get("bulk_error") or "not_bought")
+        elif status == "failed":
+            status = f"failed:{row.get('failure_reason') or 'error'}"
+        out.append(
+            [
+                row.get("bulk_row"),
+                row.get("bulk_reference") or "",
+                (row.get("to_address") or {}).get("name", ""),
+                row.get("tracking_number") or "",
+                rate.get("service") or "",
+                money(int(row["price_cents"])) if row.get("status") == "purchased" else "",
+                status,
+            ]
+        )
+    return out
