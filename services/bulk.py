@@ -680,6 +680,9 @@ class BulkService:
             fields={"done_at": now, "pdf_pages": pages},
         )
 
+    def now(self) -> datetime:
+        return self._clock()
+
     async def for_user(self, user_id: int, *, limit: int = 5) -> list[Document]:
         return await self._jobs.for_user(user_id, limit=limit)
 

@@ -8,7 +8,7 @@ from telegram.ext import BaseHandler
 from bot.context import BotContext
 from bot.sessions import SessionConversationHandler
 from bot.settings import Settings
-from handlers.admin import broadcast, console, export, payments, stats, users
+from handlers.admin import broadcast, bulk, console, export, payments, stats, users
 
 
 def build_handlers(settings: Settings) -> list[BaseHandler[Update, BotContext, None]]:
@@ -21,6 +21,7 @@ def build_handlers(settings: Settings) -> list[BaseHandler[Update, BotContext, N
         *console.build_handlers(settings),
         *stats.build_handlers(settings),
         *export.build_handlers(settings),
+        *bulk.build_handlers(settings),
     ]
 
 

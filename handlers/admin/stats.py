@@ -8,6 +8,7 @@ from telegram.ext import BaseHandler, CommandHandler
 from bot.context import BotContext
 from bot.i18n import Html
 from bot.settings import Settings
+from handlers.admin import bulk
 from handlers.admin.access import ALL_ROLES, admin_filter, requires
 from handlers.common import lang_of, reply
 from services.stats import DEFAULT_PERIOD, PERIODS
@@ -75,6 +76,7 @@ async def render_stats(update: Update, context: BotContext, period: str) -> None
         duplicates=report.callbacks_duplicate,
         duplicate_ratio=_percent(report.duplicate_ratio),
     )
+    text += "\n" + await bulk.stats_line(context, lang, period)
     await reply(update, context, text)
 
 

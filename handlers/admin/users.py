@@ -24,6 +24,7 @@ from bot.keyboards import inline
 from bot.sessions import SessionConversationHandler
 from bot.settings import Settings
 from conversations.common import cancel_handlers, conversation_key, leave_others
+from handlers.admin import bulk
 from handlers.admin.access import ALL_ROLES, MANAGERS, admin_filter, requires, role_of
 from handlers.admin.console import join_limited, when
 from handlers.common import ack, lang_of, reply
@@ -125,6 +126,9 @@ async def show_profile(
         await reply(update, context, context.i18n.t(lang, "admin.user.not_found"))
         return
     text = render_profile(context, lang, profile)
+    jobs = await bulk.user_lines(context, lang, user_id)
+    if jobs:
+        text += "\n\n" + jobs
     buttons = profile_buttons(context, lang, profile, manage=manage)
     await reply(update, context, text, buttons, edit=edit)
 

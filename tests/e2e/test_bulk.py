@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from pydantic import SecretStr
 from pypdf import PdfReader
 
 from bot.harness import BotHarness
+from bot.lease import holds_lease
 from bot.settings import Secrets
 from sandbox.shipstation import FakeShipStation
 from sandbox.telegram import SentMessage
@@ -112,7 +114,13 @@ async def env(mongo: Mongo, clock: FakeClock) -> AsyncIterator[BulkEnv]:
         shipstation_test_api_key=SecretStr("TEST_sandbox_key"),
     )
     harness = BotHarness(
-        make_settings(shipping=shipping, bulk=bulk, secrets=secrets),
+        make_settings(
+            shipping=shipping,
+            bulk=bulk,
+            secrets=secrets,
+            # A killed worker never releases its poller lease: keep it short.
+            poller=base.poller.model_copy(update={"lease_seconds": 0.9, "renew_seconds": 0.3}),
+        ),
         mongo=mongo,
         clock=clock,
         rate_limits=False,
@@ -197,3 +205,179 @@ async def test_a_200_row_file_with_10_bad_rows_becomes_190_labels(env: BulkEnv) 
     await env.run_job()
     assert len(env.carrier.labels) == 190
     assert await env.balance() == 500
+
+
+async def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]  # noqa: ASYNC109
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.001)
+
+
+async def _paid_job(env: BulkEnv, good: int, *, fund_extra: int = 0) -> tuple[int, SentMessage]:
+    _, quote = await _upload_and_quote(env, sheet(good, []))
+    total = int(quote.callback_data_for("Pay").rsplit(":", 1)[1])
+    await env.fund(total + fund_extra)
+    replies = await env.harness.press(USER, quote, data=quote.callback_data_for("Pay"))
+    [progress] = [m for m in replies if "Buying labels" in m.content]
+    return total, progress
+
+
+@pytest.mark.filterwarnings("ignore:coroutine 'Application.*' was never awaited:RuntimeWarning")
+async def test_kills_during_the_purchase_buy_no_row_twice(env: BulkEnv) -> None:
+    """The worker is killed three times while it buys (wherever its task stands, often
+    between two writes of one row); each new worker resumes. No row is bought or debited
+    twice, every row ends bought or failed-and-refunded, and the ledger adds up."""
+    h = env.harness
+    rows = 60
+    total, _ = await _paid_job(env, rows)
+    for bought_before_kill in (7, 23, 41):
+        app = h.application
+        [job] = app.job_queue.get_jobs_by_name("bulk:purchase")  # type: ignore[union-attr]
+        app.create_task(job.run(app))
+        await _wait_for(lambda n=bought_before_kill: len(env.carrier.labels) >= n)
+        await h.crash()
+        await h.start()
+        await _wait_for(lambda: holds_lease(h.application.bot_data))
+    env.clock.advance(seconds=60)  # past shipping.recovery_after_seconds
+    app = h.application
+    [recover] = app.job_queue.get_jobs_by_name("orders:recover")  # type: ignore[union-attr]
+    await recover.run(app)
+    await env.run_job()
+    await recover.run(app)  # a row the last run left purchasing, if any
+    await env.run_job()
+
+    orders = [doc async for doc in env.mongo.db["orders"].find({"bulk_job_id": {"$ne": None}})]
+    statuses = [o["status"] for o in orders]
+    assert len(orders) == rows and set(statuses) <= {"purchased", "failed"}
+    bought = [o for o in orders if o["status"] == "purchased"]
+    assert len(env.carrier.labels) == len(bought)  # no label bought twice, none orphaned
+    assert {o["label_id"] for o in bought} == set(env.carrier.labels)
+    ledger = [e async for e in env.mongo.db["ledger"].find({"user_id": USER})]
+    debits = [e for e in ledger if e["kind"] == "label"]
+    refunds = [e for e in ledger if e["kind"] == "compensation"]
+    assert len(debits) - len(refunds) == len(bought)
+    assert await env.balance() == total - sum(int(o["price_cents"]) for o in bought)
+    _, mismatches = await env.storage.ledger.audit()
+    assert mismatches == []
+    out = h.emulator.sent_messages(USER)  # (the scheduled run may have delivered it)
+    pdf = _document(out, "labels-")
+    assert pdf.document is not None
+    assert len(PdfReader(io.BytesIO(pdf.document.data)).pages) == len(bought)
+
+
+async def test_a_short_balance_stops_the_job_with_a_clear_message(env: BulkEnv) -> None:
+    h = env.harness
+    total, _ = await _paid_job(env, 6)
+    price = total // 6
+    # The customer spends most of the balance elsewhere after confirming.
+    await env.storage.ledger.apply(
+        user_id=USER,
+        amount_cents=-(total - 2 * price),
+        kind="adjustment",
+        key="adjustment:spent",
+        now=env.clock(),
+    )
+    mark = h.emulator.cursor(USER)
+    await env.run_job()
+    out = h.emulator.sent_messages(USER, since=mark)
+    assert any("Done: 2 labels bought" in m.content and "balance ran out" in m.content
+               for m in out)
+    assert len(env.carrier.labels) == 2
+    assert await env.balance() == 0
+    statuses = sorted(
+        [o["status"] async for o in env.mongo.db["orders"].find({"bulk_job_id": {"$ne": None}})]
+    )
+    assert statuses == ["abandoned"] * 4 + ["purchased"] * 2
+    results = _document(out, "results-")
+    assert results.document is not None
+    table = list(csv.DictReader(io.StringIO(results.document.data.decode("utf-8-sig"))))
+    assert sorted(r["status"] for r in table) == ["insufficient"] * 4 + ["purchased"] * 2
+
+
+async def test_an_admin_cancels_a_running_job_after_the_current_row(env: BulkEnv) -> None:
+    h = env.harness
+    total, _ = await _paid_job(env, 5)
+    job = await env.mongo.db["bulk_jobs"].find_one({"user_id": USER})
+    assert job is not None
+    [answer] = await h.say(OWNER_ID, f"/bulk_cancel {job['_id']}")
+    assert "will stop after the row being bought" in answer.content
+    [again] = await h.say(OWNER_ID, f"/bulk_cancel {job['_id']}")
+    assert "not running" in again.content
+    mark = h.emulator.cursor(USER)
+    await env.run_job()
+    out = h.emulator.sent_messages(USER, since=mark)
+    assert any("cancelled" in m.content for m in out)
+    assert len(env.carrier.labels) == 0
+    assert await env.balance() == total  # nothing bought, nothing charged
+    [stats] = await h.say(OWNER_ID, "/stats all")
+    assert "Bulk jobs: 1" in stats.content
+    replies = await h.say(OWNER_ID, f"/user {USER}")
+    assert any(str(job["_id"]) in m.content for m in replies)
+
+
+@pytest.mark.parametrize(
+    ("data", "filename", "expected"),
+    [
+        (b"name,city\nJohn,Springfield\n", "a.csv", "Columns missing"),
+        (f"{HEADER}\n{good_row(1)}\n".encode("utf-16"), "a.csv", "not a CSV text file"),
+        (f"{HEADER}\nJosé,1 Main St,,Springfield,IL,62704,,2,1,1,1,,x\n".encode("cp1252"),
+         "a.csv", "not in UTF-8"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "photo.csv", "not a CSV text file"),
+        (b"not a zip at all", "sheet.xlsx", "cannot be opened"),
+        (b"hello", "notes.docx", "send a .csv or .xlsx"),
+        (f"{HEADER}\n".encode(), "a.csv", "no parcels"),
+        ("\n".join([HEADER] + [good_row(n) for n in range(10_000)]).encode(), "big.csv",
+         "at most"),
+    ],
+)
+async def test_bad_files_get_a_clear_reply(
+    env: BulkEnv, data: bytes, filename: str, expected: str
+) -> None:
+    replies = await env.harness.send_document(USER, data, filename)
+    assert len(replies) == 1 and expected in replies[0].content
+    assert await env.mongo.db["bulk_jobs"].count_documents({}) == 0
+
+
+async def test_a_file_over_the_size_limit_is_refused_before_download(env: BulkEnv) -> None:
+    data = b"x" * (env.harness.settings.bulk.max_file_bytes + 1)
+    [answer] = await env.harness.send_document(USER, data, "big.csv")
+    assert "too large" in answer.content
+
+
+async def test_a_formula_in_a_cell_is_reported_not_evaluated(env: BulkEnv) -> None:
+    line = good_row(1).replace(",2.5,", ",=1+1,")
+    replies = await env.harness.send_document(USER, f"{HEADER}\n{line}\n".encode(), "a.csv")
+    report = next(m for m in replies if "Validation report" in m.content)
+    assert "0 rows ok" in report.content and "formulas are not accepted" in report.content
+
+
+async def test_an_xlsx_workbook_is_read_like_a_csv(env: BulkEnv) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet_ = book.active
+    sheet_.append(HEADER.split(","))
+    for n in range(1, 4):
+        sheet_.append([f"Customer {n}", f"{n} Main St", None, "Springfield", "IL", 62704, None,
+                       2.5, 10, 8, 4, None, f"x-{n}"])
+    sheet_.append(["Formula", "1 Main St", None, "Springfield", "IL", "62704", None,
+                   "=2*2", 10, 8, 4, None, "x-4"])
+    out = io.BytesIO()
+    book.save(out)
+    replies = await env.harness.send_document(USER, out.getvalue(), "parcels.xlsx")
+    report = next(m for m in replies if "Validation report" in m.content)
+    assert "3 rows ok" in report.content and "1 rows with errors" in report.content
+    assert "formulas are not accepted" in report.content
+
+
+async def test_bulk_explains_the_format_and_sends_a_template(env: BulkEnv) -> None:
+    replies = await env.harness.say(USER, "/bulk")
+    assert "Labels from a spreadsheet" in replies[0].content
+    template = _document(replies, "bulk-template")
+    assert template.document is not None
+    # The template itself is a valid file.
+    again = await env.harness.send_document(USER, template.document.data, "template.csv")
+    assert "2 rows ok" in again[0].content
