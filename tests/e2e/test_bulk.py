@@ -381,3 +381,38 @@ async def test_bulk_explains_the_format_and_sends_a_template(env: BulkEnv) -> No
     # The template itself is a valid file.
     again = await env.harness.send_document(USER, template.document.data, "template.csv")
     assert "2 rows ok" in again[0].content
+
+
+async def test_an_order_started_meanwhile_leaves_the_bulk_rows_alone(env: BulkEnv) -> None:
+    """Bulk rows are drafts too: /order (which abandons the customer's old drafts) must
+    neither abandon them nor take one as its own draft; their labels are not re-sent one
+    by one by the delivery job."""
+    h = env.harness
+    _, quote = await _upload_and_quote(env, sheet(3, []))
+    [ask] = await h.say(USER, "/order")
+    assert "Step 1 of 6" in ask.content
+    [again] = await h.say(USER, "Jane Doe")
+    assert "Step 1 of 6" in again.content  # the conversation's own, empty draft
+    rows = env.mongo.db["orders"].find({"bulk_job_id": {"$ne": None}})
+    assert [o["status"] async for o in rows] == ["draft"] * 3
+    total = int(quote.callback_data_for("Pay").rsplit(":", 1)[1])
+    await env.fund(total)
+    await h.press(USER, quote, data=quote.callback_data_for("Pay"))
+    await env.run_job()
+    assert len(env.carrier.labels) == 3
+    env.clock.advance(minutes=5)
+    mark = h.emulator.cursor(USER)
+    app = h.application
+    [deliver] = app.job_queue.get_jobs_by_name("orders:deliver-labels")  # type: ignore[union-attr]
+    await deliver.run(app)
+    assert h.emulator.sent_messages(USER, since=mark) == []
+
+
+async def test_quoting_survives_the_carriers_429(env: BulkEnv) -> None:
+    """A 429 with Retry-After while quoting: the client waits and retries; every row is
+    quoted, each quote with its own shipment reference."""
+    env.carrier.inject_failure("get_rates", "rate_limit", times=2, retry_after=0)
+    _, quote = await _upload_and_quote(env, sheet(12, []))
+    assert "12 labels" in quote.content
+    rows = [o async for o in env.mongo.db["orders"].find({"bulk_job_id": {"$ne": None}})]
+    assert all(o.get("offer_id") for o in rows)

@@ -766,3 +766,33 @@ async def test_history_is_bounded() -> None:
             assert [m.seq for m in emu.sent_messages(UID, since=2)] == [2]
             with pytest.raises(BadRequest, match="(?i)message to edit not found"):
                 await bot.edit_message_text("x", UID, first.message_id)
+
+
+async def test_a_user_sends_a_document_and_the_bot_downloads_it(
+    emu: BotApiEmulator, bot: Bot
+) -> None:
+    """As Telegram delivers it: a message with ``document`` (file_id, file_unique_id,
+    file_name, mime_type, file_size); getFile gives a file_path to download; files over
+    the Bot API's 20 MB download limit are refused by getFile."""
+    data = b"name,city\nJohn,Springfield\n"
+    update_id = emu.send_document(UID, data, "parcels.csv", caption="today")
+    [update] = await bot.get_updates()
+    assert update.update_id == update_id
+    message = update.message
+    assert message is not None and message.document is not None
+    doc = message.document
+    assert doc.file_name == "parcels.csv" and doc.mime_type == "text/csv"
+    assert doc.file_size == len(data) and doc.file_unique_id
+    assert message.caption == "today" and message.text is None
+    tg_file = await bot.get_file(doc.file_id)
+    assert tg_file.file_path is not None and tg_file.file_size == len(data)
+    assert bytes(await tg_file.download_as_bytearray()) == data
+
+    big = emu.send_document(UID, b"x" * (20 * 1024 * 1024 + 1), "big.csv")
+    [update] = await bot.get_updates(offset=update_id + 1)
+    assert update.update_id == big
+    assert update.message is not None and update.message.document is not None
+    with pytest.raises(BadRequest, match="(?i)file is too big"):
+        await bot.get_file(update.message.document.file_id)
+    with pytest.raises(ValueError, match="empty"):
+        emu.send_document(UID, b"", "empty.csv")
