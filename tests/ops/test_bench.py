@@ -34,6 +34,10 @@ def test_every_benchmark_runs_clean_at_toy_size() -> None:
             "40",
             "--sessions",
             "100,300",
+            "--bulk-rows",
+            "20",
+            "--bulk-buy-rows",
+            "3",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -52,5 +56,8 @@ def test_every_benchmark_runs_clean_at_toy_size() -> None:
     assert rows[("broadcast", "lost")] == "0"
     assert rows[("broadcast", "duplicated")] == "0"
     assert rows[("broadcast", "429s from the emulator")] == "0"
+    assert rows[("bulk", "rows ok in the report")] == "20"
+    assert rows[("bulk", "labels bought")] == "3"
+    assert rows[("bulk", "audit-ledger")] == "ok"
     assert rows[("memory", "live conversations loaded (300)")] == "300"
     assert ("startup", "to first getUpdates, 300 sessions") in rows
