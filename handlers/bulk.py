@@ -13,7 +13,7 @@ import html
 import logging
 import re
 
-from telegram import InputFile, Update
+from telegram import InlineKeyboardMarkup, InputFile, Update
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
@@ -163,7 +163,8 @@ def _error_text(i18n: I18n, lang: str, error: FieldError, *, plain: bool = False
 
 
 async def quote(update: Update, context: BotContext) -> None:
-    """A sender button: every valid row is quoted; one summary with the Pay button."""
+    """A sender button: the job quotes every valid row in the background (``jobs/bulk.py``)
+    and sends one summary with the Pay button."""
     query = update.callback_query
     user = update.effective_user
     assert query is not None and query.data is not None and user is not None
@@ -172,28 +173,21 @@ async def quote(update: Update, context: BotContext) -> None:
     i18n = context.i18n
     services = context.services
     template = await services.orders.template(user.id, template_id)
-    job = await services.bulk.get(user.id, job_id)
-    if template is None or job is None or job["status"] not in ("validated", "quoting", "quoted"):
+    job = None
+    if template is not None:
+        job = await services.bulk.start_quote(user.id, job_id, dict(template["address"]))
+    if job is None:
         await ack(update, i18n.t(lang, "errors.stale_button"), alert=True)
         return
     await ack(update)
     await _disarm(update)
     await reply(update, context, i18n.t(lang, "bulk.quoting", rows=job.get("valid_count", 0)))
-    result = await services.bulk.quote(user.id, job_id, dict(template["address"]))
-    if result is None:
-        await reply(update, context, i18n.t(lang, "errors.stale_button"))
-        return
-    await _show_quote(update, context, result.job, result.failed)
 
 
-async def _show_quote(
-    update: Update, context: BotContext, job: Document, failed: list[tuple[int, str]]
-) -> None:
-    lang = lang_of(update, context)
-    i18n = context.i18n
-    user = update.effective_user
-    assert user is not None
-    balance = await context.services.balance.balance_cents(user.id)
+def quote_message(
+    i18n: I18n, lang: str, job: Document, failed: list[tuple[int, str]], balance: int
+) -> tuple[str, InlineKeyboardMarkup | None]:
+    """The quote: total, breakdown by service, balance, and "Pay $X" (or top up first)."""
     total = int(job.get("total_cents") or 0)
     lines = [
         i18n.t(
@@ -227,7 +221,7 @@ async def _show_quote(
                 lang, "bulk.short", shortfall=i18n.money(lang, total - balance)
             )
             rows.append([(i18n.t(lang, "order.topup_button"), "menu:topup")])
-    await reply(update, context, text, inline(rows) if rows else None)
+    return text, inline(rows) if rows else None
 
 
 async def pay(update: Update, context: BotContext) -> None:

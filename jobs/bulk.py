@@ -16,7 +16,9 @@ from telegram import InputFile
 from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bot.context import BotContext
+from bot.lease import holds_lease
 from bot.telegram_errors import NOT_MODIFIED, TO_EDIT_NOT_FOUND, is_bad_request
+from handlers.bulk import quote_message
 from providers.errors import ProviderError
 from services.bulk import RESULT_COLUMNS, ProgressCallback, csv_bytes, results_rows
 from storage.client import Document
@@ -30,12 +32,41 @@ async def bulk_purchase_job(context: BotContext) -> None:
     async with lock:
         bulk = context.services.bulk
         for job in await bulk.active():
+            if _stopping(context):
+                return
             try:
-                ready = await bulk.run(job, _progress(context))
+                if job["status"] in ("quoting", "quoted"):
+                    await _quote(context, job)
+                    continue
+                ready = await bulk.run(
+                    job, _progress(context), stopping=lambda: _stopping(context)
+                )
                 if ready is not None:
                     await _deliver(context, ready)
             except (TelegramError, ProviderError) as exc:
                 _LOGGER.warning("bulk job paused, retrying later: %s", type(exc).__name__)
+
+
+def _stopping(context: BotContext) -> bool:
+    """The application stops or the lease moved: pause after the current row."""
+    return not context.application.running or not holds_lease(context.bot_data)
+
+
+async def _quote(context: BotContext, job: Document) -> None:
+    """Quotes a ``quoting`` job and sends its quote (again, if a send failed)."""
+    bulk = context.services.bulk
+    quote = await bulk.quote(job) if job["status"] == "quoting" else await bulk.quote_of(job)
+    if quote is None:
+        return
+    user_id = int(job["user_id"])
+    lang = await context.services.users.language_of(user_id, context.i18n.default)
+    balance = await context.services.balance.balance_cents(user_id)
+    text, markup = quote_message(context.i18n, lang, quote.job, quote.failed, balance)
+    try:
+        await context.bot.send_message(int(job["chat_id"]), text, reply_markup=markup)
+    except Forbidden:
+        await context.services.users.mark_bot_blocked(user_id)
+    await bulk.quote_notified(quote.job["_id"])
 
 
 def _progress(context: BotContext) -> ProgressCallback:

@@ -423,48 +423,47 @@ class BulkService:
 
     # -- 3. quote -------------------------------------------------------------------------
 
-    async def quote(self, user_id: int, job_id: str, sender: dict[str, Any]) -> Quote | None:
-        """Creates the rows' orders (once) and quotes every row still a draft."""
+    async def start_quote(
+        self, user_id: int, job_id: str, sender: dict[str, Any]
+    ) -> Document | None:
+        """The sender button: ``validated`` → ``quoting`` (once); the job quotes the rows."""
         job = await self.get(user_id, job_id)
         if job is None or not job.get("valid_count"):
             return None
-        now = self._clock()
-        claimed = await self._jobs.transition(
+        return await self._jobs.transition(
             job["_id"],
             from_status="validated",
             to_status="quoting",
-            now=now,
+            now=self._clock(),
             fields={"sender": sender},
         )
-        if claimed is not None:
-            await self._create_rows(claimed, sender, now)
-            job = claimed
-        elif job["status"] not in ("quoting", "quoted"):
-            return None
-        else:
-            # Quoted again (a retry, or with another sender): rows keep their order ids.
-            job = await self._jobs.transition(
-                job["_id"], from_status=("quoting", "quoted"), to_status="quoting", now=now,
-                fields={"sender": sender},
-            ) or job
-        rows = await self._orders.bulk_rows(job["_id"], status="draft")
-        if any(row.get("from_address") != sender for row in rows):
-            for row in rows:
-                if row.get("from_address") != sender:
-                    await self._order_service.set_address(row, "from", sender)
-            rows = await self._orders.bulk_rows(job["_id"], status="draft")
+
+    async def quote(self, job: Document) -> Quote | None:
+        """Quotes every row of a ``quoting`` job not quoted yet; resumable: a restart
+        quotes only what is left. The rows' orders are created once (a crash while they
+        were being inserted leaves drafts nobody has seen: they are replaced)."""
+        job_id = job["_id"]
+        if not job.get("rows_created_at"):
+            now = self._clock()
+            await self._orders.delete_bulk_drafts(job_id)
+            await self._create_rows(job, dict(job["sender"]), now)
+            await self._jobs.set_fields(job_id, {"rows_created_at": now})
+        rows = [
+            row
+            for row in await self._orders.bulk_rows(job_id, status="draft")
+            if not row.get("offer_id")
+        ]
         limit = asyncio.Semaphore(max(1, self._config.quote_concurrency))
-        failed: list[tuple[int, str]] = []
 
         async def one(row: Document) -> None:
             async with limit:
                 await self.pacer.wait()
                 reason = await self._quote_row(row)
                 if reason:
-                    failed.append((int(row["bulk_row"]), reason))
+                    await self._orders.set_fields(row["_id"], {"bulk_quote_error": reason})
 
         await asyncio.gather(*(one(row) for row in rows))
-        return await self._summarise(job["_id"], failed)
+        return await self._summarise(job_id)
 
     async def _create_rows(self, job: Document, sender: dict[str, Any], now: datetime) -> None:
         docs = [
@@ -515,9 +514,14 @@ class BulkService:
         await self._order_service.choose_rate(quoted, index)
         return ""
 
-    async def _summarise(self, job_id: ObjectId, failed: list[tuple[int, str]]) -> Quote:
+    async def _summarise(self, job_id: ObjectId) -> Quote | None:
         rows = await self._orders.bulk_rows(job_id, status="draft")
         quoted = [row for row in rows if row.get("offer_id")]
+        failed = [
+            (int(row["bulk_row"]), str(row.get("bulk_quote_error") or "no_rates"))
+            for row in rows
+            if not row.get("offer_id")
+        ]
         total = sum(int(row["price_cents"]) for row in quoted)
         breakdown: dict[str, dict[str, int]] = {}
         for row in quoted:
@@ -538,10 +542,11 @@ class BulkService:
                     {"service": name, **values} for name, values in sorted(breakdown.items())
                 ],
                 "quote_failures": [{"row": r, "reason": reason} for r, reason in sorted(failed)],
+                "quote_notice_pending": True,
             },
         )
         if job is None:
-            job = await self._jobs.get(job_id) or {}
+            return None  # summarised by another run
         return Quote(job, len(quoted), sorted(failed))
 
     # -- 4. pay and buy -------------------------------------------------------------------
@@ -570,22 +575,40 @@ class BulkService:
             return Confirmation("already", await self._jobs.get(job["_id"]))
         return Confirmation("confirmed", running, balance_cents=balance)
 
+    async def quote_of(self, job: Document) -> Quote:
+        failures = [(int(f["row"]), str(f["reason"])) for f in job.get("quote_failures") or []]
+        return Quote(job, int(job.get("quoted_count") or 0), failures)
+
+    async def quote_notified(self, job_id: ObjectId) -> None:
+        await self._jobs.set_fields(job_id, {"quote_notice_pending": False})
+
     async def set_progress_message(self, job_id: ObjectId, message_id: int) -> None:
         await self._jobs.set_fields(job_id, {"progress_message_id": message_id})
 
     async def active(self) -> list[Document]:
         return await self._jobs.active()
 
-    async def run(self, job: Document, on_progress: ProgressCallback) -> Document | None:
+    async def run(
+        self,
+        job: Document,
+        on_progress: ProgressCallback,
+        *,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> Document | None:
         """Buys the job's draft rows one by one; ``running`` → ``delivering`` when no row
-        is left to buy or to resolve. Returns the job when it is ready to deliver."""
+        is left to buy or to resolve. Returns the job when it is ready to deliver.
+        ``stopping`` (the application stops, the lease is lost) pauses after the current
+        row; the next run resumes."""
         job_id = job["_id"]
         if job["status"] == "running":
-            stop = await self._buy_rows(job, on_progress)
+            stop = await self._buy_rows(job, on_progress, stopping)
+            if stop == "paused":
+                return None
             now = self._clock()
             if stop:
                 await self._jobs.set_fields(job_id, {"stop_reason": stop})
-                await self._orders.abandon_bulk_rows(job_id, now=now, reason=stop)
+            # Rows never quoted (listed with the quote), or left by a stop, are not bought.
+            await self._orders.abandon_bulk_rows(job_id, now=now, reason=stop or "not_quoted")
             rows = await self._orders.bulk_rows(job_id)
             if any(row["status"] in ("draft", "purchasing") for row in rows):
                 return None  # purchase recovery resolves a row left purchasing; wait for it
@@ -600,7 +623,9 @@ class BulkService:
         current = await self._jobs.get(job_id)
         return current if current is not None and current["status"] == "delivering" else None
 
-    async def _buy_rows(self, job: Document, on_progress: ProgressCallback) -> str:
+    async def _buy_rows(
+        self, job: Document, on_progress: ProgressCallback, stopping: Callable[[], bool]
+    ) -> str:
         rows = await self._orders.bulk_rows(job["_id"])
         total = int(job.get("quoted_count") or 0)
         bought = sum(1 for row in rows if row["status"] in ("purchased", "refunded"))
@@ -609,6 +634,8 @@ class BulkService:
                 continue
             if not row.get("offer_id"):
                 continue  # not quoted (listed in the quote); abandoned when the job ends
+            if stopping():
+                return "paused"
             current = await self._jobs.get(job["_id"])
             if current is None or current.get("cancel_requested_by") is not None:
                 return "cancelled"

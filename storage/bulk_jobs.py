@@ -16,7 +16,7 @@ from pymongo import DESCENDING, ReturnDocument
 
 from storage.client import Document, aggregate
 
-ACTIVE = ("running", "delivering")
+ACTIVE = ("quoting", "running", "delivering")
 
 
 class BulkJobsRepo:
@@ -61,7 +61,19 @@ class BulkJobsRepo:
         return doc
 
     async def active(self, *, limit: int = 20) -> list[Document]:
-        cursor = self.col.find({"status": {"$in": list(ACTIVE)}}).sort("_id", 1).limit(limit)
+        cursor = (
+            self.col.find(
+                {
+                    "$or": [
+                        {"status": {"$in": list(ACTIVE)}},
+                        # a quote whose message has not reached the chat yet
+                        {"status": "quoted", "quote_notice_pending": True},
+                    ]
+                }
+            )
+            .sort("_id", 1)
+            .limit(limit)
+        )
         return [doc async for doc in cursor]
 
     async def for_user(self, user_id: int, *, limit: int) -> list[Document]:

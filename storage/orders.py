@@ -182,6 +182,10 @@ class OrdersRepo:
         cursor = self.col.find(query).sort("bulk_row", 1)
         return [doc async for doc in cursor]
 
+    async def delete_bulk_drafts(self, job_id: ObjectId) -> None:
+        """Rows inserted by a quote a crash interrupted (never shown, never quoted)."""
+        await self.col.delete_many({"bulk_job_id": job_id, "status": "draft"})
+
     async def abandon_bulk_rows(
         self, job_id: ObjectId, *, now: datetime, reason: str
     ) -> None:

@@ -147,8 +147,11 @@ async def _upload_and_quote(env: BulkEnv, data: bytes) -> tuple[list[SentMessage
     h = env.harness
     replies = await h.send_document(USER, data, "parcels.csv")
     report = next(m for m in replies if "Validation report" in m.content)
-    quoted = await h.press(USER, report, "Sender: Warehouse", timeout=60)
-    quote = next(m for m in quoted if "Quote" in m.content)
+    mark = h.emulator.cursor(USER)
+    pressed = await h.press(USER, report, "Sender: Warehouse")
+    assert any("Getting rates" in m.content for m in pressed)
+    await env.run_job()  # quotes in the background (or the scheduled run did)
+    [quote] = [m for m in h.emulator.sent_messages(USER, since=mark) if "Quote" in m.content]
     return replies, quote
 
 
