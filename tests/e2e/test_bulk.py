@@ -419,3 +419,37 @@ async def test_quoting_survives_the_carriers_429(env: BulkEnv) -> None:
     assert "12 labels" in quote.content
     rows = [o async for o in env.mongo.db["orders"].find({"bulk_job_id": {"$ne": None}})]
     assert all(o.get("offer_id") for o in rows)
+
+
+async def test_pay_with_a_short_balance_starts_nothing(env: BulkEnv) -> None:
+    h = env.harness
+    _, quote = await _upload_and_quote(env, sheet(2, []))
+    pay = quote.callback_data_for("Pay")
+    replies = await h.press(USER, quote, data=pay)
+    assert any("does not cover" in m.content for m in replies)
+    job = await env.mongo.db["bulk_jobs"].find_one({"user_id": USER})
+    assert job is not None and job["status"] == "quoted"
+    await env.run_job()
+    assert env.carrier.labels == {}
+    total = int(pay.rsplit(":", 1)[1])
+    await env.fund(total)
+    replies = await h.press(USER, quote, data=pay)  # the same button, after a top-up
+    assert any("Buying labels" in m.content for m in replies)
+    await env.run_job()
+    assert len(env.carrier.labels) == 2 and await env.balance() == 0
+
+
+async def test_an_old_quote_is_refreshed_before_each_row_is_bought(env: BulkEnv) -> None:
+    """Paid after ``rates_max_age``: each row gets a fresh quote (its own shipment
+    reference) and is bought at the confirmed price, which did not change."""
+    h = env.harness
+    _, quote = await _upload_and_quote(env, sheet(3, []))
+    pay = quote.callback_data_for("Pay")
+    await env.fund(int(pay.rsplit(":", 1)[1]))
+    env.clock.advance(minutes=20)
+    await h.press(USER, quote, data=pay)
+    await env.run_job()
+    rows = [o async for o in env.mongo.db["orders"].find({"bulk_job_id": {"$ne": None}})]
+    assert [o["status"] for o in rows] == ["purchased"] * 3
+    assert all(o["quote_seq"] == 2 for o in rows)  # quoted twice
+    assert await env.balance() == 0

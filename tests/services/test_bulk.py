@@ -1,0 +1,137 @@
+"""services/bulk.py: reading sheets, validating rows with the conversation's rules, the
+guarded CSVs and the pacing of carrier calls (pure, no database)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+from decimal import Decimal
+
+import openpyxl
+import pytest
+
+from services.bulk import (
+    TEMPLATE_CSV,
+    BulkConfig,
+    BulkFileError,
+    Pacer,
+    csv_bytes,
+    read_table,
+    validate_table,
+)
+
+CONFIG = BulkConfig(
+    max_bytes=2 * 1024 * 1024,
+    max_rows=5,
+    quote_concurrency=2,
+    carrier_rate_per_second=0,
+    rates_max_age=timedelta(minutes=15),
+    row_ttl=timedelta(days=7),
+    min_weight_oz=2,
+    max_weight_oz=2400,
+    max_side_in=Decimal(108),
+)
+
+
+def _validate(text: str):  # type: ignore[no-untyped-def]
+    return validate_table(read_table(text.encode(), "a.csv", max_rows=CONFIG.max_rows), CONFIG)
+
+
+def test_the_template_is_valid_and_uses_the_conversations_rules() -> None:
+    result = _validate(TEMPLATE_CSV)
+    assert [r["row"] for r in result.rows] == [2, 3] and result.errors == []
+    first, second = result.rows
+    assert first["to_address"]["phone"] == "+12175550100"  # normalised as in the conversation
+    assert first["parcel"] == {
+        "weight_oz": 40, "length_in": "10", "width_in": "8", "height_in": "4"
+    }
+    assert second["parcel"]["weight_oz"] == 12 and second["to_address"]["phone"] is None
+    assert second["service"] == "usps_priority_mail" and second["reference"] == "order-1002"
+
+
+def test_headers_are_matched_loosely_and_required_ones_named() -> None:
+    text = (
+        "Recipient Name;Street1;City;State;ZIP;Weight;Length;Width;Height\n"
+        "John Smith;1 Main St;Springfield;IL;62704;2 lb 4 oz;10;8;4\n"
+    )
+    result = _validate(text)  # semicolons, aliases, optional columns absent
+    assert result.rows[0]["parcel"]["weight_oz"] == 36
+    with pytest.raises(BulkFileError) as error:
+        _validate("name,street1,city\nJohn,1 Main St,Springfield\n")
+    assert error.value.code == "missing_columns"
+    assert error.value.params["columns"] == "state, postal_code, weight, length, width, height"
+
+
+@pytest.mark.parametrize(
+    ("data", "filename", "code"),
+    [
+        (b"", "a.csv", "empty"),
+        ("name\n".encode("utf-16"), "a.csv", "not_text"),
+        ("Jos\xe9\n".encode("cp1252"), "a.csv", "encoding"),
+        (b"\xff\xd8\xff\xe0JFIF", "a.csv", "not_text"),
+        (b"PK\x03\x04garbage", "a.xlsx", "not_xlsx"),
+        (b"a,b", "a.pdf", "unsupported_type"),
+    ],
+)
+def test_unreadable_files_are_refused_with_a_reason(data: bytes, filename: str, code: str) -> None:
+    with pytest.raises(BulkFileError) as error:
+        validate_table(read_table(data, filename, max_rows=5), CONFIG)
+    assert error.value.code == code
+
+
+def test_too_many_rows_is_refused_without_reading_them_all() -> None:
+    text = TEMPLATE_CSV + "".join(TEMPLATE_CSV.splitlines(keepends=True)[1:] * 3)
+    with pytest.raises(BulkFileError) as error:
+        _validate(text)
+    assert error.value.code == "too_many_rows" and error.value.params["max"] == 5
+
+
+def test_every_bad_cell_of_a_row_is_reported() -> None:
+    header = TEMPLATE_CSV.splitlines()[0]
+    result = _validate(f"{header}\n,1 Main St,,Springfield,ZZ,1,,=1+1,10,8,4,,\n")
+    [row] = result.errors  # a formula anywhere: the row is refused for that alone
+    assert {(e.field, e.code) for e in row.errors} == {("weight", "formula")}
+    result = _validate(f"{header}\n,1 Main St,,Springfield,ZZ,1,,0,10,8,400,,\n")
+    [row] = result.errors
+    assert {e.field for e in row.errors} == {"name", "state", "postal_code", "weight",
+                                             "dimensions"}
+
+
+def test_an_xlsx_sheet_gives_the_same_rows_numbers_included() -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    for line in csv.reader(io.StringIO(TEMPLATE_CSV)):
+        sheet.append([int(c) if c.isdigit() else (c or None) for c in line])
+    sheet["H2"] = 2.5  # a float cell
+    out = io.BytesIO()
+    book.save(out)
+    rows = read_table(out.getvalue(), "a.xlsx", max_rows=5)
+    assert rows[1][5] == "62704" and rows[1][7] == "2.5"
+    result = validate_table(rows, CONFIG)
+    assert [r["row"] for r in result.rows] == [2, 3]
+    assert result.rows[0]["parcel"]["weight_oz"] == 40
+
+
+def test_our_csvs_neutralise_formulas() -> None:
+    data = csv_bytes(["a", "b"], [["=cmd()", "+1"], ["@x", "-2"], ["ok", 3]])
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    assert rows == [["a", "b"], ["'=cmd()", "'+1"], ["'@x", "'-2"], ["ok", "3"]]
+
+
+async def test_the_pacer_spaces_calls_and_never_bursts_after_a_stall() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    pacer = Pacer(4, monotonic=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        await pacer.wait()
+    assert slept == [0.25, 0.5]  # slots at 0, 0.25, 0.5
+    now[0] = 10.0  # a long stall: the next call goes now, the one after waits a slot
+    slept.clear()
+    await pacer.wait()
+    await pacer.wait()
+    assert slept == [0.25]
