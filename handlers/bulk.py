@@ -18,7 +18,7 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.context import BotContext
-from bot.i18n import I18n
+from bot.i18n import Html, I18n
 from bot.keyboards import Button, inline
 from conversations.order import field_error
 from handlers.common import ack, lang_of, reply
@@ -113,11 +113,13 @@ async def _report(
     if validation.errors:
         lines = []
         for error in validation.errors[:_ERROR_LIST]:
-            messages = "; ".join(_error_text(i18n, lang, e) for e in error.errors)
+            # Each part is rendered (escaped) already; at most 3 reasons a row in the chat.
+            messages = Html("; ".join(_error_text(i18n, lang, e) for e in error.errors[:3]))
             lines.append(i18n.t(lang, "bulk.report_row", row=error.row, errors=messages))
         text += "\n\n" + "\n".join(lines)
         if len(validation.errors) > _ERROR_LIST:
-            text += "\n" + i18n.t(lang, "bulk.report_more", more=len(validation.errors) - 10)
+            more = len(validation.errors) - _ERROR_LIST
+            text += "\n" + i18n.t(lang, "bulk.report_more", more=more)
     rows: list[list[Button]] = []
     if validation.rows:
         templates = await context.services.orders.templates(user.id)
@@ -125,23 +127,26 @@ async def _report(
         if usable:
             text += "\n\n" + i18n.t(lang, "bulk.choose_sender", ok=len(validation.rows))
             for template in usable[:8]:
-                label = i18n.t(lang, "bulk.sender_button", name=template["name"])
+                # Button texts are not HTML: the name as typed.
+                label = html.unescape(i18n.t(lang, "bulk.sender_button", name=template["name"]))
                 rows.append([(label[:64], f"bulk:quote:{job['_id']}:{template['_id']}")])
         else:
             text += "\n\n" + i18n.t(lang, "bulk.no_sender")
     await reply(update, context, text, inline(rows) if rows else None)
     if validation.errors:
-        header = [*validation.columns, "errors"]
+        # The bad rows as sent, plus their reasons: fix them and send this file back.
         body = [
-            [*(error.values.get(c, "") for c in validation.columns),
-             "; ".join(_error_text(i18n, lang, e, plain=True) for e in error.errors)]
+            [
+                error.row,
+                *(error.values.get(column, "") for column in validation.columns),
+                "; ".join(_error_text(i18n, lang, e, plain=True) for e in error.errors),
+            ]
             for error in validation.errors
         ]
+        data = csv_bytes(["row", *validation.columns, "errors"], body)
         await context.bot.send_document(
             chat.id,
-            InputFile(csv_bytes(["row", *header], [[e.row, *b] for e, b in
-                                                   zip(validation.errors, body, strict=True)]),
-                      filename="bulk-errors.csv"),
+            InputFile(data, filename="bulk-errors.csv"),
             caption=i18n.t(lang, "bulk.errors_caption", errors=len(validation.errors)),
         )
 
@@ -205,13 +210,15 @@ def quote_message(
         count=int(job.get("quoted_count") or 0),
         total=i18n.money(lang, total),
         balance=i18n.money(lang, balance),
-        breakdown="\n".join(lines),
+        breakdown=Html("\n".join(lines)),
     )
     if failed:
         listed = ", ".join(
             f"{row} ({i18n.t(lang, f'bulk.quote_failed.{reason}')})" for row, reason in failed[:10]
         )
-        text += "\n\n" + i18n.t(lang, "bulk.quote_failures", count=len(failed), rows=listed)
+        text += "\n\n" + i18n.t(
+            lang, "bulk.quote_failures", count=len(failed), rows=Html(listed)
+        )
     rows: list[list[Button]] = []
     if job.get("quoted_count"):
         pay = i18n.t(lang, "bulk.pay", total=i18n.money(lang, total))
