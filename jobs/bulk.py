@@ -31,6 +31,7 @@ async def bulk_purchase_job(context: BotContext) -> None:
     lock = context.bot_data.extras.setdefault(_LOCK, asyncio.Lock())
     async with lock:
         bulk = context.services.bulk
+        await bulk.expire_unpaid()
         for job in await bulk.active():
             if _stopping(context):
                 return

@@ -582,6 +582,22 @@ class BulkService:
     async def quote_notified(self, job_id: ObjectId) -> None:
         await self._jobs.set_fields(job_id, {"quote_notice_pending": False})
 
+    async def expire_unpaid(self, *, limit: int = 20) -> int:
+        """Jobs validated or quoted but not paid within ``row_ttl``: ``expired``, their rows
+        abandoned (a later Pay press is refused as stale)."""
+        now = self._clock()
+        expired = 0
+        for job in await self._jobs.stale(
+            statuses=("validated", "quoted"), before=now - self._config.row_ttl, limit=limit
+        ):
+            done = await self._jobs.transition(
+                job["_id"], from_status=("validated", "quoted"), to_status="expired", now=now
+            )
+            if done is not None:
+                await self._orders.abandon_bulk_rows(job["_id"], now=now, reason="expired")
+                expired += 1
+        return expired
+
     async def set_progress_message(self, job_id: ObjectId, message_id: int) -> None:
         await self._jobs.set_fields(job_id, {"progress_message_id": message_id})
 

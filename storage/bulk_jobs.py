@@ -1,6 +1,7 @@
 """``bulk_jobs``: one spreadsheet upload, from validation to the last label.
 
-``validated`` → ``quoting`` → ``quoted`` → ``running`` → ``delivering`` → ``done``.
+``validated`` → ``quoting`` → ``quoted`` → ``running`` → ``delivering`` → ``done``;
+``validated``/``quoted`` → ``expired`` when not paid within ``bulk.row_ttl_days``.
 Every status change is conditional on the previous status. The rows themselves become
 ``orders`` documents (``bulk_job_id``, ``bulk_row``) when the job is quoted, so each row
 goes through the same purchase, recovery and My labels paths as a single order.
@@ -74,6 +75,15 @@ class BulkJobsRepo:
             .sort("_id", 1)
             .limit(limit)
         )
+        return [doc async for doc in cursor]
+
+    async def stale(
+        self, *, statuses: tuple[str, ...], before: datetime, limit: int
+    ) -> list[Document]:
+        cursor = self.col.find(
+            {"status": {"$in": list(statuses)}, "updated_at": {"$lte": before}},
+            projection={"rows": 0},
+        ).limit(limit)
         return [doc async for doc in cursor]
 
     async def for_user(self, user_id: int, *, limit: int) -> list[Document]:

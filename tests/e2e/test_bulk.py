@@ -456,3 +456,42 @@ async def test_an_old_quote_is_refreshed_before_each_row_is_bought(env: BulkEnv)
     assert [o["status"] for o in rows] == ["purchased"] * 3
     assert all(o["quote_seq"] == 2 for o in rows)  # quoted twice
     assert await env.balance() == 0
+
+
+async def test_an_unpaid_quote_expires_and_its_rows_are_abandoned(env: BulkEnv) -> None:
+    h = env.harness
+    _, quote = await _upload_and_quote(env, sheet(2, []))
+    pay = quote.callback_data_for("Pay")
+    await env.fund(int(pay.rsplit(":", 1)[1]))
+    env.clock.advance(days=8)  # past bulk.row_ttl_days
+    await env.run_job()
+    rows = env.mongo.db["orders"].find({"bulk_job_id": {"$ne": None}})
+    assert [o["status"] async for o in rows] == ["abandoned"] * 2
+    assert await h.press(USER, quote, data=pay) == []
+    assert "no longer valid" in (h.emulator.callback_answers[-1].text or "")
+    await env.run_job()
+    assert env.carrier.labels == {}
+
+
+@pytest.mark.filterwarnings(
+    "ignore:coroutine '(Application|Job).*' was never awaited:RuntimeWarning"
+)
+async def test_a_kill_while_quoting_resumes_the_quote_once(env: BulkEnv) -> None:
+    h = env.harness
+    replies = await h.send_document(USER, sheet(40, []), "parcels.csv")
+    report = next(m for m in replies if "Validation report" in m.content)
+    await h.press(USER, report, "Sender: Warehouse")
+    app = h.application
+    [job] = app.job_queue.get_jobs_by_name("bulk:purchase")  # type: ignore[union-attr]
+    app.create_task(job.run(app))
+    await _wait_for(lambda: 0 < len(env.carrier._shipments) < 40)
+    await h.crash()
+    await h.start()
+    await _wait_for(lambda: holds_lease(h.application.bot_data))
+    await env.run_job()
+    await env.run_job()
+    rows = [o async for o in env.mongo.db["orders"].find({"bulk_job_id": {"$ne": None}})]
+    assert len(rows) == 40 and all(o.get("offer_id") for o in rows)
+    assert sorted(o["bulk_row"] for o in rows) == list(range(2, 42))
+    quotes = [m for m in h.emulator.sent_messages(USER) if "Quote" in m.content]
+    assert len(quotes) == 1 and "40 labels" in quotes[0].content
