@@ -120,13 +120,15 @@ async def _deliver(context: BotContext, job: Document) -> None:
     bought = [row for row in rows if row["status"] == "purchased"]
     failed = [row for row in rows if row["status"] == "failed"]
     await _edit_progress(context, job, len(bought), int(job.get("quoted_count") or 0))
-    pdf, pages = await bulk.merged_pdf(rows)
+    parts = await bulk.merged_pdfs(rows)
+    pages = sum(count for _, count in parts)
     try:
-        if pages:
+        for number, (pdf, count) in enumerate(parts, start=1):
+            suffix = f"-{number}" if len(parts) > 1 else ""
             await context.bot.send_document(
                 chat_id,
-                InputFile(pdf, filename=f"labels-{job['_id']}.pdf"),
-                caption=i18n.t(lang, "bulk.pdf_caption", count=pages),
+                InputFile(pdf, filename=f"labels-{job['_id']}{suffix}.pdf"),
+                caption=i18n.t(lang, "bulk.pdf_caption", count=count),
             )
         results = csv_bytes(
             list(RESULT_COLUMNS), results_rows(rows, _dollars)

@@ -74,6 +74,7 @@ _ALIASES = {
     "height_in": "height",
 }
 REFERENCE_LIMIT = 50
+PDF_PART_BYTES = 40 * 1024 * 1024  # of source labels per merged PDF; Telegram takes 50 MB
 CELL_CAP = 200
 RESULT_COLUMNS = ("row", "reference", "name", "tracking_number", "service", "price", "status")
 
@@ -453,16 +454,18 @@ class BulkService:
             for row in await self._orders.bulk_rows(job_id, status="draft")
             if not row.get("offer_id")
         ]
-        limit = asyncio.Semaphore(max(1, self._config.quote_concurrency))
+        pending = iter(rows)
 
-        async def one(row: Document) -> None:
-            async with limit:
+        async def worker() -> None:
+            # ``quote_concurrency`` workers share the rows: that many requests in flight.
+            for row in pending:
                 await self.pacer.wait()
                 reason = await self._quote_row(row)
                 if reason:
                     await self._orders.set_fields(row["_id"], {"bulk_quote_error": reason})
 
-        await asyncio.gather(*(one(row) for row in rows))
+        workers = max(1, min(self._config.quote_concurrency, len(rows)))
+        await asyncio.gather(*(worker() for _ in range(workers)))
         return await self._summarise(job_id)
 
     async def _create_rows(self, job: Document, sender: dict[str, Any], now: datetime) -> None:
@@ -700,21 +703,35 @@ class BulkService:
     async def rows(self, job_id: ObjectId) -> list[Document]:
         return await self._orders.bulk_rows(job_id)
 
-    async def merged_pdf(self, rows: list[Document]) -> tuple[bytes, int]:
-        """Every bought label of the job in one PDF, in row order; (pdf, pages)."""
+    async def merged_pdfs(
+        self, rows: list[Document], *, part_bytes: int = PDF_PART_BYTES
+    ) -> list[tuple[bytes, int]]:
+        """Every bought label of the job merged in row order: one PDF, or several when the
+        labels add up to more than ``part_bytes`` (Telegram uploads at most 50 MB); a list
+        of (pdf, pages)."""
         from pypdf import PdfReader, PdfWriter
 
-        writer = PdfWriter()
+        parts: list[tuple[bytes, int]] = []
+        writer, size = PdfWriter(), 0
+
+        def close() -> None:
+            out = io.BytesIO()
+            writer.write(out)
+            parts.append((out.getvalue(), len(writer.pages)))
+
         for row in rows:
             if row["status"] != "purchased":
                 continue
             data = await self._purchase.label_pdf(row)
+            if size and size + len(data) > part_bytes:
+                close()
+                writer, size = PdfWriter(), 0
             for page in PdfReader(io.BytesIO(data)).pages:
                 writer.add_page(page)
-        out = io.BytesIO()
-        pages = len(writer.pages)
-        writer.write(out)
-        return out.getvalue(), pages
+            size += len(data)
+        if len(writer.pages):
+            close()
+        return parts
 
     async def finish(self, job_id: ObjectId, *, pages: int) -> Document | None:
         now = self._clock()

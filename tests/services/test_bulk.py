@@ -135,3 +135,34 @@ async def test_the_pacer_spaces_calls_and_never_bursts_after_a_stall() -> None:
     await pacer.wait()
     await pacer.wait()
     assert slept == [0.25]
+
+
+async def test_labels_are_merged_in_row_order_and_split_by_size() -> None:
+    from pypdf import PdfReader, PdfWriter
+
+    from services.bulk import BulkService
+
+    def label(n: int) -> bytes:
+        writer = PdfWriter()
+        writer.add_blank_page(width=288 + n, height=432)  # the width tells the row
+        out = io.BytesIO()
+        writer.write(out)
+        return out.getvalue()
+
+    class Purchase:
+        async def label_pdf(self, order: dict[str, object]) -> bytes:
+            return label(int(order["bulk_row"]))  # type: ignore[call-overload]
+
+    service = BulkService(None, None, None, Purchase(), None, CONFIG)  # type: ignore[arg-type]
+    rows = [
+        {"bulk_row": n, "status": "purchased" if n != 4 else "failed"} for n in range(2, 9)
+    ]
+    [(pdf, pages)] = await service.merged_pdfs(rows)
+    widths = [int(p.mediabox.width) - 288 for p in PdfReader(io.BytesIO(pdf)).pages]
+    assert pages == 6 and widths == [2, 3, 5, 6, 7, 8]
+    parts = await service.merged_pdfs(rows, part_bytes=len(label(2)) * 2)
+    assert [count for _, count in parts] == [2, 2, 2]
+    merged = [
+        int(p.mediabox.width) - 288 for pdf, _ in parts for p in PdfReader(io.BytesIO(pdf)).pages
+    ]
+    assert merged == [2, 3, 5, 6, 7, 8]
