@@ -487,6 +487,7 @@ class RefundService:
             now=now,
             fields={"refunded_at": now},
         )
+        await self._orders.stop_tracking(order_id)  # a voided label has nothing to follow
         if credited is not None:
             await self._notices.refund_credited(credited, result.balance_cents)
         return "credited"

@@ -197,6 +197,10 @@ class OrdersRepo:
             update["$min"] = {"first_scan_at": first_scan_at}
         await self.col.update_one({"_id": order_id}, update)
 
+    async def stop_tracking(self, order_id: ObjectId) -> None:
+        """A refunded (voided) label is not followed any more."""
+        await self.col.update_one({"_id": order_id}, {"$unset": {"tracking_due_at": ""}})
+
     async def mark_first_scan(self, order_id: ObjectId, at: datetime) -> None:
         await self.col.update_one({"_id": order_id}, {"$min": {"first_scan_at": at}})
 

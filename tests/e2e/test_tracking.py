@@ -19,6 +19,17 @@ from tests.e2e.shop import USER, ShopEnv, pay_button
 OTHER = 7002
 
 
+@pytest.fixture(autouse=True)
+def _jobs_run_only_when_called(shop: ShopEnv) -> None:
+    """The scheduled runs of the jobs these tests call are removed: a run fired by the
+    timer in the middle of a test would make its counts depend on the machine's speed."""
+    queue = shop.harness.application.job_queue
+    assert queue is not None
+    for name in ("tracking:check", "refunds:remind", "refunds:check"):
+        for job in queue.get_jobs_by_name(name):
+            job.schedule_removal()
+
+
 async def _buy(shop: ShopEnv, user_id: int = USER) -> dict[str, Any]:
     assert isinstance(shop.harness.clock, FakeClock)
     shop.harness.clock.advance(minutes=1)
