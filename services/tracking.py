@@ -19,6 +19,8 @@ in transit, out for delivery) respect ``/notifications off``.
 
 The first scan makes the label used (``first_scan_at``): refunds are refused from then on
 (``RefundService``). Tracking ends at delivered or returned, or ``max_age`` after purchase.
+Labels bought before tracking existed (no ``tracking_due_at``) are adopted by the first run
+of each process.
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ class TrackingService:
         self._prefs = prefs
         self._config = config
         self._clock = clock
+        self._adopted = False
 
     # -- the job -----------------------------------------------------------------------
 
@@ -141,6 +144,13 @@ class TrackingService:
         """One run: at most ``max_calls`` carrier calls; stops at a rate limit or outage."""
         counts: dict[str, int] = {}
         now = self._clock()
+        if not self._adopted:
+            # Once per process: labels bought before tracking existed join the queue.
+            while await self._orders.adopt_untracked(
+                since=now - self._config.max_age, now=now, limit=500
+            ):
+                pass
+            self._adopted = True
         due = await self._orders.due_for_tracking(now=now, limit=self._config.max_calls)
         for order in due:
             outcome = await self._check(order)

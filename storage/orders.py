@@ -197,6 +197,27 @@ class OrdersRepo:
             update["$min"] = {"first_scan_at": first_scan_at}
         await self.col.update_one({"_id": order_id}, update)
 
+    async def adopt_untracked(self, *, since: datetime, now: datetime, limit: int) -> int:
+        """Labels bought since ``since`` that were never tracked (bought before tracking
+        existed) become due now; returns how many (at most ``limit`` a call)."""
+        cursor = self.col.find(
+            {
+                "status": "purchased",
+                "purchased_at": {"$gte": since},
+                "tracking_due_at": {"$exists": False},
+                "tracking.ended": {"$exists": False},
+            },
+            projection={"_id": 1},
+        ).limit(limit)
+        ids = [doc["_id"] async for doc in cursor]
+        if not ids:
+            return 0
+        result = await self.col.update_many(
+            {"_id": {"$in": ids}, "tracking_due_at": {"$exists": False}},
+            {"$set": {"tracking_due_at": now}},
+        )
+        return int(result.modified_count)
+
     async def stop_tracking(self, order_id: ObjectId) -> None:
         """A refunded (voided) label is not followed any more."""
         await self.col.update_one({"_id": order_id}, {"$unset": {"tracking_due_at": ""}})

@@ -329,3 +329,19 @@ def test_unknown_status_codes_give_no_milestone(caplog: pytest.LogCaptureFixture
     assert milestone_of(TrackingEvent(occurred_at=None, status_code="SP")) == "delivered"
     out = TrackingEvent(occurred_at=None, status_code="IT", status_detail_code="OUT_FOR_DELIVERY")
     assert milestone_of(out) == "out_for_delivery"
+
+
+async def test_labels_bought_before_tracking_existed_are_adopted(
+    shop: ShopEnv, clock: FakeClock
+) -> None:
+    await shop.fund(USER, 20_000)
+    old = await _buy(shop)
+    ancient = await _buy(shop)
+    await shop.mongo.db["orders"].update_many({}, {"$unset": {"tracking_due_at": ""}})
+    await shop.mongo.db["orders"].update_one(
+        {"_id": ancient["_id"]}, {"$set": {"purchased_at": clock() - timedelta(days=61)}}
+    )
+    shop.carrier.advance_tracking(str(old["label_id"]), "accepted")
+    assert await _services(shop).tracking.check_due() == {"notified": 1}
+    assert "tracking_due_at" in await _order(shop, old)
+    assert "tracking_due_at" not in await _order(shop, ancient)  # past the 60 days
