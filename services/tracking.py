@@ -239,7 +239,9 @@ class TrackingService:
     ) -> None:
         if not new:
             return
-        newest = max(new, key=lambda m: reached[m].occurred_at or datetime.max.replace(tzinfo=UTC))
+        far = datetime.max.replace(tzinfo=UTC)
+        # The latest by time; scans at the same instant by the parcel's order of life.
+        newest = max(new, key=lambda m: (reached[m].occurred_at or far, MILESTONES.index(m)))
         wanted = [m for m in new if m in ESSENTIAL or m == newest]
         enabled: bool | None = None
         for milestone in wanted:

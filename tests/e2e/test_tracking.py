@@ -227,7 +227,8 @@ async def test_outage_backs_off_sends_nothing_twice_and_loses_no_milestone(
     assert str(breaker.state).lower().endswith("open")  # the outage opened the circuit
     breaker._opened_at = breaker._clock() - 3600  # noqa: SLF001 - its cooldown has passed
     assert await tracking.check_due() == {"ended": 1}
-    # One notice, for where the parcel is now: not four at once.
+    # One notice, for where the parcel is now (the fake's scans share a timestamp here, so
+    # the order of a parcel's life decides): not four at once.
     [notice] = await _deliver(shop)
     assert "was delivered" in notice.content
     doc = await _order(shop, order)
@@ -345,3 +346,17 @@ async def test_labels_bought_before_tracking_existed_are_adopted(
     assert await _services(shop).tracking.check_due() == {"notified": 1}
     assert "tracking_due_at" in await _order(shop, old)
     assert "tracking_due_at" not in await _order(shop, ancient)  # past the 60 days
+
+
+async def test_scans_at_the_same_instant_tell_the_latest_milestone(
+    shop: ShopEnv, clock: FakeClock
+) -> None:
+    await shop.fund(USER, 10_000)
+    order = await _buy(shop)
+    instant = clock()
+    shop.carrier._now = lambda: instant  # the carrier reports three scans with one time
+    for step in ("accepted", "in_transit", "out_for_delivery"):
+        shop.carrier.advance_tracking(str(order["label_id"]), step)
+    await _check(shop, clock)
+    [notice] = await _deliver(shop)
+    assert "is out for delivery" in notice.content
