@@ -103,7 +103,9 @@ def build_storage(settings: Settings, url: str, *, client: Mongo | None = None) 
             money_wtimeout_ms=mongo.money_wtimeout_ms,
         ),
         session_ttl=timedelta(minutes=settings.sessions.ttl_minutes),
-        index_options=IndexOptions(session_purge_grace_seconds=settings.sessions.purge_grace_seconds),
+        index_options=IndexOptions(
+            session_purge_grace_seconds=settings.sessions.purge_grace_seconds
+        ),
         mongo=client,
     )
 
@@ -331,6 +333,7 @@ async def _post_init(application: BotApplication) -> None:
                 max_weight_oz=ship.max_weight_oz,
                 max_side_in=ship.max_side_in,
                 templates_per_user=ship.templates_per_user,
+                validate_addresses=ship.validate_addresses,
             ),
             clock=clock,
         ),
@@ -486,6 +489,7 @@ def _build_shipstation(settings: Settings, notifier: Notifier) -> dict[str, Ship
             lambda value=value: value,  # type: ignore[misc]
             timeout_total=ship.timeout_seconds,
             purchase_timeout=ship.purchase_timeout_seconds,
+            validation_timeout=ship.validation_timeout_seconds,
             max_attempts=ship.max_attempts,
             failure_threshold=ship.failure_threshold,
             recovery_timeout=ship.recovery_timeout_seconds,
@@ -511,4 +515,3 @@ async def _post_shutdown(application: BotApplication) -> None:
     if storage is not None:
         await storage.close()
     _LOGGER.info("application shut down")
-

@@ -49,13 +49,13 @@ DEBIT_WATCH = timedelta(hours=24)
 
 
 class PurchaseNotices(Protocol):
-    async def label_compensated(self, order: Document, reason: str, *, tell_user: bool) -> None:
-        ...
+    async def label_compensated(
+        self, order: Document, reason: str, *, tell_user: bool
+    ) -> None: ...
 
     async def label_recovered(self, order: Document) -> None: ...
 
-    async def label_orphaned(self, order: Document, label: Label, *, voided: bool) -> None:
-        ...
+    async def label_orphaned(self, order: Document, label: Label, *, voided: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,11 @@ class PurchaseService:
             return PurchaseResult("already", current)
         mode = str(order.get("api_mode", "test"))
         try:
-            label = await self._gateway.buy(mode, str(order["rate"]["rate_id"]))
+            label = await self._gateway.buy(
+                mode,
+                str(order["rate"]["rate_id"]),
+                validate_address=str(order.get("validate_address") or "no_validation"),
+            )
         except (ProviderError, CarrierUnavailable) as exc:
             if isinstance(exc, ProviderUnavailable) and exc.outcome_unknown:
                 _LOGGER.warning("label purchase outcome unknown; recovery job will resolve")
