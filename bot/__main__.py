@@ -325,13 +325,11 @@ def config_reference(settings_cls: type[Settings] = Settings) -> str:
     lines = [
         "Precedence: environment variable, then `config.yaml`, then the default. Lists and",
         "mappings are given as JSON in environment variables, e.g.",
-        f'`{prefix}ADMINS=\'[{{"user_id": 123, "role": "owner"}}]\'`.',
+        f"`{prefix}ADMINS='[{{\"user_id\": 123, \"role\": \"owner\"}}]'`.",
         "",
     ]
-    header = [
-        "| setting | environment variable | type | default | constraints |",
-        "|---|---|---|---|---|",
-    ]
+    header = ["| setting | environment variable | type | default | constraints |",
+              "|---|---|---|---|---|"]
     for section, rows in sections.items():
         lines += [f"#### `{section}`", "", *header, *rows, ""]
     lines += [

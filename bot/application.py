@@ -103,9 +103,7 @@ def build_storage(settings: Settings, url: str, *, client: Mongo | None = None) 
             money_wtimeout_ms=mongo.money_wtimeout_ms,
         ),
         session_ttl=timedelta(minutes=settings.sessions.ttl_minutes),
-        index_options=IndexOptions(
-            session_purge_grace_seconds=settings.sessions.purge_grace_seconds
-        ),
+        index_options=IndexOptions(session_purge_grace_seconds=settings.sessions.purge_grace_seconds),
         mongo=client,
     )
 
@@ -515,3 +513,4 @@ async def _post_shutdown(application: BotApplication) -> None:
     if storage is not None:
         await storage.close()
     _LOGGER.info("application shut down")
+

@@ -37,7 +37,9 @@ async def run_audit(storage: Storage, *, repair: bool, out: TextIO = sys.stdout)
     if not repair:
         for user_id in report.pending:
             print(f"PENDING user {user_id}: an entry is written but not yet applied", file=out)
-    summary = f"audit-ledger: {report.checked} users checked, {len(report.mismatches)} mismatches"
+    summary = (
+        f"audit-ledger: {report.checked} users checked, {len(report.mismatches)} mismatches"
+    )
     if report.unsettled:
         summary += f", {len(report.unsettled)} unchecked (busy; run again)"
     print(summary, file=out)

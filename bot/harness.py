@@ -146,10 +146,7 @@ class BotHarness:
         await asyncio.wait_for(waiter, timeout)
 
     async def _exchange(
-        self,
-        user_id: int,
-        inject: Callable[[], int],
-        timeout: float = 10.0,  # noqa: ASYNC109
+        self, user_id: int, inject: Callable[[], int], timeout: float = 10.0  # noqa: ASYNC109
     ) -> list[SentMessage]:
         mark = self.emulator.cursor(user_id)
         update_id = inject()
@@ -157,11 +154,7 @@ class BotHarness:
         return self.emulator.sent_messages(user_id, since=mark)
 
     async def say(
-        self,
-        user_id: int,
-        text: str,
-        *,
-        timeout: float = 10.0,  # noqa: ASYNC109
+        self, user_id: int, text: str, *, timeout: float = 10.0  # noqa: ASYNC109
     ) -> list[SentMessage]:
         """The user sends ``text``; returns the bot's new messages once it is handled."""
         return await self._exchange(

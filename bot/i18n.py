@@ -91,8 +91,7 @@ class I18n:
         if not kwargs:
             return text
         safe = {
-            name: value
-            if isinstance(value, Html) or not isinstance(value, str)
+            name: value if isinstance(value, Html) or not isinstance(value, str)
             else html.escape(value, quote=False)
             for name, value in kwargs.items()
         }

@@ -10,7 +10,9 @@ UPDATES_RECEIVED = Counter(
 UPDATES_HANDLED = Counter(
     "bot_updates_handled_total", "Updates handled to the end", ["type", "outcome"]
 )
-UPDATES_SKIPPED = Counter("bot_updates_skipped_total", "Updates stopped by a gate", ["reason"])
+UPDATES_SKIPPED = Counter(
+    "bot_updates_skipped_total", "Updates stopped by a gate", ["reason"]
+)
 HANDLER_LATENCY = Histogram(
     "bot_handler_latency_seconds",
     "Time from the start of processing an update to its end",
@@ -31,8 +33,7 @@ OUTBOX_DELIVERIES = Counter(
 ACTIVE_SESSIONS = Gauge("bot_active_sessions", "Conversations held in memory")
 SESSIONS_EXPIRED = Counter("bot_sessions_expired_total", "Sessions expired", ["path"])
 PAYMENT_OUTCOMES = Counter(
-    "bot_payment_outcomes_total",
-    "Payment notifications by provider and outcome",
+    "bot_payment_outcomes_total", "Payment notifications by provider and outcome",
     ["provider", "source", "outcome"],
 )
 PAYMENT_CALLBACKS = Counter(

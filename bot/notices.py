@@ -122,9 +122,7 @@ class BotNotices:
     async def stars_refund_unknown(self, payment: Document, minutes: int) -> None:
         lang = self._i18n.default
         text = self._i18n.t(
-            lang,
-            "admin.stars_refund.unknown_alert",
-            minutes=minutes,
+            lang, "admin.stars_refund.unknown_alert", minutes=minutes,
             **self._stars_common(lang, payment),
         )
         # Once per try: a retry (same attempt, new start) that stays unknown alerts again.

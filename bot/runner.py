@@ -369,7 +369,9 @@ def _controller_of(application: BotApplication) -> PollingController | None:
 Sleep = Callable[[float], Awaitable[None]]
 
 # Server answers that mean "not now" rather than "no": elections, shutdowns, networking.
-_MONGO_TRANSIENT_CODES = frozenset({6, 7, 89, 91, 189, 9001, 10107, 11600, 11602, 13435, 13436})
+_MONGO_TRANSIENT_CODES = frozenset(
+    {6, 7, 89, 91, 189, 9001, 10107, 11600, 11602, 13435, 13436}
+)
 
 
 @dataclass(frozen=True)
@@ -514,7 +516,8 @@ async def _with_retries(
             failures += 1
             if failures >= retry.max_attempts:
                 raise StartupFailed(
-                    f"{what} still unreachable after {failures} attempts: {_describe(exc.cause)}"
+                    f"{what} still unreachable after {failures} attempts: "
+                    f"{_describe(exc.cause)}"
                 ) from None
             delay = max(retry.delay(failures), exc.at_least)
             _LOGGER.warning(
@@ -545,7 +548,9 @@ async def wait_for_dependencies(
     ``StartupFailed`` (one line) after ``retry.max_attempts`` or on a refusal, and
     ``storage.indexes.IndexConflict`` for an index only an operator should change.
     """
-    if not await _with_retries("MongoDB", lambda: _connect_mongo(application), retry, sleep, stop):
+    if not await _with_retries(
+        "MongoDB", lambda: _connect_mongo(application), retry, sleep, stop
+    ):
         return False
     return await _with_retries(
         "the Telegram Bot API", lambda: _connect_telegram(application), retry, sleep, stop

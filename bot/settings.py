@@ -73,7 +73,7 @@ class MongoSettings(_Section):
     @classmethod
     def _acknowledged(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 1:
-            raise ValueError('must be "majority" or at least 1 (money writes are acknowledged)')
+            raise ValueError("must be \"majority\" or at least 1 (money writes are acknowledged)")
         return value
 
 

@@ -79,7 +79,9 @@ class WebServer:
         self._checks: dict[str, tuple[Check, float]] = {}
         for name, check in (checks or {}).items():
             self.add_check(name, check)
-        self._app = web.Application(client_max_size=max_body_bytes, middlewares=[self._limit_body])
+        self._app = web.Application(
+            client_max_size=max_body_bytes, middlewares=[self._limit_body]
+        )
         self._app.router.add_get("/healthz", self._healthz)
         self._app.router.add_get("/readyz", self._readyz)
         self._app.router.add_get("/metrics", self._metrics)

@@ -357,7 +357,9 @@ def parse_pay_data(data: str) -> tuple[str | None, int | None]:
     return parts[3], int(parts[4])
 
 
-async def _send_review(update: Update, context: BotContext, text: str, markup: Any) -> None:
+async def _send_review(
+    update: Update, context: BotContext, text: str, markup: Any
+) -> None:
     """Sends the review; the previous review of this chat loses its buttons, so only the
     newest one can be paid from. Its message id is kept with the session."""
     chat = update.effective_chat

@@ -67,7 +67,9 @@ async def store_amount(update: Update, context: BotContext) -> TopUpState:
     i18n = context.i18n
     config = context.services.payments.config
     try:
-        cents = parse_amount(message.text, lang, AmountLimits(config.min_cents, config.max_cents))
+        cents = parse_amount(
+            message.text, lang, AmountLimits(config.min_cents, config.max_cents)
+        )
     except AmountError as exc:
         text = i18n.t(lang, f"topup.error.{exc.code}", **_limits(context, lang))
         await reply(update, context, text, inline([cancel_button(i18n, lang, "topup:cancel")]))

@@ -420,22 +420,23 @@ def _validate_one(address: dict[str, Any]) -> dict[str, Any]:
             _message("a1003", "Invalid postal code.", "error", "invalid_postal_code")
         )
         return result
-    matched = dict(original)
-    matched["address_line1"] = _standard_line(line1)
+    matched: dict[str, Any] = dict(original)
+    street = _standard_line(line1)
+    matched["address_line1"] = street
     if address.get("address_line2"):
         matched["address_line2"] = _standard_line(str(address["address_line2"]))
     city = str(address.get("city_locality") or "")
     matched["city_locality"] = city.upper()
     matched["state_province"] = str(address.get("state_province") or "").upper()
     if len(postal) == 5:
-        plus4 = zlib.crc32(matched["address_line1"].upper().encode()) % 10000
+        plus4 = zlib.crc32(street.upper().encode()) % 10000
         matched["postal_code"] = f"{postal}-{plus4:04d}"
         result["messages"].append(
             _message(
                 "a1007", "The postal code was extended to ZIP+4.", "info", "postal_code_changed"
             )
         )
-    if matched["address_line1"] != line1:
+    if street != line1:
         result["messages"].append(
             _message(
                 "a1008",
@@ -1350,7 +1351,9 @@ class FakeShipStation:
     def _track_event(
         label: FakeLabel, code: str, at: datetime, where: dict[str, Any]
     ) -> dict[str, Any]:
-        carrier_text = ("Shipping label created" if code == "AC" else _TRACKING[code]).upper()
+        carrier_text = (
+            "Shipping label created" if code == "AC" else _TRACKING[code]
+        ).upper()
         return {
             "occurred_at": _iso(at),
             "carrier_occurred_at": _iso(at),

@@ -333,7 +333,9 @@ class AdminService:
 
     # -- runtime flags --------------------------------------------------------------------
 
-    async def set_maintenance(self, actor: int, enabled: bool, message: str | None) -> Maintenance:
+    async def set_maintenance(
+        self, actor: int, enabled: bool, message: str | None
+    ) -> Maintenance:
         """Switches maintenance mode and audits it; returns the previous state."""
         before = await self._runtime.set_maintenance(enabled, message)
         await self._audit.record(

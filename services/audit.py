@@ -26,13 +26,8 @@ class AuditService:
     ) -> bool:
         """Records an admin action; the same ``key`` is recorded once (replays, retries)."""
         return await self._repo.record(
-            actor=actor,
-            action=action,
-            target=target,
-            before=before,
-            after=after,
-            at=self._clock(),
-            key=key,
+            actor=actor, action=action, target=target, before=before, after=after,
+            at=self._clock(), key=key,
         )
 
     async def latest(self, limit: int = 20) -> list[Document]:

@@ -377,10 +377,7 @@ class BroadcastService:
                     return False  # another runner's claims, or a crash's: a later run decides
                 now = self._clock()
                 done = await self._repo.transition(
-                    bid,
-                    from_statuses=["sending"],
-                    to_status="done",
-                    now=now,
+                    bid, from_statuses=["sending"], to_status="done", now=now,
                     fields={"finished_at": now},
                 )
                 await self._report(on_progress, done or broadcast, run, counts, done=True)

@@ -75,54 +75,19 @@ Row = list[str]
 Columns = tuple[str, ...]
 
 ORDER_COLUMNS: Columns = (
-    "order_id",
-    "created_at",
-    "status",
-    "user_id",
-    "price_usd",
-    "carrier_cost_usd",
-    "carrier_code",
-    "service_code",
-    "tracking_number",
-    "api_mode",
-    "from_name",
-    "from_city",
-    "from_state",
-    "from_postal_code",
-    "from_phone",
-    "to_name",
-    "to_street1",
-    "to_city",
-    "to_state",
-    "to_postal_code",
-    "to_phone",
-    "purchased_at",
-    "refunded_at",
+    "order_id", "created_at", "status", "user_id", "price_usd", "carrier_cost_usd",
+    "carrier_code", "service_code", "tracking_number", "api_mode",
+    "from_name", "from_city", "from_state", "from_postal_code", "from_phone",
+    "to_name", "to_street1", "to_city", "to_state", "to_postal_code", "to_phone",
+    "purchased_at", "refunded_at",
 )
 PAYMENT_COLUMNS: Columns = (
-    "payment_id",
-    "created_at",
-    "user_id",
-    "provider",
-    "status",
-    "amount_usd",
-    "credited_usd",
-    "currency",
-    "provider_ref",
-    "paid_at",
+    "payment_id", "created_at", "user_id", "provider", "status", "amount_usd",
+    "credited_usd", "currency", "provider_ref", "paid_at",
 )
 USER_COLUMNS: Columns = (
-    "user_id",
-    "username",
-    "first_name",
-    "language",
-    "created_at",
-    "last_seen_at",
-    "balance_usd",
-    "discount_percent",
-    "blocked",
-    "notify_opt_out",
-    "bot_blocked_at",
+    "user_id", "username", "first_name", "language", "created_at", "last_seen_at",
+    "balance_usd", "discount_percent", "blocked", "notify_opt_out", "bot_blocked_at",
 )
 
 
@@ -130,60 +95,36 @@ def _order_row(doc: Document, phone: Callable[[Any], str]) -> Row:
     src = doc.get("from_address") or {}
     dst = doc.get("to_address") or {}
     return [
-        str(doc["_id"]),
-        _when(doc.get("created_at")),
-        str(doc.get("status", "")),
-        str(doc.get("user_id", "")),
-        _cents(doc.get("price_cents")),
-        _cents(doc.get("carrier_cost_cents")),
-        _text(doc.get("carrier_code")),
-        _text(doc.get("service_code")),
-        _text(doc.get("tracking_number")),
+        str(doc["_id"]), _when(doc.get("created_at")), str(doc.get("status", "")),
+        str(doc.get("user_id", "")), _cents(doc.get("price_cents")),
+        _cents(doc.get("carrier_cost_cents")), _text(doc.get("carrier_code")),
+        _text(doc.get("service_code")), _text(doc.get("tracking_number")),
         str(doc.get("api_mode") or ""),
-        _text(src.get("name")),
-        _text(src.get("city")),
-        _text(src.get("state")),
-        _text(src.get("postal_code")),
-        phone(src.get("phone")),
-        _text(dst.get("name")),
-        _text(dst.get("street1")),
-        _text(dst.get("city")),
-        _text(dst.get("state")),
-        _text(dst.get("postal_code")),
-        phone(dst.get("phone")),
-        _when(doc.get("purchased_at")),
-        _when(doc.get("refunded_at")),
+        _text(src.get("name")), _text(src.get("city")), _text(src.get("state")),
+        _text(src.get("postal_code")), phone(src.get("phone")),
+        _text(dst.get("name")), _text(dst.get("street1")), _text(dst.get("city")),
+        _text(dst.get("state")), _text(dst.get("postal_code")), phone(dst.get("phone")),
+        _when(doc.get("purchased_at")), _when(doc.get("refunded_at")),
     ]
 
 
 def _payment_row(doc: Document, phone: Callable[[Any], str]) -> Row:
     return [
-        str(doc["_id"]),
-        _when(doc.get("created_at")),
-        str(doc.get("user_id", "")),
-        str(doc.get("provider", "")),
-        str(doc.get("status", "")),
-        _cents(doc.get("amount_cents")),
-        _cents(doc.get("credited_cents")),
-        str(doc.get("currency") or ""),
-        _text(doc.get("provider_ref")),
+        str(doc["_id"]), _when(doc.get("created_at")), str(doc.get("user_id", "")),
+        str(doc.get("provider", "")), str(doc.get("status", "")),
+        _cents(doc.get("amount_cents")), _cents(doc.get("credited_cents")),
+        str(doc.get("currency") or ""), _text(doc.get("provider_ref")),
         _when(doc.get("paid_at")),
     ]
 
 
 def _user_row(doc: Document, phone: Callable[[Any], str]) -> Row:
     return [
-        str(doc["_id"]),
-        _text(doc.get("username")),
-        _text(doc.get("first_name")),
-        str(doc.get("language") or ""),
-        _when(doc.get("created_at")),
-        _when(doc.get("last_seen_at")),
-        _cents(doc.get("balance_cents", 0)),
-        str(doc.get("discount_percent") or 0),
-        _flag(doc.get("blocked")),
-        _flag(doc.get("notify_opt_out")),
-        _when(doc.get("bot_blocked_at")),
+        str(doc["_id"]), _text(doc.get("username")), _text(doc.get("first_name")),
+        str(doc.get("language") or ""), _when(doc.get("created_at")),
+        _when(doc.get("last_seen_at")), _cents(doc.get("balance_cents", 0)),
+        str(doc.get("discount_percent") or 0), _flag(doc.get("blocked")),
+        _flag(doc.get("notify_opt_out")), _when(doc.get("bot_blocked_at")),
     ]
 
 

@@ -140,10 +140,7 @@ class OutboxDelivery:
                     await self._outbox.mark_failed(message, now=now, error=str(exc))
                     _LOGGER.warning(
                         "outbox message dropped: id=%s kind=%s attempts=%d reason=%s",
-                        message.id,
-                        message.kind,
-                        message.attempts,
-                        exc,
+                        message.id, message.kind, message.attempts, exc,
                     )
                     failed += 1
                 else:

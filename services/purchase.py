@@ -49,13 +49,13 @@ DEBIT_WATCH = timedelta(hours=24)
 
 
 class PurchaseNotices(Protocol):
-    async def label_compensated(
-        self, order: Document, reason: str, *, tell_user: bool
-    ) -> None: ...
+    async def label_compensated(self, order: Document, reason: str, *, tell_user: bool) -> None:
+        ...
 
     async def label_recovered(self, order: Document) -> None: ...
 
-    async def label_orphaned(self, order: Document, label: Label, *, voided: bool) -> None: ...
+    async def label_orphaned(self, order: Document, label: Label, *, voided: bool) -> None:
+        ...
 
 
 @dataclass(frozen=True)

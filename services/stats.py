@@ -45,7 +45,9 @@ def period_start(period: str, now: datetime) -> datetime | None:
 
 
 class StatsService:
-    def __init__(self, repo: StatsRepo, payments: PaymentsRepo, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, repo: StatsRepo, payments: PaymentsRepo, *, clock: Clock = utc_now
+    ) -> None:
         self._repo = repo
         self._payments = payments
         self._clock = clock

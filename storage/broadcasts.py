@@ -137,7 +137,9 @@ class BroadcastsRepo:
     ) -> list[Delivery]:
         """Reserves up to ``limit`` pending deliveries for this run (``claimed``)."""
         cursor = (
-            self.deliveries.find({"broadcast_id": broadcast_id, "status": "pending"}, {"_id": 1})
+            self.deliveries.find(
+                {"broadcast_id": broadcast_id, "status": "pending"}, {"_id": 1}
+            )
             .sort("user_id", ASCENDING)
             .limit(limit)
         )

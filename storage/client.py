@@ -90,7 +90,9 @@ class Mongo:
 
 
 def money_write_concern(options: MongoOptions) -> WriteConcern:
-    return WriteConcern(w=options.money_write_concern, wtimeout=options.money_wtimeout_ms or None)
+    return WriteConcern(
+        w=options.money_write_concern, wtimeout=options.money_wtimeout_ms or None
+    )
 
 
 def money_database(mongo: Mongo, options: MongoOptions) -> Any:

@@ -87,46 +87,33 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
             IndexModel([("refund_started_at", ASCENDING)], name="refund_started_at"),
         ],
         "orders": [
-            IndexModel(
-                [("user_id", ASCENDING), ("status", ASCENDING), ("created_at", -1)],
-                name="user_status_created",
-            ),
-            IndexModel(
-                [("status", ASCENDING), ("purchase_started_at", ASCENDING)],
-                name="status_purchase_started",
-            ),
+            IndexModel([("user_id", ASCENDING), ("status", ASCENDING), ("created_at", -1)],
+                       name="user_status_created"),
+            IndexModel([("status", ASCENDING), ("purchase_started_at", ASCENDING)],
+                       name="status_purchase_started"),
             # failed orders between the transition and the compensation credit (repair)
-            IndexModel(
-                [("compensation_pending", ASCENDING), ("failed_at", ASCENDING)],
-                name="compensation_pending",
-                sparse=True,
-            ),
+            IndexModel([("compensation_pending", ASCENDING), ("failed_at", ASCENDING)],
+                       name="compensation_pending", sparse=True),
             IndexModel([("tracking_number", ASCENDING)], name="tracking_number", sparse=True),
             IndexModel([("label_id", ASCENDING)], name="label_id", sparse=True),
             IndexModel([("created_at", ASCENDING)], name="created_at"),
             # /stats: labels sold, revenue and cost over a period
-            IndexModel(
-                [("status", ASCENDING), ("purchased_at", ASCENDING)], name="status_purchased_at"
-            ),
+            IndexModel([("status", ASCENDING), ("purchased_at", ASCENDING)],
+                       name="status_purchased_at"),
         ],
         "templates": [
-            IndexModel(
-                [("user_id", ASCENDING), ("name_key", ASCENDING)],
-                name="user_name_unique",
-                unique=True,
-            ),
+            IndexModel([("user_id", ASCENDING), ("name_key", ASCENDING)],
+                       name="user_name_unique", unique=True),
         ],
         "refunds": [
             IndexModel([("order_id", ASCENDING)], name="order_unique", unique=True),
-            IndexModel(
-                [("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="status_next_attempt"
-            ),
+            IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)],
+                       name="status_next_attempt"),
             IndexModel([("user_id", ASCENDING), ("created_at", -1)], name="user_created"),
             IndexModel([("announced_at", ASCENDING)], name="announced_at", sparse=False),
             # /stats: refunds requested and credited over a period
-            IndexModel(
-                [("status", ASCENDING), ("credited_at", ASCENDING)], name="status_credited_at"
-            ),
+            IndexModel([("status", ASCENDING), ("credited_at", ASCENDING)],
+                       name="status_credited_at"),
             IndexModel([("created_at", ASCENDING)], name="created_at"),
         ],
         "outbox": [
@@ -140,9 +127,8 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
         # Admin console: /audit, broadcasts (one delivery per user, claimed by status).
         "audit": [IndexModel([("at", ASCENDING)], name="at")],
         "broadcasts": [
-            IndexModel(
-                [("status", ASCENDING), ("confirmed_at", ASCENDING)], name="status_confirmed"
-            ),
+            IndexModel([("status", ASCENDING), ("confirmed_at", ASCENDING)],
+                       name="status_confirmed"),
         ],
         "broadcast_deliveries": [
             IndexModel(
@@ -355,7 +341,7 @@ async def _collmod(db: Any, change: IndexChange) -> None:
         raise IndexConflict(
             f"index {change.qualified_name}: collMod to {_TTL}={change.wanted_ttl} was "
             f"refused ({_first_line(exc)}); fix: run {change.collmod_shell()} as a database "
-            f'admin, or db.{change.collection}.dropIndex("{change.name}"), {_FIX_TAIL}'
+            f"admin, or db.{change.collection}.dropIndex(\"{change.name}\"), {_FIX_TAIL}"
         ) from None
     _LOGGER.warning(
         "index %s: %s %s → %s (collMod)",

@@ -191,7 +191,10 @@ class LedgerRepo:
     ) -> tuple[list[LedgerEntry], int]:
         total: int = await self.col.count_documents({"user_id": user_id})
         cursor = (
-            self.col.find({"user_id": user_id}).sort("seq", DESCENDING).skip(offset).limit(limit)
+            self.col.find({"user_id": user_id})
+            .sort("seq", DESCENDING)
+            .skip(offset)
+            .limit(limit)
         )
         return [LedgerEntry.from_doc(doc) async for doc in cursor], total
 

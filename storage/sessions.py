@@ -36,7 +36,9 @@ class SessionsRepo:
         self.col = db["sessions"]
         self.ttl = ttl
 
-    async def load_all_states(self, *, now: datetime) -> dict[str, dict[ConversationKey, str]]:
+    async def load_all_states(
+        self, *, now: datetime
+    ) -> dict[str, dict[ConversationKey, str]]:
         """Live positions of every conversation, in one pass over the live sessions."""
         out: dict[str, dict[ConversationKey, str]] = {}
         cursor = self.col.find({"expires_at": {"$gt": now}}, {"key": 1, "states": 1})

@@ -70,10 +70,8 @@ class StatsRepo:
         self, *, since: datetime | None, day_ago: datetime, week_ago: datetime
     ) -> UserFigures:
         total = await self.users.count_documents({})
-        new = (
-            total
-            if since is None
-            else await self.users.count_documents({"created_at": {"$gte": since}})
+        new = total if since is None else await self.users.count_documents(
+            {"created_at": {"$gte": since}}
         )
         return UserFigures(
             total=int(total),
@@ -98,7 +96,9 @@ class StatsRepo:
                         "n": {"$sum": 1},
                         "revenue": {"$sum": {"$ifNull": ["$price_cents", 0]}},
                         "cost": {"$sum": {"$ifNull": ["$carrier_cost_cents", 0]}},
-                        "completion_ms": {"$avg": {"$subtract": ["$purchased_at", "$created_at"]}},
+                        "completion_ms": {
+                            "$avg": {"$subtract": ["$purchased_at", "$created_at"]}
+                        },
                     }
                 },
             ],

@@ -470,7 +470,9 @@ async def test_labels_are_listed_by_rate_id(
     assert [lb["label_id"] for lb in listed["labels"]] == [label["label_id"]]
     _, listed, _ = await call(http, "GET", url, params={"rate_id": second["rate_id"]})
     assert listed["labels"] == [] and listed["total"] == 0
-    _, listed, _ = await call(http, "GET", url, params={"rate_id": first["rate_id"]}, key=LIVE)
+    _, listed, _ = await call(
+        http, "GET", url, params={"rate_id": first["rate_id"]}, key=LIVE
+    )
     assert listed["labels"] == []  # another account sees nothing
 
 

@@ -188,7 +188,9 @@ async def test_user_edits_a_message(emu: BotApiEmulator, bot: Bot) -> None:
         emu.edit_message(UID, message_id, "")
     with pytest.raises(LookupError):
         emu.edit_message(UID, 9999, "x")
-    emu.send_successful_payment(UID, currency="XTR", total_amount=5, payload="p", charge_id="c1")
+    emu.send_successful_payment(
+        UID, currency="XTR", total_amount=5, payload="p", charge_id="c1"
+    )
     with pytest.raises(ValueError, match="no text"):
         emu.edit_message(UID, emu.last_user_message_id(UID), "x")
     # A later edit keeps the original date and replaces the text again.
