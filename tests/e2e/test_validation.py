@@ -275,3 +275,30 @@ async def test_screens_in_every_language(
     await shop.harness.say(user, "/order")
     replies = await shop.harness.say(user, SENDER)
     assert any(skipped in m.content for m in replies)
+
+
+async def test_field_by_field_address_is_checked_and_again_after_an_edit(
+    shop: ShopEnv,
+) -> None:
+    h = shop.harness
+    await h.say(EN, "/order")
+    await h.say(EN, SENDER)
+    for value in ("John Smith", "123 Main Street"):
+        await h.say(EN, value)
+    await h.say(EN, "-")  # line 2: skipped
+    for value in ("Springfield", "IL"):
+        await h.say(EN, value)
+    [phone] = await h.say(EN, "62704")
+    assert "phone" in phone.content.lower()
+    assert shop.carrier.call_count("validate_addresses") == 1  # only the sender so far
+    [ask] = await h.say(EN, "-")  # no phone: the address is complete now
+    assert "corrected form" in ask.content and "123 Main St" in ask.content
+    await h.press(EN, ask, "Keep mine")
+    summary = await finish_parcel(shop)
+    assert "123 Main Street" in summary.content
+    # Editing the recipient from the review: the new address is checked again.
+    replies = await h.press(EN, summary, "Recipient")
+    assert "Step 2 of 6" in replies[-1].content
+    replies = await h.say(EN, "Ann Lee, 9 Oak Avenue, Austin, TX 78701")
+    assert "9 Oak Ave" in replies[-1].content and "corrected form" in replies[-1].content
+    assert (await draft(shop))["to_validation"]["decision"] is None
