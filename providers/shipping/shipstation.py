@@ -307,6 +307,7 @@ class ShipStationClient(BaseProviderClient):
         timeout_connect: float = 5.0,
         purchase_timeout: float = 60.0,
         validation_timeout: float = 5.0,
+        validation_attempts: int = 2,
         max_attempts: int = 3,
         backoff_initial: float = 0.5,
         backoff_max: float = 8.0,
@@ -337,6 +338,7 @@ class ShipStationClient(BaseProviderClient):
         self._api_key = api_key
         self._purchase_timeout = purchase_timeout
         self._validation_timeout = validation_timeout
+        self._validation_attempts = validation_attempts
         self._used_keys: dict[str, None] = {}
 
     # ----------------------------------------------------------------- hooks
@@ -424,7 +426,8 @@ class ShipStationClient(BaseProviderClient):
     async def validate_addresses(self, addresses: Sequence[Address]) -> list[AddressValidation]:
         """POST /v2/addresses/validate with 1..250 addresses; one result per address, in
         order. It changes nothing at ShipStation, so it is retried like a read (and the
-        circuit breaker applies); each attempt waits at most ``validation_timeout``."""
+        circuit breaker applies), but a customer is waiting and the order goes on without
+        it: at most ``validation_attempts`` attempts of ``validation_timeout`` each."""
         if not 1 <= len(addresses) <= MAX_ADDRESSES_TO_VALIDATE:
             raise ValueError(f"validate 1 to {MAX_ADDRESSES_TO_VALIDATE} addresses at a time")
         body = [_address_json(a, phone_required=False) for a in addresses]
@@ -435,6 +438,7 @@ class ShipStationClient(BaseProviderClient):
             json_body=body,
             idempotent=True,
             request_timeout=self._validation_timeout,
+            max_attempts=self._validation_attempts,
         )
         with self._parsing("validate_addresses"):
             items = as_list(result.json(), "response")

@@ -504,14 +504,26 @@ async def test_validate_addresses_parses_matched_form(ss: ShipStationClient) -> 
 
 
 async def test_validate_addresses_is_retried_on_429_and_500(
-    ss: ShipStationClient, fake_ss: FakeShipStation, sleeps: SleepRecorder
+    make_ss: Callable[..., ShipStationClient], fake_ss: FakeShipStation, sleeps: SleepRecorder
 ) -> None:
+    ss = make_ss(validation_attempts=3)
     fake_ss.inject_failure("validate_addresses", "rate_limit", retry_after=2)
     fake_ss.inject_failure("validate_addresses", "error_500")
     [result] = await ss.validate_addresses([TYPED])
     assert result.status == "verified"
     assert fake_ss.call_count("validate_addresses") == 3
     assert 2 in [round(d) for d in sleeps.delays]
+
+
+async def test_validate_addresses_gives_up_after_its_own_attempts(
+    ss: ShipStationClient, fake_ss: FakeShipStation
+) -> None:
+    """A customer is waiting and the order goes on without the check: two attempts (the
+    client's own max_attempts is 3), then the error."""
+    fake_ss.inject_failure("validate_addresses", "error_500", times=5)
+    with pytest.raises(ProviderUnavailable):
+        await ss.validate_addresses([TYPED])
+    assert fake_ss.call_count("validate_addresses") == 2
 
 
 async def test_validate_addresses_slow_gives_up_within_its_timeout(
