@@ -211,7 +211,7 @@ async def test_use_this_after_an_edit_applies_nothing_and_shows_the_current_step
     after = await draft(shop)
     assert after["to_address"] == before["to_address"]  # nothing applied
     assert after["to_validation"] == before["to_validation"]
-    assert "earlier version of the address" in replies[0].content
+    assert "no longer applies" in replies[0].content
     assert "9 Oak Ave" in replies[-1].content  # the current step: the newest check
     assert replies[-1].buttons == new.buttons
     # The current check's own button still works.
