@@ -542,6 +542,7 @@ class BaseProviderClient:
         auth: bool = True,
         request_timeout: float | None = None,
         accept_statuses: Collection[int] = (),
+        max_attempts: int | None = None,
     ) -> HttpResult:
         """Sends one logical call. Idempotent calls are retried on retryable errors;
         non-idempotent calls get exactly one attempt. ``json_body_for_attempt`` builds the
@@ -555,6 +556,8 @@ class BaseProviderClient:
         if auth:
             headers.update(self._auth_headers())
         attempts = self._max_attempts if idempotent else 1
+        if max_attempts is not None:
+            attempts = max(1, min(attempts, max_attempts))
         async for attempt in self._retrying(operation, attempts):
             with attempt:
                 number = attempt.retry_state.attempt_number
