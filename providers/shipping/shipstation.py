@@ -441,6 +441,7 @@ class ShipStationClient(BaseProviderClient):
             idempotent=True,
             request_timeout=self._validation_timeout,
             max_attempts=self._validation_attempts,
+            max_retry_wait=3.0,  # a customer is waiting: a long 429 skips the check
         )
         with self._parsing("validate_addresses"):
             items = as_list(result.json(), "response")

@@ -18,6 +18,7 @@ from providers.errors import (
     ProviderAuthError,
     ProviderInsufficientFunds,
     ProviderInvalidAddress,
+    ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
 )
@@ -526,6 +527,18 @@ async def test_validate_addresses_is_retried_on_429_and_500(
     assert result.status == "verified"
     assert fake_ss.call_count("validate_addresses") == 3
     assert 2 in [round(d) for d in sleeps.delays]
+
+
+async def test_validate_addresses_never_waits_out_a_long_retry_after(
+    make_ss: Callable[..., ShipStationClient], fake_ss: FakeShipStation, sleeps: SleepRecorder
+) -> None:
+    """A customer is waiting: a 429 asking for 30 s skips the check at once."""
+    ss = make_ss(validation_attempts=3)
+    fake_ss.inject_failure("validate_addresses", "rate_limit", retry_after=30)
+    with pytest.raises(ProviderRateLimited):
+        await ss.validate_addresses([TYPED])
+    assert fake_ss.call_count("validate_addresses") == 1
+    assert sleeps.delays == []
 
 
 async def test_validate_addresses_gives_up_after_its_own_attempts(
