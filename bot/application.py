@@ -66,6 +66,7 @@ from services.refunds import RefundConfig, RefundService
 from services.runtime import RuntimeFlags
 from services.sessions import SessionService
 from services.shipping import ShippingGateway
+from services.tracking import TrackingConfig, TrackingService
 from services.users import UserService
 from storage.client import Mongo, MongoOptions
 from storage.indexes import IndexOptions
@@ -97,6 +98,7 @@ BOT_COMMANDS = (
     ("language", "Change the language"),
     ("cancel", "Leave the current step"),
     ("notifications", "News from us on/off"),
+    ("autorefund", "Refund unused labels automatically on/off"),
 )
 
 
@@ -344,6 +346,7 @@ async def _post_init(application: BotApplication) -> None:
                 max_weight_oz=ship.max_weight_oz,
                 max_side_in=ship.max_side_in,
                 templates_per_user=ship.templates_per_user,
+                validate_addresses=ship.validate_addresses,
             ),
             clock=clock,
         ),
@@ -362,9 +365,25 @@ async def _post_init(application: BotApplication) -> None:
                 voiding_lease=timedelta(seconds=settings.refunds.voiding_lease_seconds),
                 batch_limit=settings.refunds.batch_limit,
                 confirm_ttl=timedelta(minutes=settings.admin_console.confirm_ttl_minutes),
+                remind_days=settings.refunds.remind_days_before,
             ),
             confirmations=storage.confirmations,
             audit=AuditService(storage.audit, clock=clock),
+            prefs=users,
+            clock=clock,
+        ),
+        tracking=TrackingService(
+            storage.orders,
+            gateway,
+            notices,
+            users,
+            TrackingConfig(
+                interval=timedelta(minutes=settings.tracking.interval_minutes),
+                retry_base=timedelta(seconds=settings.tracking.retry_base_seconds),
+                retry_max=timedelta(minutes=settings.tracking.retry_max_minutes),
+                max_age=timedelta(days=settings.tracking.max_age_days),
+                max_calls=settings.tracking.max_calls_per_run,
+            ),
             clock=clock,
         ),
         purchase=PurchaseService(
@@ -525,6 +544,7 @@ def _build_shipstation(settings: Settings, notifier: Notifier) -> dict[str, Ship
             lambda value=value: value,  # type: ignore[misc]
             timeout_total=ship.timeout_seconds,
             purchase_timeout=ship.purchase_timeout_seconds,
+            validation_timeout=ship.validation_timeout_seconds,
             max_attempts=ship.max_attempts,
             failure_threshold=ship.failure_threshold,
             recovery_timeout=ship.recovery_timeout_seconds,

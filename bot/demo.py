@@ -28,8 +28,10 @@ CUSTOMER_ID = 5550001
 ADMIN_ID = 5559999
 _TAG = re.compile(r"<[^>]+>")
 DEMO_OXAPAY_KEY = "demo-oxapay-merchant-key"  # noqa: S105 - the fake's key
-DEMO_SENDER = "Dana Scully\n500 W 5th Ave Suite 200\nNew York, NY 10001\n(212) 555-0123"
-DEMO_RECIPIENT = "Fox Mulder, 2630 Hegal Pl Apt 42, Alexandria, VA 22314"
+# The sender is typed as the carrier knows it (ZIP+4): verified, no question. The
+# recipient's "Place" and ZIP5 are corrected by the carrier's address check.
+DEMO_SENDER = "Dana Scully\n500 W 5th Ave Suite 200\nNew York, NY 10001-2062\n(212) 555-0123"
+DEMO_RECIPIENT = "Fox Mulder, 2630 Hegal Place Apt 42, Alexandria, VA 22314"
 
 
 class DemoFailure(Exception):
@@ -180,10 +182,11 @@ async def scene_topup_stars(demo: Demo) -> None:
 
 
 async def scene_buy_label(demo: Demo) -> None:
-    demo.transcript.section("Buying a label")
+    demo.transcript.section("Buying a label (the carrier corrects the recipient's address)")
     await demo.say(CUSTOMER_ID, "/order", "Step 1 of 6")
     await demo.say(CUSTOMER_ID, DEMO_SENDER, "Step 2 of 6")
-    await demo.say(CUSTOMER_ID, DEMO_RECIPIENT, "Step 3 of 6")
+    replies = await demo.say(CUSTOMER_ID, DEMO_RECIPIENT, "corrected form")
+    await demo.press(CUSTOMER_ID, replies[-1], "Use this", "Step 3 of 6")
     await demo.say(CUSTOMER_ID, "2 lb 4 oz", "Step 4 of 6")
     [rates] = await demo.say(CUSTOMER_ID, "10x8x4", "Step 5 of 6")
     label = rates.buttons[0][0]
@@ -192,22 +195,41 @@ async def scene_buy_label(demo: Demo) -> None:
 
 
 async def scene_refund(demo: Demo) -> None:
-    demo.transcript.section("Refund of an unused label (six days later)")
+    demo.transcript.section("Refund reminder and one-tap refund of an unused label")
     order = await demo.harness.mongo.db["orders"].find_one(
         {"user_id": CUSTOMER_ID, "status": "purchased"}
     )
     assert order is not None
     clock = demo.extras["clock"]
-    clock.travel(days=6)
-    demo.transcript.note("(six days pass; the label was never scanned)")
-    await demo.say(CUSTOMER_ID, "/refund", "Send the tracking numbers")
-    await demo.say(CUSTOMER_ID, order["tracking_number"], "accepted")
-    demo.transcript.note("(the refund-check job runs: the carrier voids the label)")
+    clock.travel(days=24)
+    demo.transcript.note("(24 days pass; the label is unused, its last refund day is near)")
     services = demo.harness.application.bot_data.require_services()
+    await services.refunds.remind_unused()
+    reminder = await _wait_for(demo, CUSTOMER_ID, "has not been used")
+    await demo.press(CUSTOMER_ID, reminder, "Refund it", "accepted")
+    demo.transcript.note("(the refund-check job runs: the carrier voids the label)")
     await services.refunds.process_due()
     await _wait_for(demo, CUSTOMER_ID, "Refund credited")
     await _wait_for(demo, ADMIN_ID, "new refund request")
     await demo.say(CUSTOMER_ID, "/balance", "$35.00")
+
+
+async def scene_tracking(demo: Demo) -> None:
+    demo.transcript.section("Tracking in the chat")
+    await scene_buy_label(demo)
+    order = await demo.harness.mongo.db["orders"].find_one(
+        {"user_id": CUSTOMER_ID, "status": "purchased"}
+    )
+    assert order is not None
+    carrier = demo.extras["carrier"]
+    services = demo.harness.application.bot_data.require_services()
+    demo.transcript.note("(the carrier scans the parcel; the tracking job checks the label)")
+    carrier.advance_tracking(order["label_id"], "accepted")
+    carrier.advance_tracking(order["label_id"], "in_transit")
+    demo.extras["clock"].travel(hours=3)
+    await services.tracking.check_due()
+    notice = await _wait_for(demo, CUSTOMER_ID, "is on its way")
+    await demo.press(CUSTOMER_ID, notice, "Track", "Status: In Transit")
 
 
 SCENES: tuple[Scene, ...] = (
@@ -217,6 +239,7 @@ SCENES: tuple[Scene, ...] = (
     scene_topup_stars,
     scene_buy_label,
     scene_refund,
+    scene_tracking,
 )
 
 
@@ -243,7 +266,8 @@ def _free_port() -> int:
 async def run_demo(settings: Settings, *, verbose: bool = False, out: TextIO = sys.stdout) -> int:
     if not verbose:
         logging.getLogger().setLevel(logging.WARNING)
-    carrier = FakeShipStation(instant=True)
+    clock = TravelClock()
+    carrier = FakeShipStation(instant=True, now=clock)  # its scans happen on the demo's days
     await carrier.start()
     oxapay = FakeOxaPay(merchant_api_key=DEMO_OXAPAY_KEY, instant=True)
     await oxapay.start()
@@ -256,7 +280,11 @@ async def run_demo(settings: Settings, *, verbose: bool = False, out: TextIO = s
             # The scripted customer types faster than any person: no flood limit here.
             "flood": settings.flood.model_copy(update={"max_updates": 10_000}),
             "web": settings.web.model_copy(update={"port": web_port}),
-            "shipping": settings.shipping.model_copy(update={"base_url": carrier.base_url}),
+            # The demo shows the carrier's address check ("did you mean") whatever the
+            # configuration says.
+            "shipping": settings.shipping.model_copy(
+                update={"base_url": carrier.base_url, "validate_addresses": True}
+            ),
             "payments": payments.model_copy(
                 update={
                     "oxapay": payments.oxapay.model_copy(
@@ -276,7 +304,6 @@ async def run_demo(settings: Settings, *, verbose: bool = False, out: TextIO = s
             ),
         }
     )
-    clock = TravelClock()
     harness = BotHarness(demo_settings, rate_limits=False, clock=clock)
     transcript = Transcript(out)
     print("ShipLabel Bot demo: the real application against the offline sandbox", file=out)
@@ -288,7 +315,7 @@ async def run_demo(settings: Settings, *, verbose: bool = False, out: TextIO = s
     )
     harness.add_user(CUSTOMER_ID, first_name="Dana", username="dana", language_code="en")
     harness.add_user(ADMIN_ID, first_name="Alex", username="ops_alex", language_code="en")
-    demo = Demo(harness, transcript, {"oxapay": oxapay, "clock": clock})
+    demo = Demo(harness, transcript, {"oxapay": oxapay, "clock": clock, "carrier": carrier})
     try:
         for scene in SCENES:
             await scene(demo)
