@@ -212,6 +212,9 @@ def quote_message(
         balance=i18n.money(lang, balance),
         breakdown=Html("\n".join(lines)),
     )
+    corrected = int(job.get("corrected_count") or 0)
+    if corrected:
+        text += "\n\n" + i18n.t(lang, "bulk.quote_corrected", count=corrected)
     if failed:
         listed = ", ".join(
             f"{row} ({i18n.t(lang, f'bulk.quote_failed.{reason}')})" for row, reason in failed[:10]

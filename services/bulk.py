@@ -45,7 +45,13 @@ from services import addresses
 from services.addresses import FieldError, scrub_text
 from services.clock import Clock, utc_now
 from services.export import guard_cell
-from services.orders import OrderService, RatesUnavailable, parse_id
+from services.orders import (
+    CORRECTED,
+    OrderService,
+    RatesUnavailable,
+    parse_id,
+    validation_of,
+)
 from services.parcel import parse_dimensions, parse_weight
 from services.purchase import PurchaseService
 from services.shipping import CarrierUnavailable
@@ -459,7 +465,8 @@ class BulkService:
         async def worker() -> None:
             # ``quote_concurrency`` workers share the rows: that many requests in flight.
             for row in pending:
-                await self.pacer.wait()
+                if not self._order_service.config.validate_addresses:
+                    await self.pacer.wait()  # (else ``_quote_row`` paces each of its calls)
                 reason = await self._quote_row(row)
                 if reason:
                     await self._orders.set_fields(row["_id"], {"bulk_quote_error": reason})
@@ -490,9 +497,32 @@ class BulkService:
         await self._orders.insert_bulk_rows(docs)
 
     async def _quote_row(self, row: Document) -> str:
-        """Quotes one row and chooses its rate; the reason when it could not be."""
+        """Checks the recipient with the carrier (where address validation is enabled, as
+        the conversation does), quotes the row and chooses its rate; the reason when it
+        could not be. The carrier's corrected form of an address (a ZIP+4, an abbreviated
+        suffix, a fixed street) is taken, as "Use this" would, and counted in the quote; an
+        address the carrier cannot confirm is not quoted, so never bought (the customer
+        fixes the row). A check that is unavailable lets the row go on, as in the
+        conversation."""
+        services = self._order_service
+        if services.config.validate_addresses:
+            try:
+                if validation_of(row, "to") is None:
+                    await self.pacer.wait()  # the check is a carrier call of its own
+                row, check = await services.check_address(row, "to")
+            except LookupError:
+                return "gone"
+            if check is not None and check.status == CORRECTED:
+                await self._orders.set_fields(row["_id"], {"bulk_address_corrected": True})
+                used = await services.decide_address(row, "to", check.token, "use")
+                if used is None:
+                    return "gone"
+                row = used
+            elif check is not None and check.needs_choice:
+                return "address_unverified"
+            await self.pacer.wait()
         try:
-            quoted = await self._order_service.fetch_rates(row)
+            quoted = await services.fetch_rates(row)
         except RatesUnavailable:
             return "no_rates"
         except ProviderRejected as exc:
@@ -546,6 +576,7 @@ class BulkService:
                 ],
                 "quote_failures": [{"row": r, "reason": reason} for r, reason in sorted(failed)],
                 "quote_notice_pending": True,
+                "corrected_count": sum(1 for r in quoted if r.get("bulk_address_corrected")),
             },
         )
         if job is None:

@@ -97,6 +97,19 @@ class BulkEnv:
 
 @pytest.fixture
 async def env(mongo: Mongo, clock: FakeClock) -> AsyncIterator[BulkEnv]:
+    async for result in _env(mongo, clock, validate_addresses=False):
+        yield result
+
+
+@pytest.fixture
+async def validating_env(mongo: Mongo, clock: FakeClock) -> AsyncIterator[BulkEnv]:
+    async for result in _env(mongo, clock, validate_addresses=True):
+        yield result
+
+
+async def _env(
+    mongo: Mongo, clock: FakeClock, *, validate_addresses: bool
+) -> AsyncIterator[BulkEnv]:
     carrier = FakeShipStation(instant=True)
     await carrier.start()
     base = make_settings()
@@ -105,6 +118,7 @@ async def env(mongo: Mongo, clock: FakeClock) -> AsyncIterator[BulkEnv]:
             "base_url": carrier.base_url,
             "purchase_timeout_seconds": 10,
             "recovery_after_seconds": 30,
+            "validate_addresses": validate_addresses,
         }
     )
     bulk = base.bulk.model_copy(update={"carrier_rate_per_second": 0, "quote_concurrency": 8})
@@ -495,3 +509,36 @@ async def test_a_kill_while_quoting_resumes_the_quote_once(env: BulkEnv) -> None
     assert sorted(o["bulk_row"] for o in rows) == list(range(2, 42))
     quotes = [m for m in h.emulator.sent_messages(USER) if "Quote" in m.content]
     assert len(quotes) == 1 and "40 labels" in quotes[0].content
+
+
+async def test_recipients_are_checked_with_the_carrier_as_in_the_conversation(
+    validating_env: BulkEnv,
+) -> None:
+    """Address validation is on: every recipient is checked once; the carrier's corrected
+    form (the fake adds the ZIP+4) is used and counted; a row whose address the carrier
+    cannot confirm is not quoted (so never bought) and is listed."""
+    env = validating_env
+    lines = [good_row(1), good_row(2).replace("102 Main St", "7 Unknown Rd"), good_row(3)]
+    data = (HEADER + "\n" + "\n".join(lines) + "\n").encode()
+    _, quote = await _upload_and_quote(env, data)
+    assert "2 labels" in quote.content
+    assert "1 rows could not be quoted" in quote.content
+    assert "3 (the carrier cannot confirm this address)" in quote.content
+    assert "2 addresses were completed or corrected by the carrier" in quote.content
+    checks = [c for c in env.carrier.calls if c.operation == "validate_addresses"]
+    assert len(checks) == 3
+    cursor = env.mongo.db["orders"].find({"bulk_job_id": {"$ne": None}, "offer_id": {"$ne": None}})
+    zips = [o["to_address"]["postal_code"] async for o in cursor]
+    assert len(zips) == 2 and all(len(z) == 10 for z in zips)  # 62704-xxxx
+    await env.fund(int(quote.callback_data_for("Pay").rsplit(":", 1)[1]))
+    mark = env.harness.emulator.cursor(USER)
+    await env.harness.press(USER, quote, data=quote.callback_data_for("Pay"))
+    await env.run_job()
+    assert len(env.carrier.labels) == 2
+    out = env.harness.emulator.sent_messages(USER, since=mark)
+    results = _document(out, "results-")
+    assert results.document is not None
+    table = list(csv.DictReader(io.StringIO(results.document.data.decode("utf-8-sig"))))
+    assert [(r["row"], r["status"]) for r in table] == [
+        ("2", "purchased"), ("3", "not_quoted"), ("4", "purchased")
+    ]
