@@ -105,7 +105,7 @@ async def run(rows: int, buy_rows: int, table: Table) -> None:
         await job.run(app)  # the delivery, if the scheduled run did not do it
         buy_seconds = time.perf_counter() - started
         label_calls = [c for c, r in zip(calls.at, calls, strict=True)
-                       if r.operation in ("get_rates", "create_label")]
+                       if r.operation in ("validate_addresses", "get_rates", "create_label")]
         span = (label_calls[-1] - label_calls[0]) if len(label_calls) > 1 else 0.0
         table.add("bulk", f"quote, {buy_rows} rows", f"{quote_seconds:.1f} s")
         table.add("bulk", f"purchase, {buy_rows} rows", f"{buy_seconds:.1f} s")
