@@ -8,6 +8,7 @@ environment variables and are ``SecretStr`` so they never render in logs or repr
 from __future__ import annotations
 
 import ipaddress
+from html.parser import HTMLParser
 import os
 from decimal import Decimal
 from enum import StrEnum
@@ -263,6 +264,87 @@ class AdminConsoleSettings(_Section):
     export_batch_size: int = Field(1000, ge=10, le=10000)
 
 
+LEGAL_DOCUMENTS = ("terms", "privacy", "paysupport")
+TELEGRAM_MESSAGE_LIMIT = 4096  # characters (UTF-16 code units) of one message's text
+# Telegram's HTML formatting tags (core.telegram.org/bots/api#html-style).
+TELEGRAM_HTML_TAGS = frozenset(
+    {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre",
+     "tg-spoiler", "span", "blockquote", "tg-emoji"}
+)
+
+
+def utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def telegram_html_problem(text: str) -> str | None:
+    """Why Telegram would refuse ``text`` as an HTML message, or None."""
+    problems: list[str] = []
+    stack: list[str] = []
+
+    class _Checker(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag not in TELEGRAM_HTML_TAGS:
+                problems.append(f"tag <{tag}> is not supported by Telegram")
+            stack.append(tag)
+
+        def handle_endtag(self, tag: str) -> None:
+            if not stack or stack[-1] != tag:
+                problems.append(f"</{tag}> does not close the open tag")
+            else:
+                stack.pop()
+
+    checker = _Checker(convert_charrefs=True)
+    checker.feed(text)
+    checker.close()
+    if stack and not problems:
+        problems.append(f"<{stack[-1]}> is never closed")
+    if not text.strip():
+        problems.append("the text is empty")
+    length = utf16_length(text)
+    if length > TELEGRAM_MESSAGE_LIMIT:
+        problems.append(
+            f"{length} characters with markup: more than Telegram's {TELEGRAM_MESSAGE_LIMIT}"
+        )
+    return problems[0] if problems else None
+
+
+class LegalSettings(_Section):
+    """``/terms``, ``/privacy``, ``/paysupport`` and data retention.
+
+    The texts default to the locale catalogs (``legal.terms`` …), filled in from the real
+    settings; ``texts.<document>.<language>`` names a file with the operator's own text
+    (Telegram HTML, at most 4096 characters, checked here) used as is for that language.
+    Bumping ``terms_version`` asks every customer to accept the terms again before their
+    next top-up.
+    """
+
+    terms_version: str = Field("1", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")
+    # What the operator keeps (their backup pruning and log rotation), stated in /privacy.
+    backup_retention_days: int = Field(30, ge=1)
+    log_retention_days: int = Field(14, ge=1)
+    # How long the "Delete my data" confirmation button stays valid.
+    deletion_confirm_minutes: int = Field(15, ge=1)
+    texts: dict[str, dict[str, Path]] = Field(default_factory=dict)
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_are_valid(cls, value: dict[str, dict[str, Path]]) -> dict[str, dict[str, Path]]:
+        for document, by_language in value.items():
+            if document not in LEGAL_DOCUMENTS:
+                raise ValueError(f"unknown document {document!r} (one of {LEGAL_DOCUMENTS})")
+            for language, path in by_language.items():
+                where = f"{document}.{language} ({path})"
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ValueError(f"{where}: cannot read: {exc.__class__.__name__}") from None
+                problem = telegram_html_problem(text.strip())
+                if problem is not None:
+                    raise ValueError(f"{where}: {problem}")
+        return value
+
+
 class Role(StrEnum):
     OWNER = "owner"
     ADMIN = "admin"
@@ -330,6 +412,7 @@ class Settings(BaseSettings):
     refunds: RefundSettings = RefundSettings()
     broadcast: BroadcastSettings = BroadcastSettings()
     admin_console: AdminConsoleSettings = AdminConsoleSettings()
+    legal: LegalSettings = LegalSettings()
     admins: tuple[AdminEntry, ...] = ()
     support_contact: str = "@shiplabel_support"
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
@@ -345,6 +428,17 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment overrides win over the YAML values passed as init kwargs.
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _legal_texts_in_known_languages(self) -> Settings:
+        for document, by_language in self.legal.texts.items():
+            for language in by_language:
+                if language not in self.i18n.languages:
+                    raise ValueError(
+                        f"legal.texts.{document}.{language}: not one of i18n.languages "
+                        f"{list(self.i18n.languages)}"
+                    )
+        return self
 
     def admin_role(self, user_id: int) -> Role | None:
         for entry in self.admins:
