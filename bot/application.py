@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from telegram import BotCommand, LinkPreviewOptions
+from telegram import LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.ext import (
     AIORateLimiter,
@@ -23,6 +23,7 @@ from bot.flood import Cooldown, FloodControl
 from bot.i18n import I18n
 from bot.inbox import Inbox
 from bot.lease import PollerLease, attach_lease
+from bot.legal import LegalTexts, command_menus
 from bot.notices import BotNotices
 from bot.runner import UpdatesRequest, attach_updates_monitor, updates_monitor_of
 from bot.sessions import SessionConversationHandler
@@ -35,7 +36,17 @@ from conversations.refund import build_refund_conversation
 from conversations.support import build_support_conversation
 from conversations.templates import build_templates_conversation
 from conversations.topup import build_topup_conversation
-from handlers import balance, gates, labels, notifications, orders_stale, payments, refunds, start
+from handlers import (
+    balance,
+    gates,
+    labels,
+    legal,
+    notifications,
+    orders_stale,
+    payments,
+    refunds,
+    start,
+)
 from handlers.admin import refunds as admin_refunds
 from handlers.admin import registry as admin_console
 from handlers.errors import error_handler
@@ -50,6 +61,7 @@ from services.notifications import Notifier, OutboxDelivery
 from services.orders import OrderConfig, OrderService
 from services.payments import PaymentService, TopUpConfig
 from services.pricing import PricingRules
+from services.privacy import PrivacyService
 from services.purchase import PurchaseService
 from services.refunds import RefundConfig, RefundService
 from services.runtime import RuntimeFlags
@@ -71,22 +83,6 @@ GROUP_GATES = -100
 GROUP_FEATURES = 0  # conversations first, then stateless features, then catch-alls
 
 BotApplication = Application[Any, BotContext, Any, Any, BotData, Any]
-
-BOT_COMMANDS = (
-    ("start", "Main menu"),
-    ("help", "How it works"),
-    ("order", "Buy a shipping label"),
-    ("labels", "My labels"),
-    ("templates", "Address templates"),
-    ("refund", "Refund unused labels"),
-    ("balance", "Balance and history"),
-    ("topup", "Top up the balance"),
-    ("support", "Contact support"),
-    ("language", "Change the language"),
-    ("cancel", "Leave the current step"),
-    ("notifications", "News from us on/off"),
-)
-
 
 def build_storage(settings: Settings, url: str, *, client: Mongo | None = None) -> Storage:
     """``client``: an already connected database (the harness shares one across restarts)."""
@@ -191,6 +187,7 @@ def build_application(
     data = application.bot_data
     data.settings = settings
     data.i18n = i18n or I18n.load(settings.i18n.languages, settings.i18n.default_language)
+    data.legal = LegalTexts(data.i18n, settings)
     data.storage = storage
     data.clock = clock
     data.flood = FloodControl(
@@ -226,6 +223,7 @@ def _register_handlers(application: BotApplication) -> None:
         [
             *conversations,
             *start.build_handlers(),
+            *legal.build_handlers(),
             *balance.build_handlers(),
             *labels.build_handlers(),
             *refunds.build_handlers(),
@@ -354,6 +352,20 @@ async def _post_init(application: BotApplication) -> None:
             audit=AuditService(storage.audit, clock=clock),
             clock=clock,
         ),
+        privacy=PrivacyService(
+            users=storage.users,
+            templates=storage.templates,
+            orders=storage.orders,
+            payments=storage.payments,
+            refunds=storage.refunds,
+            sessions=storage.sessions,
+            outbox=storage.outbox,
+            deletions=storage.deletions,
+            audit=AuditService(storage.audit, clock=clock),
+            notices=notices,
+            confirm_ttl=timedelta(minutes=settings.legal.deletion_confirm_minutes),
+            clock=clock,
+        ),
         purchase=PurchaseService(
             storage.orders,
             storage.ledger,
@@ -409,7 +421,8 @@ async def _post_init(application: BotApplication) -> None:
         )
         await web.start()
         data.extras["web"] = web
-    await application.bot.set_my_commands([BotCommand(name, desc) for name, desc in BOT_COMMANDS])
+    for language_code, commands in command_menus(data.require_i18n()):
+        await application.bot.set_my_commands(commands, language_code=language_code)
     _LOGGER.info("application initialised")
 
 

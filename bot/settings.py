@@ -8,10 +8,10 @@ environment variables and are ``SecretStr`` so they never render in logs or repr
 from __future__ import annotations
 
 import ipaddress
-from html.parser import HTMLParser
 import os
 from decimal import Decimal
 from enum import StrEnum
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit

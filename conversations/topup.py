@@ -25,18 +25,67 @@ NAME = "topup"
 
 
 class TopUpState(StrEnum):
+    AWAITING_TERMS = "awaiting_terms"
     AWAITING_AMOUNT = "awaiting_amount"
     AWAITING_METHOD = "awaiting_method"
 
 
 async def ask_amount(update: Update, context: BotContext) -> TopUpState | int:
-    """Asks how much to add (or shows the invoice already waiting for payment)."""
+    """Asks for the terms once per version, then how much to add (or shows the invoice
+    already waiting for payment)."""
     await ack(update)
     user = update.effective_user
     assert user is not None
     key = conversation_key(update)
     from_order = bool(update.callback_query and update.callback_query.data == "order:topup")
     leave_others(context, key, keep={NAME, "order"} if from_order else {NAME})
+    accepted = await context.services.privacy.accepted_terms(user.id)
+    if accepted != context.legal.terms_version:
+        await context.services.sessions.set_data(key, NAME, {"from_order": from_order})
+        await _ask_terms(update, context, again=accepted is not None)
+        return TopUpState.AWAITING_TERMS
+    return await _ask_amount(update, context, from_order=from_order)
+
+
+async def _ask_terms(update: Update, context: BotContext, *, again: bool) -> None:
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    version = context.legal.terms_version
+    text = i18n.t(lang, "legal.accept.ask_again" if again else "legal.accept.ask", version=version)
+    rows: list[list[Button]] = [
+        [(i18n.t(lang, "legal.accept.button"), f"topup:terms:{version}")],
+        [(i18n.t(lang, "legal.accept.read_button"), "legal:show:terms")],
+        cancel_button(i18n, lang, "topup:cancel"),
+    ]
+    await reply(update, context, text, inline(rows))
+
+
+async def accept_terms(update: Update, context: BotContext) -> TopUpState | int:
+    """Records the acceptance of the version on the button, then asks for the amount; a
+    button of an older version shows the current terms again."""
+    query = update.callback_query
+    user = update.effective_user
+    assert query is not None and query.data is not None and user is not None
+    await ack(update)
+    version = context.legal.terms_version
+    if query.data.removeprefix("topup:terms:") != version:
+        await _ask_terms(update, context, again=True)
+        return TopUpState.AWAITING_TERMS
+    await context.services.privacy.accept_terms(user.id, version)
+    lang = lang_of(update, context)
+    await reply(update, context, context.i18n.t(lang, "legal.accept.done", version=version),
+                edit=True)
+    key = conversation_key(update)
+    data = await context.services.sessions.get_data(key, NAME)
+    return await _ask_amount(update, context, from_order=bool(data.get("from_order")))
+
+
+async def _ask_amount(
+    update: Update, context: BotContext, *, from_order: bool
+) -> TopUpState | int:
+    user = update.effective_user
+    assert user is not None
+    key = conversation_key(update)
     lang = lang_of(update, context)
     i18n = context.i18n
     payments = context.services.payments
@@ -55,6 +104,7 @@ async def ask_amount(update: Update, context: BotContext) -> TopUpState | int:
         min=i18n.money(lang, config.min_cents),
         max=i18n.money(lang, config.max_cents),
     )
+    text += "\n\n" + i18n.t(lang, "legal.topup_links")
     await reply(update, context, text, inline([cancel_button(i18n, lang, "topup:cancel")]))
     return TopUpState.AWAITING_AMOUNT
 
@@ -180,14 +230,21 @@ async def amount_expected(update: Update, context: BotContext) -> TopUpState:
     return TopUpState.AWAITING_AMOUNT
 
 
+_TERMS_BUTTON = r"^topup:terms:[A-Za-z0-9._-]{1,32}$"
+
+
 def build_topup_conversation() -> SessionConversationHandler:
     return SessionConversationHandler(
         name=NAME,
         entry_points=[
             CommandHandler("topup", ask_amount),
             CallbackQueryHandler(ask_amount, pattern=r"^(menu:topup|order:topup)$"),
+            CallbackQueryHandler(accept_terms, pattern=_TERMS_BUTTON),
         ],
         states={
+            TopUpState.AWAITING_TERMS: [
+                CallbackQueryHandler(accept_terms, pattern=_TERMS_BUTTON),
+            ],
             TopUpState.AWAITING_AMOUNT: [
                 MessageHandler(filters.TEXT & ~filters.COMMAND, store_amount),
                 MessageHandler(~filters.COMMAND & ~filters.StatusUpdate.ALL, amount_expected),

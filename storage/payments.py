@@ -278,6 +278,19 @@ class PaymentsRepo:
         )
         return doc
 
+    async def open_for_user(self, user_id: int) -> list[Document]:
+        """Payments not settled yet: waiting, under review, or a Stars refund running."""
+        cursor = self.col.find(
+            {
+                "user_id": user_id,
+                "$or": [
+                    {"status": {"$in": [*OPEN_STATUSES, "suspicious"]}},
+                    {"status": "paid", "refund_started_at": {"$ne": None}},
+                ],
+            }
+        ).limit(10)
+        return [doc async for doc in cursor]
+
     async def open_payments(self, provider: str, *, limit: int) -> list[Document]:
         cursor = (
             self.col.find({"provider": provider, "status": {"$in": list(OPEN_STATUSES)}})
