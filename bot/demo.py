@@ -142,7 +142,8 @@ async def _wait_for(demo: Demo, user_id: int, text: str, timeout: float = 20) ->
 
 async def scene_topup_crypto(demo: Demo) -> None:
     demo.transcript.section("Top-up with crypto: OxaPay invoice, signed callback, credit")
-    await demo.say(CUSTOMER_ID, "/topup", "step 1 of 2")
+    [terms] = await demo.say(CUSTOMER_ID, "/topup", "Before your first top-up")
+    await demo.press(CUSTOMER_ID, terms, "I accept", "step 1 of 2")
     [method] = await demo.say(CUSTOMER_ID, "25", "How would you like to pay")
     await demo.press(CUSTOMER_ID, method, "Crypto", "Invoice for $25.00")
     payment = await demo.harness.mongo.db["payments"].find_one({"user_id": CUSTOMER_ID})

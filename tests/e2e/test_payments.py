@@ -103,6 +103,10 @@ async def env(mongo: Mongo, clock: FakeClock) -> AsyncIterator[PayEnv]:
     harness.add_user(CUSTOMER, first_name="Payer")
     harness.add_user(OWNER_ID)
     await harness.say(CUSTOMER, "/start")
+    # The terms are accepted once, before the first top-up (tests/e2e/test_legal.py).
+    [terms] = await harness.say(CUSTOMER, "/topup")
+    await harness.press(CUSTOMER, terms, "I accept")
+    await harness.say(CUSTOMER, "/cancel")
     try:
         yield PayEnv(harness, oxapay, callback_url, mongo)
     finally:
