@@ -169,6 +169,16 @@ async def test_delete_my_data_waits_for_open_things_then_erases_once(
     before = await db["orders"].find_one({"_id": order["_id"]})
     assert before is not None and before["status"] == "refunded"
 
+    await h.emulator.wait_until(
+        lambda: any("Refund credited" in m.content for m in h.emulator.sent_messages(USER)),
+        timeout=15,
+    )
+    sent_before = [
+        doc["_id"]
+        for doc in await db["outbox"].find({"chat_id": USER}).to_list(None)
+        if doc.get("delivered_at") is not None
+    ]
+    assert sent_before  # the refund notice, with the tracking number
     [confirm] = await h.say(USER, "/delete_my_data")
     assert "address templates (1)" in confirm.content
     assert "orders (1)" in confirm.content
@@ -195,6 +205,8 @@ async def test_delete_my_data_waits_for_open_things_then_erases_once(
     assert user["username"] is None and user["first_name"] == ""
     assert user["balance_cents"] == balance
     assert "Jane" not in str(await db["orders"].find({"user_id": USER}).to_list(None))
+    assert await db["outbox"].count_documents({"_id": {"$in": sent_before}}) == 0
+    assert await db["sessions"].count_documents({"_id": f"{USER}:{USER}", "data": {}}) == 1
     await shop.audit_ok()
     entries = await db["audit"].find({"action": "privacy.delete_data"}).to_list(None)
     assert len(entries) == 1
