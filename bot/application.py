@@ -352,20 +352,7 @@ async def _post_init(application: BotApplication) -> None:
             audit=AuditService(storage.audit, clock=clock),
             clock=clock,
         ),
-        privacy=PrivacyService(
-            users=storage.users,
-            templates=storage.templates,
-            orders=storage.orders,
-            payments=storage.payments,
-            refunds=storage.refunds,
-            sessions=storage.sessions,
-            outbox=storage.outbox,
-            deletions=storage.deletions,
-            audit=AuditService(storage.audit, clock=clock),
-            notices=notices,
-            confirm_ttl=timedelta(minutes=settings.legal.deletion_confirm_minutes),
-            clock=clock,
-        ),
+        privacy=build_privacy_service(settings, storage, notices, clock=clock),
         purchase=PurchaseService(
             storage.orders,
             storage.ledger,
@@ -424,6 +411,26 @@ async def _post_init(application: BotApplication) -> None:
     for language_code, commands in command_menus(data.require_i18n()):
         await application.bot.set_my_commands(commands, language_code=language_code)
     _LOGGER.info("application initialised")
+
+
+def build_privacy_service(
+    settings: Settings, storage: Storage, notices: BotNotices, *, clock: Clock
+) -> PrivacyService:
+    """Terms acceptance and data deletion (also used by ``python -m bot delete-user-data``)."""
+    return PrivacyService(
+        users=storage.users,
+        templates=storage.templates,
+        orders=storage.orders,
+        payments=storage.payments,
+        refunds=storage.refunds,
+        sessions=storage.sessions,
+        outbox=storage.outbox,
+        deletions=storage.deletions,
+        audit=AuditService(storage.audit, clock=clock),
+        notices=notices,
+        confirm_ttl=timedelta(minutes=settings.legal.deletion_confirm_minutes),
+        clock=clock,
+    )
 
 
 def _topup_config(settings: Settings, *, crypto_enabled: bool) -> TopUpConfig:

@@ -163,8 +163,11 @@ class PrivacyService:
         )
         return closed is not None
 
-    async def confirm_deletion(self, user_id: int, deletion_id: str) -> DeletionOutcome:
-        """Runs the confirmed request (exactly once; a run cut short is finished)."""
+    async def confirm_deletion(
+        self, user_id: int, deletion_id: str, *, actor: int | None = None
+    ) -> DeletionOutcome:
+        """Runs the confirmed request (exactly once; a run cut short is finished).
+        ``actor``: who confirmed it in the audit (the customer unless an operator ran it)."""
         oid = _object_id(deletion_id)
         if oid is None:
             return DeletionOutcome("expired")
@@ -200,7 +203,7 @@ class PrivacyService:
         balance = int(user.get("balance_cents", 0))
         key = f"data-deletion:{oid}"
         await self._audit.record(
-            user_id,
+            user_id if actor is None else actor,
             "privacy.delete_data",
             f"user:{user_id}",
             after={**counts, "balance_cents_kept": balance},
