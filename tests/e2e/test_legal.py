@@ -144,7 +144,11 @@ async def test_delete_my_data_waits_for_open_things_then_erases_once(
     address = {"name": "Jane Doe", "street1": "500 W 5th Ave", "city": "New York",
                "state": "NY", "postal_code": "10001", "phone": "+12125550123"}
     await storage.templates.create(USER, "Home", address, now=clock())
-    payment = await _services(shop).payments.create_stars_topup(USER, 1500)
+    # An invoice waiting for payment (as the top-up conversation leaves it, any rail).
+    payment = await storage.payments.create(
+        {"user_id": USER, "provider": "oxapay", "order_id": "legal-test", "amount_cents": 1500,
+         "status": "pending", "created_at": clock(), "updated_at": clock()}
+    )
     await db["orders"].update_one(
         {"_id": order["_id"]}, {"$set": {"purchased_at": clock() - timedelta(days=6)}}
     )
@@ -163,7 +167,7 @@ async def test_delete_my_data_waits_for_open_things_then_erases_once(
     # The refund is credited (the carrier voids the label) and the invoice withdrawn.
     shop.carrier.set_void_outcome("approved")
     await _services(shop).refunds.process_due()
-    assert await _services(shop).payments.cancel(USER, payment.payment_id)
+    assert await _services(shop).payments.cancel(USER, str(payment["_id"]))
     balance = await shop.balance()
     assert balance == 10_000  # the label's price came back
     before = await db["orders"].find_one({"_id": order["_id"]})
