@@ -32,6 +32,7 @@ COMMANDS = (
     "language",
     "cancel",
     "notifications",
+    "autorefund",
 )
 
 

@@ -182,6 +182,7 @@ class PurchaseService:
                 "carrier_code": label.carrier_code,
                 "service_code": label.service_code,
                 "purchased_at": now,
+                "tracking_due_at": now,  # the tracking job takes it from here
             },
         )
         if done is not None:
