@@ -307,8 +307,9 @@ class OrdersRepo:
         self, order_id: ObjectId, *, from_address: Document, to_address: Document,
         by: ObjectId, now: datetime,
     ) -> None:
-        """Replaces the addresses (names, streets, phones, e-mails) and forgets the label
-        file (the PDF shows both addresses); amounts, dates, carrier, service and tracking
+        """Replaces the addresses (names, streets, phones, e-mails), drops the carrier's
+        address checks (their suggested forms are addresses too) and forgets the label file
+        (the PDF shows both addresses); amounts, dates, carrier, service and tracking
         number stay."""
         await self.col.update_one(
             {"_id": order_id, "anonymised_by": None},
@@ -319,7 +320,12 @@ class OrdersRepo:
                     "anonymised_by": by,
                     "anonymised_at": now,
                 },
-                "$unset": {"label_file_id": "", "label_url": ""},
+                "$unset": {
+                    "label_file_id": "",
+                    "label_url": "",
+                    "from_validation": "",
+                    "to_validation": "",
+                },
             },
         )
 

@@ -282,6 +282,29 @@ async def test_keeping_the_data_or_an_expired_confirmation_deletes_nothing(
     assert statuses == ["cancelled", "offered"]
 
 
+async def test_deletion_erases_the_carriers_address_corrections_too(
+    shop: ShopEnv, clock: FakeClock
+) -> None:
+    """Address validation stores the carrier's suggested form on the order
+    (``<side>_validation.suggestion``): it is an address like the typed one."""
+    h, db = shop.harness, shop.mongo.db
+    await shop.fund(USER, 10_000)
+    order = await _buy(shop)
+    suggestion = {"name": "JOHN SMITH", "street1": "123 MAIN ST APT 4", "phone": "2175550100"}
+    await db["orders"].update_one(
+        {"_id": order["_id"]},
+        {"$set": {"to_validation": {"status": "corrected", "suggestion": suggestion,
+                                    "decision": "accepted", "token": "t1"}}},
+    )
+    [confirm] = await h.say(USER, "/delete_my_data")
+    await h.press(USER, confirm, "Yes, delete my data")
+    assert "Your data is deleted" in h.emulator.message(USER, confirm.message_id).content
+    kept = await db["orders"].find_one({"_id": order["_id"]})
+    assert kept is not None
+    assert "MAIN ST" not in str(kept) and "JOHN" not in str(kept)
+    assert kept["tracking_number"] == order["tracking_number"]
+
+
 async def test_a_deletion_cut_short_is_finished_by_pressing_again(
     shop: ShopEnv, clock: FakeClock
 ) -> None:
