@@ -553,9 +553,10 @@ class BaseProviderClient:
     ) -> HttpResult:
         """Sends one logical call. Idempotent calls are retried on retryable errors;
         non-idempotent calls get exactly one attempt; ``max_retry_wait`` gives up instead
-        of waiting longer than that before a retry (e.g. a long 429 ``Retry-After``). ``json_body_for_attempt`` builds the
-        body of each attempt from its number (1, 2, …) when a retry must differ from the
-        first try (e.g. a fresh unique id, because the first may have been applied)."""
+        of waiting longer than that before a retry (e.g. a long 429 ``Retry-After``).
+        ``json_body_for_attempt`` builds the body of each attempt from its number (1, 2, …)
+        when a retry must differ from the first try (e.g. a fresh unique id, because the
+        first may have been applied)."""
         url = self._url(path_or_url)
         body = encode_json(json_body) if json_body is not None else None
         headers: dict[str, str] = {}

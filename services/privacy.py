@@ -13,7 +13,8 @@ running): those need the data to finish. Otherwise, once the customer confirms:
 2. every other order anonymised: addresses replaced by ``{"anonymised": True}`` (plus
    ``country`` when the address has one), the carrier's address checks
    (``<side>_validation``, with its suggested address) and the label PDF's
-   ``label_file_id``/``label_url`` removed; amounts, dates, carrier, service, label id and tracking number stay;
+   ``label_file_id``/``label_url`` removed; amounts, dates, carrier, service, label id
+   and tracking number stay;
 3. the account's name and username erased (balance, ledger, language and the terms
    acceptance stay: the balance is money owed to the customer);
 4. the conversation values and the delivered notices to the customer deleted;
