@@ -23,6 +23,7 @@ from storage.ledger import LedgerEntry, LedgerKeyConflict
 from tests.conftest import OWNER_ID, FakeClock, make_settings
 
 KEY = "test-merchant-key-0123456789"
+PROVIDER_TOKEN = "284685063:TEST:provider-token-abcdef"  # noqa: S105 - a test token
 CUSTOMER = 4242
 
 
@@ -90,11 +91,16 @@ async def env(mongo: Mongo, clock: FakeClock) -> AsyncIterator[PayEnv]:
         update={
             "oxapay": base.payments.oxapay.model_copy(
                 update={"base_url": oxapay.base_url, "callback_url": callback_url, "sandbox": True}
-            )
+            ),
+            # Every rail on: these tests cover Stars too (off by default).
+            "stars": base.payments.stars.model_copy(update={"enabled": True}),
         }
     )
     secrets = Secrets.model_construct(
-        telegram_bot_token=None, mongo_url=None, oxapay_merchant_api_key=SecretStr(KEY)
+        telegram_bot_token=None,
+        mongo_url=None,
+        oxapay_merchant_api_key=SecretStr(KEY),
+        telegram_payment_provider_token=SecretStr(PROVIDER_TOKEN),
     )
     settings = make_settings(payments=payments, secrets=secrets)
     harness = BotHarness(settings, mongo=mongo, clock=clock, rate_limits=False)
@@ -817,7 +823,7 @@ async def test_a_failing_pre_checkout_is_refused_and_the_update_ends_there(
     async def broken(*args: object) -> None:
         raise ConnectionError("no primary")
 
-    monkeypatch.setattr(payments, "check_stars_checkout", broken)
+    monkeypatch.setattr(payments, "check_checkout", broken)
     h.emulator.send_pre_checkout_query(
         CUSTOMER, currency="XTR", total_amount=stars, payload=payload
     )
@@ -825,3 +831,182 @@ async def test_a_failing_pre_checkout_is_refused_and_the_update_ends_there(
     [answer] = h.emulator.pre_checkout_answers
     assert answer.ok is False
     assert answer.error_message is not None and "went wrong" in answer.error_message
+
+
+# -- cards through Telegram Payments (a payment provider) ----------------------------------
+
+
+async def _card_invoice(env: PayEnv, amount: str = "25") -> SentMessage:
+    """/topup → amount → Card: the invoice Telegram shows, in minor units."""
+    h = env.harness
+    await h.say(CUSTOMER, "/topup")
+    [method] = await h.say(CUSTOMER, amount)
+    labels = [label for row in method.button_rows for label, _ in row]
+    assert labels[0].startswith("💳 Card"), labels  # the card first, then crypto and Stars
+    replies = await h.press(CUSTOMER, method, "Card")
+    invoice = next(m for m in replies if m.invoice is not None)
+    assert any("Pay the invoice above by card" in m.content for m in replies)
+    return invoice
+
+
+def _card_payment_message(payload: str, amount: int, charge: str, provider: str) -> dict[str, object]:
+    return {
+        "message_id": 9999,
+        "date": 1,
+        "chat": {"id": CUSTOMER, "type": "private", "first_name": "Payer"},
+        "from": {"id": CUSTOMER, "is_bot": False, "first_name": "Payer"},
+        "successful_payment": {
+            "currency": "USD",
+            "total_amount": amount,
+            "invoice_payload": payload,
+            "telegram_payment_charge_id": charge,
+            "provider_payment_charge_id": provider,
+        },
+    }
+
+
+async def _paid_card(env: PayEnv, amount: str = "25") -> tuple[dict[str, object], str]:
+    """A card top-up paid through the emulator's checkout; (payment, provider charge id)."""
+    h = env.harness
+    invoice = await _card_invoice(env, amount)
+    query_id = h.emulator.checkout(CUSTOMER, invoice.message_id)
+    await h.wait_done(h.emulator.last_update_id)
+    assert h.emulator.pre_checkout_answers[-1].ok
+    update_id = h.emulator.complete_checkout(query_id)
+    await h.wait_done(update_id)
+    payment = await env.payment()
+    return payment, str(payment["provider_ref"])
+
+
+async def test_card_invoice_is_in_minor_units_with_the_provider_token(env: PayEnv) -> None:
+    invoice = await _card_invoice(env, "25.50")
+    assert invoice.invoice is not None
+    assert (invoice.invoice.currency, invoice.invoice.total_amount) == ("USD", 2550)
+    assert invoice.invoice.payload.startswith("card:")
+    payment = await env.payment()
+    assert (payment["provider"], payment["status"], payment["minor_amount"]) == (
+        "card", "pending", 2550
+    )
+
+
+async def test_card_top_up_credited_once_under_twenty_duplicate_deliveries(
+    env: PayEnv,
+) -> None:
+    """The provider's charge id keys the credit: 20 more deliveries of the same
+    successful_payment (new update ids, arriving together) credit nothing more."""
+    h = env.harness
+    payment, provider_ref = await _paid_card(env)
+    assert provider_ref.startswith("pi_")
+    assert await env.balance() == 2500
+    message = _card_payment_message(
+        str(payment["order_id"]), 2500, str(payment["telegram_charge_id"]), provider_ref
+    )
+    ids = [h.emulator.push_update("message", message) for _ in range(20)]
+    await asyncio.gather(*(h.wait_done(update_id) for update_id in ids))
+    assert await env.balance() == 2500
+    ledger = await env.ledger()
+    assert [e["_id"] for e in ledger] == [f"topup:card:{provider_ref}"]
+    assert (await env.payment())["status"] == "paid"
+    [job] = h.application.job_queue.get_jobs_by_name("outbox:deliver")  # type: ignore[union-attr]
+    await job.run(h.application)
+    credited = [m for m in h.emulator.sent_messages(CUSTOMER) if "Payment received" in m.content]
+    assert len(credited) == 1 and "$25.00" in credited[0].content
+    await env.audit_ok()
+
+
+async def test_forged_or_foreign_card_pre_checkout_is_refused(
+    env: PayEnv, clock: FakeClock
+) -> None:
+    h = env.harness
+    other = 4343
+    h.add_user(other, first_name="Other")
+    invoice = await _card_invoice(env)
+    assert invoice.invoice is not None
+    payload = invoice.invoice.payload
+    cases = [
+        (other, "USD", 2500, payload, "another account"),  # someone else's invoice
+        (CUSTOMER, "USD", 2500, "card:ffffffffffffffffffffffff", "unknown"),  # forged
+        (CUSTOMER, "USD", 2500, "card:junk", "unknown"),
+        (CUSTOMER, "USD", 2400, payload, "does not match"),  # amount changed
+        (CUSTOMER, "EUR", 2500, payload, "does not match"),  # currency changed
+    ]
+    for user_id, currency, amount, bad, expected in cases:
+        h.emulator.send_pre_checkout_query(
+            user_id, currency=currency, total_amount=amount, payload=bad
+        )
+        await h.wait_done(h.emulator.last_update_id)
+        answer = h.emulator.pre_checkout_answers[-1]
+        assert answer.ok is False and expected in str(answer.error_message), (bad, answer)
+    # Past its lifetime the invoice is refused too; nothing was charged or credited.
+    clock.advance(minutes=61)
+    query_id = h.emulator.checkout(CUSTOMER, invoice.message_id)
+    await h.wait_done(h.emulator.last_update_id)
+    answer = h.emulator.pre_checkout_answers[-1]
+    assert answer.ok is False and "expired" in str(answer.error_message)
+    with pytest.raises(ValueError):
+        h.emulator.complete_checkout(query_id)
+    assert await env.balance() == 0 and await env.ledger() == []
+
+
+async def test_a_paid_card_invoice_is_refused_at_a_second_checkout(env: PayEnv) -> None:
+    h = env.harness
+    payment, _ = await _paid_card(env)
+    h.emulator.send_pre_checkout_query(
+        CUSTOMER, currency="USD", total_amount=2500, payload=str(payment["order_id"])
+    )
+    await h.wait_done(h.emulator.last_update_id)
+    assert h.emulator.pre_checkout_answers[-1].ok is False
+    assert await env.balance() == 2500
+
+
+async def test_unpaid_card_invoice_expires_cleanly_and_a_late_payment_still_credits(
+    env: PayEnv, clock: FakeClock
+) -> None:
+    """Telegram cannot be asked about provider payments: the reconcile job expires the
+    invoice after its lifetime (and the grace); a successful_payment that still comes
+    (approved just before expiry) is credited, money is never ignored."""
+    h = env.harness
+    invoice = await _card_invoice(env)
+    query_id = h.emulator.checkout(CUSTOMER, invoice.message_id)
+    await h.wait_done(h.emulator.last_update_id)
+    clock.advance(minutes=64)
+    await _run_job(env, "payments:reconcile")
+    assert (await env.payment())["status"] == "pending"  # within the grace
+    clock.advance(minutes=2)
+    await _run_job(env, "payments:reconcile")
+    assert (await env.payment())["status"] == "expired"
+    await _run_job(env, "payments:reconcile")
+    await _run_job(env, "outbox:deliver")
+    expired = [m for m in h.emulator.sent_messages(CUSTOMER) if "expired unpaid" in m.content]
+    assert len(expired) == 1
+    update_id = h.emulator.complete_checkout(query_id)
+    await h.wait_done(update_id)
+    assert (await env.payment())["status"] == "paid"
+    assert await env.balance() == 2500
+
+
+async def test_card_refund_is_recorded_once_and_the_admin_refunds_at_the_provider(
+    env: PayEnv,
+) -> None:
+    h = env.harness
+    payment, provider_ref = await _paid_card(env)
+    [listing] = await h.say(OWNER_ID, "/payments card")
+    assert provider_ref in listing.content and str(payment["_id"]) in listing.content
+    [done] = await h.say(OWNER_ID, f"/refundcard {payment['_id']}")
+    assert "recorded" in done.content and "$25.00" in done.content
+    assert provider_ref in done.content and "payment provider" in done.content
+    [again] = await h.say(OWNER_ID, f"/refundcard {payment['_id']}")
+    assert "already recorded" in again.content
+    assert await env.balance() == 0
+    kinds = sorted(str(e["kind"]) for e in await env.ledger())
+    assert kinds == ["refund", "topup"]
+    assert (await env.payment())["status"] == "refunded"
+    audit = await env.mongo.db["audit"].find({"action": "payment.refund_card"}).to_list(None)
+    assert len(audit) == 1
+    # A late copy of the payment does not credit it again.
+    message = _card_payment_message(
+        str(payment["order_id"]), 2500, str(payment["telegram_charge_id"]), provider_ref
+    )
+    await h.wait_done(h.emulator.push_update("message", message))
+    assert await env.balance() == 0
+    await env.audit_ok()
