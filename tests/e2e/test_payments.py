@@ -4,8 +4,10 @@ and Telegram Stars through the emulator."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -773,21 +775,34 @@ GATE_REPLY = {
 }
 
 
+@pytest.mark.parametrize("rail", ["stars", "card"])
 @pytest.mark.parametrize("gate", list(GATE_REPLY))
-async def test_payments_pass_every_gate(env: PayEnv, gate: str) -> None:
+async def test_payments_pass_every_gate(env: PayEnv, gate: str, rail: str) -> None:
     """A pre-checkout query is answered ok and a successful payment credited and
     acknowledged, whatever the maintenance, blocked, session or flood gate would say."""
     h = env.harness
-    payload, stars = await _stars_invoice(env)
+    if rail == "stars":
+        payload, amount = await _stars_invoice(env)
+        currency, provider = "XTR", ""
+    else:
+        invoice = await _card_invoice(env, "10")
+        assert invoice.invoice is not None
+        payload, amount = invoice.invoice.payload, invoice.invoice.total_amount
+        currency, provider = "USD", f"pi_{gate}"
     await _apply_gate(env, gate)
     mark = h.emulator.cursor(CUSTOMER)
     h.emulator.send_pre_checkout_query(
-        CUSTOMER, currency="XTR", total_amount=stars, payload=payload
+        CUSTOMER, currency=currency, total_amount=amount, payload=payload
     )
     await h.wait_done(h.emulator.last_update_id)
     assert [a.ok for a in h.emulator.pre_checkout_answers] == [True]
     h.emulator.send_successful_payment(
-        CUSTOMER, currency="XTR", total_amount=stars, payload=payload, charge_id=f"ch_{gate}"
+        CUSTOMER,
+        currency=currency,
+        total_amount=amount,
+        payload=payload,
+        charge_id=f"ch_{gate}",
+        provider_payment_charge_id=provider,
     )
     await h.wait_done(h.emulator.last_update_id)
     assert await env.balance() == 1000
@@ -1010,3 +1025,104 @@ async def test_card_refund_is_recorded_once_and_the_admin_refunds_at_the_provide
     await h.wait_done(h.emulator.push_update("message", message))
     assert await env.balance() == 0
     await env.audit_ok()
+
+
+@asynccontextmanager
+async def _bot(
+    mongo: Mongo, clock: FakeClock, *, card: bool, stars: bool | None = None
+) -> AsyncIterator[BotHarness]:
+    """A bot with the default rails (no OxaPay key: crypto off), a provider token if
+    ``card``, and Stars as configured (``None``: the default)."""
+    base = make_settings()
+    payments = base.payments
+    if stars is not None:
+        payments = payments.model_copy(
+            update={"stars": payments.stars.model_copy(update={"enabled": stars})}
+        )
+    secrets = Secrets.model_construct(
+        telegram_bot_token=None,
+        mongo_url=None,
+        telegram_payment_provider_token=SecretStr(PROVIDER_TOKEN) if card else None,
+    )
+    harness = BotHarness(
+        make_settings(payments=payments, secrets=secrets), mongo=mongo, clock=clock,
+        rate_limits=False,
+    )
+    await harness.start()
+    harness.add_user(CUSTOMER, first_name="Payer")
+    await harness.say(CUSTOMER, "/start")
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+async def _methods_offered(h: BotHarness) -> list[str]:
+    await h.say(CUSTOMER, "/topup")
+    [method] = await h.say(CUSTOMER, "10")
+    return [str(data) for row in method.button_rows for _, data in row]
+
+
+def test_stars_are_off_by_default() -> None:
+    assert make_settings().payments.stars.enabled is False
+    assert make_settings().payments.card.enabled is True
+
+
+async def test_stars_not_offered_by_default_and_old_stars_invoices_refused(
+    mongo: Mongo, clock: FakeClock
+) -> None:
+    async with _bot(mongo, clock, card=True) as h:
+        assert await _methods_offered(h) == ["topup:method:card", "topup:cancel"]
+        # A Stars invoice sent while Stars were on is refused at pre-checkout.
+        storage = h.application.bot_data.require_storage()
+        payment = await storage.payments.create(
+            {
+                "user_id": CUSTOMER, "provider": "stars", "order_id": "topup:old",
+                "amount_cents": 1000, "stars": 770, "currency": "USD", "status": "pending",
+                "created_at": clock(), "updated_at": clock(),
+                "expires_at": clock() + timedelta(minutes=30), "history": [],
+            }
+        )
+        payload = f"topup:{payment['_id']}"
+        await mongo.db["payments"].update_one(
+            {"_id": payment["_id"]}, {"$set": {"order_id": payload}}
+        )
+        h.emulator.send_pre_checkout_query(
+            CUSTOMER, currency="XTR", total_amount=770, payload=payload
+        )
+        await h.wait_done(h.emulator.last_update_id)
+        [answer] = h.emulator.pre_checkout_answers
+        assert answer.ok is False
+        assert "Stars are no longer accepted" in str(answer.error_message)
+
+
+async def test_stars_offered_when_the_operator_turns_them_on(
+    mongo: Mongo, clock: FakeClock
+) -> None:
+    async with _bot(mongo, clock, card=True, stars=True) as h:
+        offered = await _methods_offered(h)
+        assert offered == ["topup:method:card", "topup:method:stars", "topup:cancel"]
+
+
+async def test_a_rail_turned_off_since_its_button_was_shown_creates_nothing(
+    mongo: Mongo, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _bot(mongo, clock, card=True, stars=True) as h:
+        await h.say(CUSTOMER, "/topup")
+        [method] = await h.say(CUSTOMER, "10")
+        # The operator turns Stars off (a restart with the new setting) meanwhile.
+        payments = h.application.bot_data.require_services().payments
+        off = dataclasses.replace(payments.config, stars_enabled=False)
+        monkeypatch.setattr(payments, "_config", off)
+        replies = await h.press(CUSTOMER, method, "Stars")
+        assert any("no longer offered" in m.content for m in replies)
+        assert await mongo.db["payments"].count_documents({}) == 0
+
+
+async def test_with_no_rail_enabled_top_up_points_to_support(
+    mongo: Mongo, clock: FakeClock
+) -> None:
+    async with _bot(mongo, clock, card=False) as h:
+        [reply] = await h.say(CUSTOMER, "/topup")
+        assert "not available" in reply.content and "@shiplabel_support" in reply.content
+        assert await mongo.db["payments"].count_documents({}) == 0
