@@ -243,8 +243,8 @@ class PaymentsSettings(_Section):
 def minor_units(cents: int, exp: int) -> int:
     """An amount in cents as the Bot API's integer in the currency's minor units."""
     if exp >= 2:
-        return cents * 10 ** (exp - 2)
-    return cents // 10 ** (2 - exp)
+        return cents * int(10 ** (exp - 2))
+    return cents // int(10 ** (2 - exp))
 
 
 # Seconds between claiming an order and the carrier call (the debit, database round

@@ -9,9 +9,8 @@ Started from the order summary (``order:topup``), the final message offers the w
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import logging
+from enum import StrEnum
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, Update
 from telegram.error import TelegramError
@@ -248,7 +247,9 @@ def build_topup_conversation() -> SessionConversationHandler:
                 MessageHandler(~filters.COMMAND & ~filters.StatusUpdate.ALL, amount_expected),
             ],
             TopUpState.AWAITING_METHOD: [
-                CallbackQueryHandler(create_invoice, pattern=r"^topup:method:(crypto|card|stars)$"),
+                CallbackQueryHandler(
+                    create_invoice, pattern=r"^topup:method:(crypto|card|stars)$"
+                ),
                 MessageHandler(filters.TEXT & ~filters.COMMAND, store_amount),
             ],
         },

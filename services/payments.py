@@ -2,11 +2,12 @@
 and Telegram Stars payments, credited exactly once.
 
 Every path that learns a payment was made (the OxaPay callback, the reconciliation job,
-Telegram's ``successful_payment`` for cards and Stars, an admin crediting a suspicious payment) ends in
-``_credit``: the ledger entry keyed by the provider's reference is applied once, then the
-payment is marked paid together with the notice it owes the customer, then the notice is
-queued through the outbox (deduplicated) and struck off. A crash between those steps is
-repaired by re-running the same path, or by the follow-up sweep of the reconciliation job.
+Telegram's ``successful_payment`` for cards and Stars, an admin crediting a suspicious
+payment) ends in ``_credit``: the ledger entry keyed by the provider's reference is
+applied once, then the payment is marked paid together with the notice it owes the
+customer, then the notice is queued through the outbox (deduplicated) and struck off. A
+crash between those steps is repaired by re-running the same path, or by the follow-up
+sweep of the reconciliation job.
 
 A paid payment that the provider later reports paid for more (underpaid, credited by an
 admin, then paid in full) is credited the difference under a key of its own
@@ -151,7 +152,9 @@ class TopUpConfig:
     def card_minor_units(self, amount_cents: int) -> int:
         """The Bot API's ``amount`` for ``amount_cents``: minor units of the currency."""
         exp = self.card_minor_exp
-        return amount_cents * 10 ** (exp - 2) if exp >= 2 else amount_cents // 10 ** (2 - exp)
+        if exp >= 2:
+            return amount_cents * int(10 ** (exp - 2))
+        return amount_cents // int(10 ** (2 - exp))
 
 
 @dataclass(frozen=True)

@@ -864,7 +864,9 @@ async def _card_invoice(env: PayEnv, amount: str = "25") -> SentMessage:
     return invoice
 
 
-def _card_payment_message(payload: str, amount: int, charge: str, provider: str) -> dict[str, object]:
+def _card_payment_message(
+    payload: str, amount: int, charge: str, provider: str
+) -> dict[str, object]:
     return {
         "message_id": 9999,
         "date": 1,
