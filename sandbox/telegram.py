@@ -2332,11 +2332,11 @@ class BotApiEmulator:
             if not rows or not rows[0] or not rows[0][0].get("pay"):
                 raise _bad_request("the first button of the invoice must be a Pay button")
         elif markup is None:  # Telegram shows a default Pay button
-            price = (
-                f"⭐️{invoice.total_amount}"
-                if invoice.currency == "XTR"
-                else f"{invoice.total_amount} {invoice.currency}"
-            )
+            if invoice.currency == "XTR":
+                price = f"⭐️{invoice.total_amount}"
+            else:
+                exp = PROVIDER_CURRENCIES[invoice.currency][0]
+                price = f"{invoice.total_amount / 10**exp:.{exp}f} {invoice.currency}"
             markup = {"inline_keyboard": [[{"text": f"Pay {price}", "pay": True}]]}
         reply_to = self._reply_to(chat, p)
         self._admit(chat)
