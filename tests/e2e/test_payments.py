@@ -1128,3 +1128,33 @@ async def test_with_no_rail_enabled_top_up_points_to_support(
         [reply] = await h.say(CUSTOMER, "/topup")
         assert "not available" in reply.content and "@shiplabel_support" in reply.content
         assert await mongo.db["payments"].count_documents({}) == 0
+
+
+async def test_a_card_payment_whose_handling_died_is_handled_again(env: PayEnv) -> None:
+    """A worker claimed the successful_payment's update id and died before crediting it:
+    the Bot API keeps no list of provider payments, so the update (replayed from the inbox
+    or re-delivered) is the only signal and must not be skipped as already handled. The
+    credit is idempotent by the provider's charge id."""
+    h = env.harness
+    invoice = await _card_invoice(env)
+    assert invoice.invoice is not None
+    services = h.application.bot_data.require_services()
+    update_id = h.emulator.last_update_id + 1
+    assert await services.sessions.claim_update(update_id)  # the dead worker's claim
+    sent = h.emulator.send_successful_payment(
+        CUSTOMER,
+        currency="USD",
+        total_amount=2500,
+        payload=invoice.invoice.payload,
+        charge_id="tg_died",
+        provider_payment_charge_id="pi_died",
+    )
+    assert sent == update_id
+    await h.wait_done(update_id)
+    assert await env.balance() == 2500
+    assert [e["_id"] for e in await env.ledger()] == ["topup:card:pi_died"]
+    # Handled once more (a second replay): still one credit.
+    message = _card_payment_message(invoice.invoice.payload, 2500, "tg_died", "pi_died")
+    await h.wait_done(h.emulator.push_update("message", message))
+    assert len(await env.ledger()) == 1
+    await env.audit_ok()
