@@ -81,7 +81,10 @@ HTTP control API (JSON; answers ``{"ok": true, "result": ...}`` or ``{"ok": fals
 * ``POST /_control/users/{id}/pre_checkout_queries`` ``{"currency", "total_amount",
   "payload"}`` -> query id
 * ``POST /_control/users/{id}/payments`` ``{"currency", "total_amount", "payload",
-  "charge_id"}`` -> update id
+  "charge_id", "provider_payment_charge_id"?}`` -> update id
+* ``POST /_control/users/{id}/checkout`` ``{"message_id"}`` (Pay on that invoice) -> query
+  id; ``POST /_control/pre_checkout_queries/{id}/complete`` (the charge after an ``ok``
+  answer) -> update id of the ``successful_payment``
 * ``POST /_control/updates`` ``{"type", "payload"}`` -> update id
 * ``POST /_control/chats/{id}/block`` and ``.../unblock``
 * ``GET  /_control/chats/{id}/messages?since=N&count=M&wait=SECONDS`` -> ``{"messages",
@@ -2481,6 +2484,12 @@ class BotApiEmulator:
             ("POST", "/_control/users/{user_id}/messages/{message_id}/edit", self._c_user_edit),
             ("POST", "/_control/users/{user_id}/callbacks", self._c_user_callback),
             ("POST", "/_control/users/{user_id}/pre_checkout_queries", self._c_pre_checkout),
+            ("POST", "/_control/users/{user_id}/checkout", self._c_checkout),
+            (
+                "POST",
+                "/_control/pre_checkout_queries/{query_id}/complete",
+                self._c_complete_checkout,
+            ),
             ("POST", "/_control/users/{user_id}/payments", self._c_payment),
             ("POST", "/_control/updates", self._c_push_update),
             ("POST", "/_control/chats/{chat_id}/block", self._c_block),
@@ -2608,8 +2617,19 @@ class BotApiEmulator:
             total_amount=self._field(body, "total_amount", int),
             payload=self._field(body, "payload", str),
             charge_id=self._field(body, "charge_id", str),
+            provider_payment_charge_id=str(body.get("provider_payment_charge_id") or ""),
         )
         return {"update_id": update_id}
+
+    async def _c_checkout(self, request: web.Request) -> Any:
+        body = await self._body(request)
+        query_id = self.checkout(
+            self._path_int(request, "user_id"), self._field(body, "message_id", int)
+        )
+        return {"pre_checkout_query_id": query_id}
+
+    async def _c_complete_checkout(self, request: web.Request) -> Any:
+        return {"update_id": self.complete_checkout(request.match_info["query_id"])}
 
     async def _c_push_update(self, request: web.Request) -> Any:
         body = await self._body(request)

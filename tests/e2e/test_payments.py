@@ -1158,3 +1158,25 @@ async def test_a_card_payment_whose_handling_died_is_handled_again(env: PayEnv) 
     await h.wait_done(h.emulator.push_update("message", message))
     assert len(await env.ledger()) == 1
     await env.audit_ok()
+
+
+async def test_a_card_invoice_telegram_refused_cancels_the_payment(env: PayEnv) -> None:
+    """sendInvoice refused (or unanswered): the payment is cancelled, the customer told to
+    retry, and an invoice that did arrive is refused at pre-checkout (nothing charged)."""
+    h = env.harness
+    await h.say(CUSTOMER, "/topup")
+    [method] = await h.say(CUSTOMER, "25")
+    h.emulator.fail_next("sendInvoice", after=True)  # sent, but the answer is lost
+    replies = await h.press(CUSTOMER, method, "Card")
+    assert any("not answering" in m.content for m in replies)
+    payment = await env.payment()
+    assert payment["status"] == "cancelled"
+    [invoice] = [m for m in h.emulator.sent_messages(CUSTOMER) if m.invoice is not None]
+    h.emulator.checkout(CUSTOMER, invoice.message_id)
+    await h.wait_done(h.emulator.last_update_id)
+    answer = h.emulator.pre_checkout_answers[-1]
+    assert answer.ok is False and "already paid or cancelled" in str(answer.error_message)
+    # Choosing the card again works: a new invoice.
+    replies = await h.press(CUSTOMER, method, "Card")
+    assert any(m.invoice is not None for m in replies)
+    assert (await env.payment())["status"] == "pending"

@@ -837,3 +837,33 @@ async def test_checkout_of_a_provider_invoice() -> None:
         clock.now += 11
         with pytest.raises(BadRequest, match="(?i)query is too old"):
             await bot.answer_pre_checkout_query(late, ok=True)
+
+
+async def test_http_control_checkout(emu: BotApiEmulator, bot: Bot) -> None:
+    msg = await bot.send_invoice(
+        UID, "Top-up", "d", "card:9", "USD", [LabeledPrice("x", 1500)], provider_token="t:1"
+    )
+    async with aiohttp.ClientSession() as http:
+
+        async def call(path: str, payload: Any = None) -> tuple[int, Any]:
+            async with http.post(f"{emu.url}/_control{path}", json=payload) as resp:
+                return resp.status, await resp.json()
+
+        status, body = await call(f"/users/{UID}/checkout", {"message_id": msg.message_id})
+        assert status == 200
+        query_id = body["result"]["pre_checkout_query_id"]
+        status, body = await call(f"/pre_checkout_queries/{query_id}/complete")
+        assert status == 400 and "not answered ok" in body["description"]
+        await bot.answer_pre_checkout_query(query_id, ok=True)
+        status, body = await call(f"/pre_checkout_queries/{query_id}/complete")
+        assert status == 200 and body["result"]["update_id"]
+        status, body = await call(f"/users/{UID}/checkout", {"message_id": 999})
+        assert status == 404
+        status, body = await call(
+            f"/users/{UID}/payments",
+            {"currency": "USD", "total_amount": 1500, "payload": "card:9", "charge_id": "c2",
+             "provider_payment_charge_id": "pi_2"},
+        )
+        assert status == 200
+    [charge] = [c for c in emu.charges if c.charge_id == "c2"]
+    assert charge.payload == "card:9"
