@@ -55,6 +55,7 @@ from services.refunds import RefundConfig, RefundService
 from services.runtime import RuntimeFlags
 from services.sessions import SessionService
 from services.shipping import ShippingGateway
+from services.tracking import TrackingConfig, TrackingService
 from services.users import UserService
 from storage.client import Mongo, MongoOptions
 from storage.indexes import IndexOptions
@@ -85,6 +86,7 @@ BOT_COMMANDS = (
     ("language", "Change the language"),
     ("cancel", "Leave the current step"),
     ("notifications", "News from us on/off"),
+    ("autorefund", "Refund unused labels automatically on/off"),
 )
 
 
@@ -353,9 +355,25 @@ async def _post_init(application: BotApplication) -> None:
                 voiding_lease=timedelta(seconds=settings.refunds.voiding_lease_seconds),
                 batch_limit=settings.refunds.batch_limit,
                 confirm_ttl=timedelta(minutes=settings.admin_console.confirm_ttl_minutes),
+                remind_days=settings.refunds.remind_days_before,
             ),
             confirmations=storage.confirmations,
             audit=AuditService(storage.audit, clock=clock),
+            prefs=users,
+            clock=clock,
+        ),
+        tracking=TrackingService(
+            storage.orders,
+            gateway,
+            notices,
+            users,
+            TrackingConfig(
+                interval=timedelta(minutes=settings.tracking.interval_minutes),
+                retry_base=timedelta(seconds=settings.tracking.retry_base_seconds),
+                retry_max=timedelta(minutes=settings.tracking.retry_max_minutes),
+                max_age=timedelta(days=settings.tracking.max_age_days),
+                max_calls=settings.tracking.max_calls_per_run,
+            ),
             clock=clock,
         ),
         purchase=PurchaseService(

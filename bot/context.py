@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from services.runtime import RuntimeFlags
     from services.sessions import SessionService
     from services.stats import StatsService
+    from services.tracking import TrackingService
     from services.users import UserService
     from storage.repos import Storage
 
@@ -48,6 +49,7 @@ class Services:
     orders: OrderService
     purchase: PurchaseService
     refunds: RefundService
+    tracking: TrackingService
     admin: AdminService
     stats: StatsService
     broadcasts: BroadcastService

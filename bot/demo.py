@@ -196,22 +196,41 @@ async def scene_buy_label(demo: Demo) -> None:
 
 
 async def scene_refund(demo: Demo) -> None:
-    demo.transcript.section("Refund of an unused label (six days later)")
+    demo.transcript.section("Refund reminder and one-tap refund of an unused label")
     order = await demo.harness.mongo.db["orders"].find_one(
         {"user_id": CUSTOMER_ID, "status": "purchased"}
     )
     assert order is not None
     clock = demo.extras["clock"]
-    clock.travel(days=6)
-    demo.transcript.note("(six days pass; the label was never scanned)")
-    await demo.say(CUSTOMER_ID, "/refund", "Send the tracking numbers")
-    await demo.say(CUSTOMER_ID, order["tracking_number"], "accepted")
-    demo.transcript.note("(the refund-check job runs: the carrier voids the label)")
+    clock.travel(days=24)
+    demo.transcript.note("(24 days pass; the label is unused, its last refund day is near)")
     services = demo.harness.application.bot_data.require_services()
+    await services.refunds.remind_unused()
+    reminder = await _wait_for(demo, CUSTOMER_ID, "has not been used")
+    await demo.press(CUSTOMER_ID, reminder, "Refund it", "accepted")
+    demo.transcript.note("(the refund-check job runs: the carrier voids the label)")
     await services.refunds.process_due()
     await _wait_for(demo, CUSTOMER_ID, "Refund credited")
     await _wait_for(demo, ADMIN_ID, "new refund request")
     await demo.say(CUSTOMER_ID, "/balance", "$35.00")
+
+
+async def scene_tracking(demo: Demo) -> None:
+    demo.transcript.section("Tracking in the chat")
+    await scene_buy_label(demo)
+    order = await demo.harness.mongo.db["orders"].find_one(
+        {"user_id": CUSTOMER_ID, "status": "purchased"}
+    )
+    assert order is not None
+    carrier = demo.extras["carrier"]
+    services = demo.harness.application.bot_data.require_services()
+    demo.transcript.note("(the carrier scans the parcel; the tracking job checks the label)")
+    carrier.advance_tracking(order["label_id"], "accepted")
+    carrier.advance_tracking(order["label_id"], "in_transit")
+    demo.extras["clock"].travel(hours=3)
+    await services.tracking.check_due()
+    notice = await _wait_for(demo, CUSTOMER_ID, "is on its way")
+    await demo.press(CUSTOMER_ID, notice, "Track", "Status: In Transit")
 
 
 SCENES: tuple[Scene, ...] = (
@@ -221,6 +240,7 @@ SCENES: tuple[Scene, ...] = (
     scene_topup_card,
     scene_buy_label,
     scene_refund,
+    scene_tracking,
 )
 
 
@@ -247,7 +267,8 @@ def _free_port() -> int:
 async def run_demo(settings: Settings, *, verbose: bool = False, out: TextIO = sys.stdout) -> int:
     if not verbose:
         logging.getLogger().setLevel(logging.WARNING)
-    carrier = FakeShipStation(instant=True)
+    clock = TravelClock()
+    carrier = FakeShipStation(instant=True, now=clock)  # its scans happen on the demo's days
     await carrier.start()
     oxapay = FakeOxaPay(merchant_api_key=DEMO_OXAPAY_KEY, instant=True)
     await oxapay.start()
@@ -281,7 +302,6 @@ async def run_demo(settings: Settings, *, verbose: bool = False, out: TextIO = s
             ),
         }
     )
-    clock = TravelClock()
     harness = BotHarness(demo_settings, rate_limits=False, clock=clock)
     transcript = Transcript(out)
     print("ShipLabel Bot demo: the real application against the offline sandbox", file=out)
@@ -293,7 +313,7 @@ async def run_demo(settings: Settings, *, verbose: bool = False, out: TextIO = s
     )
     harness.add_user(CUSTOMER_ID, first_name="Dana", username="dana", language_code="en")
     harness.add_user(ADMIN_ID, first_name="Alex", username="ops_alex", language_code="en")
-    demo = Demo(harness, transcript, {"oxapay": oxapay, "clock": clock})
+    demo = Demo(harness, transcript, {"oxapay": oxapay, "clock": clock, "carrier": carrier})
     try:
         for scene in SCENES:
             await scene(demo)

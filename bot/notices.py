@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from bot.i18n import Html, I18n
-from models.shipping import Label
+from models.shipping import Label, TrackingEvent
 from services.notifications import Notifier
 from services.users import UserService
 from storage.client import Document
@@ -26,6 +26,17 @@ def refund_reason(i18n: I18n, lang: str, refund: Document) -> str:
     if key in i18n.catalogs[i18n.default].messages:
         return i18n.t(lang, key)
     return i18n.t(lang, "refund.reason.other", reason=reason)
+
+
+def tracking_place(event: TrackingEvent | None) -> str:
+    """City, state and postal code of an event, as far as the carrier gave them."""
+    if event is None:
+        return ""
+    parts = [p for p in (event.city, event.state) if p]
+    place = ", ".join(parts)
+    if event.postal_code:
+        place = f"{place} {event.postal_code}".strip()
+    return place
 
 
 def void_refusal_text(i18n: I18n, lang: str, refund: Document) -> str:
@@ -355,4 +366,56 @@ class BotNotices:
             text,
             dedup_key=self._review_key(refund),
             reply_markup=self._review_buttons(lang, refund),
+        )
+
+    # -- tracking and refund reminders ---------------------------------------------------
+
+    async def tracking_milestone(
+        self, order: Document, milestone: str, event: TrackingEvent | None
+    ) -> None:
+        user_id = int(order["user_id"])
+        lang = await self._lang(user_id)
+        i18n = self._i18n
+        place = tracking_place(event)
+        text = i18n.t(
+            lang,
+            f"tracking.notice.{milestone}",
+            tracking=str(order.get("tracking_number") or "—"),
+            place=i18n.t(lang, "tracking.place", place=place) if place else "",
+            detail=(event.text if event else "") or "—",
+        )
+        button = (i18n.t(lang, "tracking.button"), f"lbl:trk:{order['_id']}")
+        await self._notifier.notify_user(
+            user_id,
+            text,
+            dedup_key=f"tracking:{order['_id']}:{milestone}",
+            reply_markup=button_markup([[button]]),
+        )
+
+    async def refund_reminder(self, order: Document, last_day: date, *, auto: bool) -> None:
+        user_id = int(order["user_id"])
+        lang = await self._lang(user_id)
+        i18n = self._i18n
+        text = i18n.t(
+            lang,
+            "refund.reminder_auto" if auto else "refund.reminder",
+            tracking=str(order.get("tracking_number") or "—"),
+            last_day=i18n.date(lang, last_day),
+        )
+        button = (i18n.t(lang, "refund.reminder_button"), f"rf:one:{order['_id']}")
+        await self._notifier.notify_user(
+            user_id,
+            text,
+            dedup_key=f"refund-reminder:{order['_id']}",
+            reply_markup=button_markup([[button]]),
+        )
+
+    async def auto_refund_requested(self, order: Document, verdict: str) -> None:
+        user_id = int(order["user_id"])
+        lang = await self._lang(user_id)
+        text = self._i18n.t(
+            lang, "refund.auto_requested", tracking=str(order.get("tracking_number") or "—")
+        )
+        await self._notifier.notify_user(
+            user_id, text, dedup_key=f"auto-refund:{order['_id']}"
         )

@@ -297,6 +297,19 @@ class RefundSettings(_Section):
     retry_base_seconds: int = Field(300, ge=1)
     voiding_lease_seconds: int = Field(300, ge=10)
     batch_limit: int = Field(50, ge=1)
+    # An unused label is reminded this many days before its last refund day.
+    remind_days_before: int = Field(3, ge=0, le=20)
+    remind_interval_seconds: float = Field(3600, gt=0)  # the reminder / auto-refund job
+
+
+class TrackingSettings(_Section):
+    check_interval_seconds: float = Field(60, gt=0)  # how often the tracking job runs
+    # ShipStation allows 200 requests a minute: the job makes at most this many a run.
+    max_calls_per_run: int = Field(50, ge=1, le=150)
+    interval_minutes: int = Field(120, ge=5)  # between two checks of one label
+    retry_base_seconds: int = Field(300, ge=10)  # a failed check: doubling from this
+    retry_max_minutes: int = Field(360, ge=1)
+    max_age_days: int = Field(60, ge=1)  # tracking stops this long after the purchase
 
 
 # Telegram's documented ceiling for bulk messages from one bot.
@@ -388,6 +401,7 @@ class Settings(BaseSettings):
     payments: PaymentsSettings = PaymentsSettings()
     shipping: ShippingSettings = ShippingSettings()
     refunds: RefundSettings = RefundSettings()
+    tracking: TrackingSettings = TrackingSettings()
     broadcast: BroadcastSettings = BroadcastSettings()
     admin_console: AdminConsoleSettings = AdminConsoleSettings()
     admins: tuple[AdminEntry, ...] = ()

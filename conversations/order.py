@@ -20,6 +20,7 @@ from bot.context import BotContext
 from bot.i18n import I18n
 from bot.keyboards import Button, cancel_button, inline, main_menu
 from bot.sessions import SessionConversationHandler
+from bot.telegram_errors import NOT_MODIFIED, TO_EDIT_NOT_FOUND, is_bad_request
 from conversations.common import cancel_handlers, conversation_key, leave_others
 from handlers.common import ack, lang_of, reply
 from handlers.refunds import window_text
@@ -285,10 +286,6 @@ def parse_pay_data(data: str) -> tuple[str | None, int | None]:
     return parts[3], int(parts[4])
 
 
-# Telegram's answers when the message to disarm has already changed or is gone.
-_DISARM_TOLERATED = ("message is not modified", "message to edit not found")
-
-
 async def _send_review(
     update: Update, context: BotContext, text: str, markup: Any
 ) -> None:
@@ -305,7 +302,8 @@ async def _send_review(
         try:
             await context.bot.edit_message_reply_markup(chat.id, previous, reply_markup=None)
         except BadRequest as exc:
-            if not exc.message.lower().startswith(_DISARM_TOLERATED):
+            # The message to disarm has already changed or is gone.
+            if not is_bad_request(exc, NOT_MODIFIED, TO_EDIT_NOT_FOUND):
                 raise
 
 

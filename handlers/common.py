@@ -7,6 +7,7 @@ from telegram.error import BadRequest
 
 from bot.context import BotContext
 from bot.current import current_user
+from bot.telegram_errors import NOT_MODIFIED, is_bad_request
 
 
 def lang_of(update: Update, context: BotContext) -> str:
@@ -33,7 +34,7 @@ async def reply(
             await query.edit_message_text(text, reply_markup=markup)
             return
         except BadRequest as exc:
-            if "message is not modified" in exc.message:
+            if is_bad_request(exc, NOT_MODIFIED):
                 return
             raise
     chat = update.effective_chat

@@ -1,7 +1,9 @@
 """My labels: newest first, five a page, with a button to get each PDF again.
 
 An active label shows the last day on which it can be refunded; the Refund button appears
-only where the refund rules (``RefundService.offers``) would accept a request now.
+only where the refund rules (``RefundService.offers``) would accept a request now (not for
+a used label). "📍 Track" shows the carrier's latest events (``TrackingService``); a
+forged or foreign order id gets "label not found".
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 
 from bot.context import BotContext
 from bot.keyboards import Button, inline
+from bot.notices import tracking_place
 from conversations.order import deliver_label
 from handlers.balance import format_when
 from handlers.common import ack, lang_of, reply
 from handlers.refunds import window_text
+
+# How many of the newest events the Track button shows.
+TRACK_EVENTS = 5
 
 # Verdicts for which the refund window is worth showing: it is open, or still ahead.
 _OPEN = ("accepted", "too_recent")
@@ -60,7 +66,11 @@ async def show_labels(update: Update, context: BotContext) -> None:
             lines.append(window_text(context, lang, offer.window))
         if order["status"] == "purchased":
             row: list[Button] = [
-                (i18n.t(lang, "labels.resend", tracking=tracking[-12:]), f"lbl:pdf:{order['_id']}")
+                (
+                    i18n.t(lang, "labels.resend", tracking=tracking[-12:]),
+                    f"lbl:pdf:{order['_id']}",
+                ),
+                (i18n.t(lang, "tracking.button"), f"lbl:trk:{order['_id']}"),
             ]
             if offer is not None and offer.offered:
                 row.append(
@@ -93,9 +103,53 @@ async def resend_pdf(update: Update, context: BotContext) -> None:
     await deliver_label(update, context, order)
 
 
+async def track(update: Update, context: BotContext) -> None:
+    """📍 Track: the label's latest events, asked of the carrier now."""
+    query = update.callback_query
+    user = update.effective_user
+    assert query is not None and query.data is not None and user is not None
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    view = await context.services.tracking.for_customer(user.id, query.data.rsplit(":", 1)[-1])
+    if view is None:
+        await ack(update, i18n.t(lang, "labels.not_found"), alert=True)
+        return
+    await ack(update)
+    tracking = str(view.order.get("tracking_number") or "—")
+    if view.info is None:
+        last = (view.order.get("tracking") or {}).get("status_text")
+        status = last or i18n.t(lang, "tracking.status_unknown")
+        text = i18n.t(lang, "tracking.unavailable", tracking=tracking, status=status)
+        await reply(update, context, text)
+        return
+    info = view.info
+    newest = sorted(
+        info.events, key=lambda e: e.occurred_at.timestamp() if e.occurred_at else 0, reverse=True
+    )[:TRACK_EVENTS]
+    status = (newest[0].text if newest else info.status_description) or i18n.t(
+        lang, "tracking.status_unknown"
+    )
+    lines = [i18n.t(lang, "tracking.title", tracking=tracking, status=status)]
+    for event in newest:
+        place = tracking_place(event)
+        lines.append(
+            i18n.t(
+                lang,
+                "tracking.event",
+                when=format_when(i18n, lang, event.occurred_at) if event.occurred_at else "—",
+                text=event.text or "—",
+                place=i18n.t(lang, "tracking.place", place=place) if place else "",
+            )
+        )
+    if not newest:
+        lines.append(i18n.t(lang, "tracking.no_events"))
+    await reply(update, context, "\n".join(lines))
+
+
 def build_handlers() -> list[BaseHandler[Update, BotContext, None]]:
     return [
         CommandHandler("labels", show_labels),
         CallbackQueryHandler(show_labels, pattern=r"^(menu:labels|lbl:page:\d{1,4})$"),
         CallbackQueryHandler(resend_pdf, pattern=r"^lbl:pdf:[0-9a-f]{24}$"),
+        CallbackQueryHandler(track, pattern=r"^lbl:trk:[0-9a-f]{24}$"),
     ]

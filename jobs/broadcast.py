@@ -16,6 +16,7 @@ from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
 from bot.context import BotContext
 from bot.lease import holds_lease
+from bot.telegram_errors import NOT_MODIFIED, is_bad_request
 from services.broadcast import Outgoing, Progress, SendOutcome, SendResult
 
 _LOGGER = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ async def _run(context: BotContext) -> None:
         try:
             await bot.edit_message_text(text, chat_id=chat_id, message_id=message_id)
         except BadRequest as exc:
-            if "message is not modified" not in exc.message:
+            if not is_bad_request(exc, NOT_MODIFIED):
                 raise
 
     def should_stop() -> bool:

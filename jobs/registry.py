@@ -12,8 +12,9 @@ from jobs.broadcast import deliver_broadcasts_job
 from jobs.orders import deliver_labels_job, recover_purchases_job
 from jobs.outbox import deliver_outbox_job
 from jobs.payments import reconcile_payments_job, reconcile_stars_job, stale_payments_job
-from jobs.refunds import check_refunds_job
+from jobs.refunds import check_refunds_job, remind_refunds_job
 from jobs.sessions import expire_sessions_job, purge_expired_job
+from jobs.tracking import check_tracking_job
 
 
 def schedule_jobs(
@@ -53,6 +54,16 @@ def schedule_jobs(
             "refunds:check",
             leader_only(check_refunds_job),
             settings.refunds.check_interval_seconds,
+        ),
+        (
+            "refunds:remind",
+            leader_only(remind_refunds_job),
+            settings.refunds.remind_interval_seconds,
+        ),
+        (
+            "tracking:check",
+            leader_only(check_tracking_job),
+            settings.tracking.check_interval_seconds,
         ),
         # Starts the broadcast runner task; one instance delivers.
         (

@@ -148,6 +148,7 @@ class TrackingEvent:
 
     occurred_at: datetime | None
     status_code: str | None = None
+    status_detail_code: str | None = None
     status_description: str | None = None
     carrier_status_description: str | None = None
     event_code: str | None = None
@@ -166,6 +167,7 @@ class TrackingInfo:
     tracking_number: str
     status_code: str | None
     status_description: str | None
+    status_detail_code: str | None = None
     carrier_code: str | None = None
     tracking_url: str | None = None
     estimated_delivery_date: datetime | None = None

@@ -314,21 +314,42 @@ class FakeLabel:
     status: str = "completed"
     voided: bool = False
     voided_at: datetime | None = None
-    tracking_code: str = "AC"
+    # A new label is "not yet in system" until the carrier's first scan.
+    tracking_code: str = "NY"
+    tracking_events: list[dict[str, Any]] = field(default_factory=list)  # newest first
     void_attempts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# v2 tracking status codes (status_code) and their normalised words.
 _TRACKING = {
+    "UN": "Unknown",
+    "NY": "Not Yet In System",
     "AC": "Accepted",
     "IT": "In Transit",
+    "AT": "Delivery Attempt",
     "DE": "Delivered",
+    "SP": "Delivered To Collection Location",
     "EX": "Exception",
-    "UN": "Unknown",
 }
 
 # Carrier-side event codes (USPS-style) reported as event_code / carrier_status_code.
-_CARRIER_EVENT_CODES = {"AC": "OA", "IT": "T1", "DE": "01", "EX": "07", "UN": "NT"}
+_CARRIER_EVENT_CODES = {
+    "UN": "NT", "NY": "GX", "AC": "OA", "IT": "T1", "AT": "53",
+    "DE": "01", "SP": "30", "EX": "07",
+}
+
+# Named steps of a parcel's life for the control API: (status_code, status_detail_code,
+# status_detail_description). "Out for delivery" is an IT status with its detail code.
+TRACKING_STEPS: dict[str, tuple[str, str | None, str]] = {
+    "accepted": ("AC", "CARRIER_ACCEPTED", "Carrier accepted the package"),
+    "in_transit": ("IT", "IN_TRANSIT", "In transit"),
+    "out_for_delivery": ("IT", "OUT_FOR_DELIVERY", "Out for delivery"),
+    "delivery_attempt": ("AT", "DELIVERY_ATTEMPTED", "Delivery attempted"),
+    "delivered": ("DE", "DELIVERED", "Delivered"),
+    "exception": ("EX", "EXCEPTION", "Exception"),
+    "returned": ("EX", "RETURNED_TO_SENDER", "Returned to sender"),
+}
 
 _VOID_MESSAGES = {
     "label_already_used": "This label has already been used and cannot be voided.",
@@ -474,9 +495,32 @@ class FakeShipStation:
         self.set_label_created_at(label_id, self._now() - timedelta(days=days))
 
     def set_tracking_status(self, label_id: str, status_code: str) -> None:
+        """Adds a scan with ``status_code`` (a label never scanned gets its acceptance
+        scan first)."""
         if status_code not in _TRACKING:
             raise ValueError(f"status_code must be one of {sorted(_TRACKING)}")
-        self._label(label_id).tracking_code = status_code
+        label = self._label(label_id)
+        if not label.tracking_events and status_code not in ("AC", "UN", "NY"):
+            self._add_event(label, "AC", "CARRIER_ACCEPTED", "Carrier accepted the package")
+        self._add_event(label, status_code, None, "")
+
+    def advance_tracking(self, label_id: str, step: str) -> None:
+        """Adds the scan of a named step: accepted, in_transit, out_for_delivery,
+        delivery_attempt, delivered, exception, returned (see ``TRACKING_STEPS``)."""
+        if step not in TRACKING_STEPS:
+            raise ValueError(f"step must be one of {sorted(TRACKING_STEPS)}")
+        code, detail, detail_text = TRACKING_STEPS[step]
+        self._add_event(self._label(label_id), code, detail, detail_text)
+
+    def _add_event(
+        self, label: FakeLabel, code: str, detail: str | None, detail_text: str
+    ) -> None:
+        where = label.ship_from if code == "AC" else label.ship_to
+        label.tracking_code = code
+        label.extra["tracking_detail"] = (detail, detail_text)
+        label.tracking_events.insert(
+            0, self._track_event(label, code, self._now(), where, detail, detail_text)
+        )
 
     def call_count(self, operation: str | None = None, *, mode: str | None = None) -> int:
         return sum(
@@ -990,11 +1034,10 @@ class FakeShipStation:
             "trackable": True,
             "label_image_id": None,
             "carrier_code": label.carrier_code,
-            "tracking_status": "unknown"
-            if label.tracking_code == "AC"
-            else {"IT": "in_transit", "DE": "delivered", "EX": "error"}.get(
-                label.tracking_code, "unknown"
-            ),
+            "tracking_status": {
+                "IT": "in_transit", "AT": "in_transit", "DE": "delivered", "SP": "delivered",
+                "EX": "error",
+            }.get(label.tracking_code, "unknown"),
             "label_download": download,
             "form_download": None,
             "qr_code_download": None,
@@ -1138,11 +1181,17 @@ class FakeShipStation:
 
     @staticmethod
     def _track_event(
-        label: FakeLabel, code: str, at: datetime, where: dict[str, Any]
+        label: FakeLabel,
+        code: str,
+        at: datetime,
+        where: dict[str, Any],
+        detail: str | None = None,
+        detail_text: str = "",
     ) -> dict[str, Any]:
-        carrier_text = (
-            "Shipping label created" if code == "AC" else _TRACKING[code]
-        ).upper()
+        """One v2 ``track_event``: no ``description``; the words are in
+        ``status_description`` / ``carrier_status_description``, the codes in
+        ``event_code`` / ``status_code`` / ``carrier_*_code``."""
+        carrier_text = (detail_text or _TRACKING[code]).upper()
         return {
             "occurred_at": _iso(at),
             "carrier_occurred_at": _iso(at),
@@ -1155,9 +1204,9 @@ class FakeShipStation:
             "event_code": _CARRIER_EVENT_CODES[code],
             "carrier_detail_code": _CARRIER_EVENT_CODES[code],
             "status_code": code,
-            "status_detail_code": None,
+            "status_detail_code": detail,
             "status_description": _TRACKING[code],
-            "status_detail_description": "",
+            "status_detail_description": detail_text,
             "carrier_status_code": _CARRIER_EVENT_CODES[code],
             "carrier_status_description": carrier_text,
         }
@@ -1168,30 +1217,27 @@ class FakeShipStation:
             return _error(
                 404, "invalid_identifier", "label_id was not found.", field_name="label_id"
             )
-        delivered = label.tracking_code == "DE"
-        # v2 track_event: no `description`; the words are in status_description and
-        # carrier_status_description, the codes in event_code / carrier_*_code.
-        events = [self._track_event(label, "AC", label.created_at, label.ship_from)]
-        if label.tracking_code != "AC":
-            events.insert(
-                0, self._track_event(label, label.tracking_code, self._now(), label.ship_to)
-            )
+        code = label.tracking_code
+        detail, detail_text = label.extra.get("tracking_detail", (None, ""))
+        latest = label.tracking_events[0] if label.tracking_events else None
+        delivered = code in ("DE", "SP")
         return _json(
             {
                 "tracking_number": label.tracking_number,
                 "tracking_url": f"https://tracking.example.invalid/{label.tracking_number}",
-                "status_code": label.tracking_code,
-                "status_detail_code": None,
-                "status_description": _TRACKING[label.tracking_code],
-                "status_detail_description": None,
+                "status_code": code,
+                "status_detail_code": detail,
+                "status_description": _TRACKING[code],
+                "status_detail_description": detail_text or None,
                 "carrier_code": label.carrier_code,
-                "carrier_status_code": label.tracking_code,
-                "carrier_status_description": _TRACKING[label.tracking_code].upper(),
+                "carrier_status_code": _CARRIER_EVENT_CODES[code],
+                "carrier_detail_code": _CARRIER_EVENT_CODES[code],
+                "carrier_status_description": (detail_text or _TRACKING[code]).upper(),
                 "ship_date": _iso(label.created_at),
                 "estimated_delivery_date": None,
-                "actual_delivery_date": _iso(self._now()) if delivered else None,
-                "exception_description": None,
-                "events": events,
+                "actual_delivery_date": latest["occurred_at"] if delivered and latest else None,
+                "exception_description": detail_text if code == "EX" else None,
+                "events": list(label.tracking_events),
             }
         )
 
@@ -1250,7 +1296,9 @@ class FakeShipStation:
         DELETE /_control/failures
         POST   /_control/void_outcome {"outcome", "label_id"?}
         POST   /_control/labels/{label_id}/created_at {"created_at": ISO} | {"age_days": n}
-        POST   /_control/labels/{label_id}/tracking  {"status_code": "AC|IT|DE|EX|UN"}
+        POST   /_control/labels/{label_id}/tracking  {"status_code": "AC|IT|DE|EX|…"}
+                                                     or {"step": "accepted|in_transit|
+                                                     out_for_delivery|delivered|exception|…"}
         GET    /_control/labels
         POST   /_control/latency     {"instant": bool, "latency_seconds"?: float}
         POST   /_control/balance     {"cents": int}
@@ -1349,7 +1397,12 @@ class FakeShipStation:
     async def _c_tracking(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         try:
-            self.set_tracking_status(request.match_info["label_id"], str(body.get("status_code")))
+            if "step" in body:
+                self.advance_tracking(request.match_info["label_id"], str(body["step"]))
+            else:
+                self.set_tracking_status(
+                    request.match_info["label_id"], str(body.get("status_code"))
+                )
         except KeyError as exc:
             raise web.HTTPNotFound(text=str(exc)) from None
         except ValueError as exc:

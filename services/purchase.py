@@ -13,6 +13,9 @@ Failing an order always wins the transition first and credits after: ``purchasin
 ``failed`` (with ``compensation_pending``), then the compensation ``compensation:<id>``
 (only if the debit exists), then the flag is cleared. A crash between the two writes
 leaves the flag; ``recover_stuck`` credits those orders (the key makes it exactly once).
+An order failed before its debit existed keeps the flag for ``DEBIT_WATCH``: a stalled
+purchase may still debit it and die before it reads the order again, and the next
+recovery run then gives that debit back.
 
 If the outcome is unknown (timeout) or the process dies mid-way, the order stays
 ``purchasing`` and ``recover_stuck`` asks the carrier for a label bought from the order's
@@ -39,6 +42,10 @@ from storage.ledger import InsufficientFunds, LedgerRepo
 from storage.orders import OrdersRepo
 
 _LOGGER = logging.getLogger(__name__)
+
+# How long a failed order without a debit is watched for a late one. The debit follows the
+# claim with nothing but database calls between them; no worker stalls for a day.
+DEBIT_WATCH = timedelta(hours=24)
 
 
 class PurchaseNotices(Protocol):
@@ -175,6 +182,7 @@ class PurchaseService:
                 "carrier_code": label.carrier_code,
                 "service_code": label.service_code,
                 "purchased_at": now,
+                "tracking_due_at": now,  # the tracking job takes it from here
             },
         )
         if done is not None:
@@ -232,9 +240,13 @@ class PurchaseService:
         await self._notices.label_compensated(failed, reason, tell_user=tell_user)
         return failed
 
-    async def _credit_compensation(self, order: Document, reason: str) -> None:
-        """Credits back the label debit of a failed order, if there is one; idempotent."""
+    async def _credit_compensation(self, order: Document, reason: str) -> bool:
+        """Credits back the label debit of a failed order, if there is one; idempotent.
+
+        True when it gave a debit back. Without a debit the order stays flagged for
+        ``DEBIT_WATCH`` (a stalled purchase may yet debit it), then the flag is cleared."""
         order_id = order["_id"]
+        now = self._clock()
         debit = await self._ledger.get(f"label:{order_id}")
         if debit is not None:
             await self._ledger.apply(
@@ -242,10 +254,13 @@ class PurchaseService:
                 amount_cents=-debit.amount_cents,
                 kind="compensation",
                 key=f"compensation:{order_id}",
-                now=self._clock(),
+                now=now,
                 meta={"order_id": str(order_id), "reason": reason},
             )
-        await self._orders.compensation_settled(order_id, now=self._clock())
+        elif now - order.get("failed_at", now) < DEBIT_WATCH:
+            return False
+        await self._orders.compensation_settled(order_id, now=now)
+        return debit is not None
 
     async def recover_stuck(self, *, limit: int = 50) -> dict[str, int]:
         """Resolves orders left in ``purchasing`` by a crash or an unknown outcome, and
@@ -260,10 +275,10 @@ class PurchaseService:
                 outcome = "retry_later"
             counts[outcome] = counts.get(outcome, 0) + 1
         for order in await self._orders.compensation_pending(failed_before=before, limit=limit):
-            await self._credit_compensation(order, str(order.get("failure_reason") or "failed"))
             reason = str(order.get("failure_reason") or "failed")
-            await self._notices.label_compensated(order, reason, tell_user=True)
-            counts["compensation_repaired"] = counts.get("compensation_repaired", 0) + 1
+            if await self._credit_compensation(order, reason):
+                await self._notices.label_compensated(order, reason, tell_user=True)
+                counts["compensation_repaired"] = counts.get("compensation_repaired", 0) + 1
         return counts
 
     async def _recover_one(self, order: Document) -> str:

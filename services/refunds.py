@@ -15,7 +15,14 @@ The refund window ends with the last day (UTC) on which a refund may be asked fo
 (``window``): ``max_age`` days counted from the purchase day, never later than ``max_age``
 after the purchase itself (USPS through Stamps.com refunds labels within 28 days of
 printing). The same rules answer My labels' question whether to offer a Refund button
-(``offers``), so a button never promises what a request would refuse.
+(``offers``), so a button never promises what a request would refuse. A label the
+carrier has scanned (``first_scan_at``, recorded by the tracking job) is used: no refund.
+
+Reminders: a label still unused ``remind_days`` before its last day gets one notice with a
+"Refund it" button (``rf:one:<order>``, which re-checks every rule when pressed). Customers
+who turned on automatic refunds (``/autorefund on``) have their unused labels requested on
+the last day, through the same path as their own request (``_judge``): one refund per
+order (unique), so a replayed run files nothing twice.
 """
 
 from __future__ import annotations
@@ -65,6 +72,18 @@ class RefundNotices(Protocol):
         """An admin-approved void the carrier refused (``void_refusal``): admins decide."""
         ...
 
+    async def refund_reminder(self, order: Document, last_day: date, *, auto: bool) -> None:
+        """The label is unused and its refund window ends on ``last_day``."""
+        ...
+
+    async def auto_refund_requested(self, order: Document, verdict: str) -> None:
+        """The last-day automatic request was filed (``accepted``) or refused (why)."""
+        ...
+
+
+class AutoRefundPrefs(Protocol):
+    async def auto_refund_enabled(self, user_id: int) -> bool: ...
+
 
 @dataclass(frozen=True)
 class RefundConfig:
@@ -76,12 +95,13 @@ class RefundConfig:
     voiding_lease: timedelta
     batch_limit: int
     confirm_ttl: timedelta = timedelta(minutes=15)
+    remind_days: int = 3
 
 
 @dataclass(frozen=True)
 class Verdict:
     """``verdict``: accepted, not_found, not_yours, not_purchased, already_requested,
-    already_refunded, too_recent, too_old, invalid."""
+    already_refunded, used, too_recent, too_old, invalid."""
 
     number: str
     verdict: str
@@ -154,6 +174,7 @@ class RefundService:
         *,
         confirmations: ConfirmationsRepo,
         audit: AuditService,
+        prefs: AutoRefundPrefs | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._refunds = refunds
@@ -164,6 +185,7 @@ class RefundService:
         self._config = config
         self._confirmations = confirmations
         self._audit = audit
+        self._prefs = prefs
         self._clock = clock
 
     @property
@@ -220,6 +242,8 @@ class RefundService:
             return "not_purchased"
         if existing is not None:
             return "already_refunded" if existing["status"] == "credited" else "already_requested"
+        if order.get("first_scan_at") is not None:
+            return "used"  # the carrier scanned it: a used label is not refundable
         window = self.window(order)
         if now < window.opens_at:
             return "too_recent"
@@ -266,6 +290,63 @@ class RefundService:
         except AlreadyRequested:
             return Verdict(number, "already_requested")
         return Verdict(number, "accepted", amount)
+
+    # -- reminders and automatic refunds ---------------------------------------------------
+
+    def _purchased_on(self, day: date) -> datetime:
+        return datetime.combine(day, time(0), tzinfo=UTC)
+
+    async def remind_unused(self) -> int:
+        """One reminder per unused label from ``remind_days`` before its last day on."""
+        now = self._clock()
+        today = now.astimezone(UTC).date()
+        last_offset = self._config.max_age.days - 1  # last day = purchase day + this
+        start = self._purchased_on(today - timedelta(days=last_offset))
+        end = self._purchased_on(
+            today - timedelta(days=max(last_offset - self._config.remind_days, 0) - 1)
+        )
+        orders = await self._orders.unused_purchased_between(
+            start=start, end=end, unset="refund_reminded_at", limit=self._config.batch_limit
+        )
+        offers = await self.offers(orders)
+        sent = 0
+        for order in orders:
+            offer = offers[order["_id"]]
+            if offer.offered and offer.window is not None:
+                auto = await self._auto_enabled(int(order["user_id"]))
+                # Queued (deduplicated by order) before it is marked: a crash in between
+                # queues it again under the same key, never twice.
+                await self._notices.refund_reminder(order, offer.window.last_day, auto=auto)
+                sent += 1
+            await self._orders.mark_once(order["_id"], "refund_reminded_at", now=now)
+        return sent
+
+    async def auto_refund_last_day(self) -> dict[str, int]:
+        """Files the refund of every unused label on its last day for customers who turned
+        on automatic refunds; the request goes through the customer's own path."""
+        counts: dict[str, int] = {}
+        now = self._clock()
+        today = now.astimezone(UTC).date()
+        day = today - timedelta(days=self._config.max_age.days - 1)
+        orders = await self._orders.unused_purchased_between(
+            start=self._purchased_on(day),
+            end=self._purchased_on(day + timedelta(days=1)),
+            unset="auto_refund_checked_at",
+            limit=self._config.batch_limit,
+        )
+        for order in orders:
+            user_id = int(order["user_id"])
+            if await self._auto_enabled(user_id):
+                number = str(order.get("tracking_number") or order["_id"])
+                verdict = await self._judge(user_id, number, order)
+                if verdict.verdict in ("accepted", "used"):
+                    await self._notices.auto_refund_requested(order, verdict.verdict)
+                counts[verdict.verdict] = counts.get(verdict.verdict, 0) + 1
+            await self._orders.mark_once(order["_id"], "auto_refund_checked_at", now=now)
+        return counts
+
+    async def _auto_enabled(self, user_id: int) -> bool:
+        return self._prefs is not None and await self._prefs.auto_refund_enabled(user_id)
 
     async def for_user(self, user_id: int) -> list[Document]:
         return await self._refunds.for_user(user_id, limit=30)
@@ -406,6 +487,7 @@ class RefundService:
             now=now,
             fields={"refunded_at": now},
         )
+        await self._orders.stop_tracking(order_id)  # a voided label has nothing to follow
         if credited is not None:
             await self._notices.refund_credited(credited, result.balance_cents)
         return "credited"

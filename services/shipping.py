@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
-from models.shipping import Address, Label, Parcel, Rate, VoidResult
+from models.shipping import Address, Label, Parcel, Rate, TrackingInfo, VoidResult
 from providers.errors import ProviderUnavailable
 from providers.shipping.shipstation import ShipStationClient
 
@@ -71,6 +71,9 @@ class ShippingGateway:
 
     async def void(self, mode: str, label_id: str) -> VoidResult:
         return await self.client(mode).void_label(label_id)
+
+    async def track(self, mode: str, label_id: str) -> TrackingInfo:
+        return await self.client(mode).track(label_id)
 
     async def close(self) -> None:
         for client in self._clients.values():

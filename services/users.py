@@ -62,3 +62,11 @@ class UserService:
     async def notifications_enabled(self, user_id: int) -> bool:
         doc = await self._users.get(user_id)
         return not (doc or {}).get("notify_opt_out", False)
+
+    async def set_auto_refund(self, user_id: int, enabled: bool) -> None:
+        """``/autorefund on|off``: unused labels are refunded on their last refund day."""
+        await self._users.set_auto_refund(user_id, enabled)
+
+    async def auto_refund_enabled(self, user_id: int) -> bool:
+        doc = await self._users.get(user_id)
+        return bool((doc or {}).get("auto_refund", False))

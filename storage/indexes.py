@@ -104,6 +104,8 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
             # /stats: labels sold, revenue and cost over a period
             IndexModel([("status", ASCENDING), ("purchased_at", ASCENDING)],
                        name="status_purchased_at"),
+            # the tracking job: labels whose next check is due (absent once tracking ends)
+            IndexModel([("tracking_due_at", ASCENDING)], name="tracking_due_at", sparse=True),
         ],
         "templates": [
             IndexModel([("user_id", ASCENDING), ("name_key", ASCENDING)],

@@ -5,10 +5,18 @@
 any, is compensated after the transition: ``compensation_pending`` marks the gap);
 ``purchasing`` → ``draft`` (balance short: nothing was debited).
 A draft is written at every step of the conversation and expires with the session.
+
+Tracking of a purchased label (``services/tracking.py``): ``tracking_due_at`` (indexed,
+removed when tracking ends) says when to ask the carrier next; ``tracking`` holds the last
+status, when it was checked, consecutive failures and why it ended; ``tracking_milestones``
+the milestones already queued for the customer; ``first_scan_at`` the carrier's first scan
+(the label is used: no refund). Refund reminders and automatic refunds mark the order
+(``refund_reminded_at``, ``auto_refund_checked_at``) so each happens once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -142,6 +150,104 @@ class OrdersRepo:
         total: int = await self.col.count_documents(query)
         cursor = self.col.find(query).sort("created_at", DESCENDING).skip(offset).limit(limit)
         return [doc async for doc in cursor], total
+
+    # -- tracking ------------------------------------------------------------------------
+
+    async def due_for_tracking(self, *, now: datetime, limit: int) -> list[Document]:
+        """Purchased labels whose next tracking check is due, most overdue first."""
+        cursor = (
+            self.col.find({"tracking_due_at": {"$lte": now}, "status": "purchased"})
+            .sort("tracking_due_at", 1)
+            .limit(limit)
+        )
+        return [doc async for doc in cursor]
+
+    async def claim_tracking(
+        self, order_id: ObjectId, *, due_at: datetime, until: datetime
+    ) -> Document | None:
+        """Moves a due check to ``until`` (a lease: a run that dies mid-check is retried
+        then); None when another run claimed it or it is no longer due."""
+        doc: Document | None = await self.col.find_one_and_update(
+            {"_id": order_id, "tracking_due_at": due_at, "status": "purchased"},
+            {"$set": {"tracking_due_at": until}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc
+
+    async def record_tracking(
+        self,
+        order_id: ObjectId,
+        *,
+        tracking: dict[str, Any],
+        next_due: datetime | None,
+        milestones: Sequence[str] = (),
+        first_scan_at: datetime | None = None,
+    ) -> None:
+        """The outcome of one check; ``next_due`` None ends tracking."""
+        update: dict[str, Any] = {
+            "$set": {f"tracking.{name}": value for name, value in tracking.items()}
+        }
+        if next_due is None:
+            update["$unset"] = {"tracking_due_at": ""}
+        else:
+            update["$set"]["tracking_due_at"] = next_due
+        if milestones:
+            update["$addToSet"] = {"tracking_milestones": {"$each": list(milestones)}}
+        if first_scan_at is not None:
+            update["$min"] = {"first_scan_at": first_scan_at}
+        await self.col.update_one({"_id": order_id}, update)
+
+    async def adopt_untracked(self, *, since: datetime, now: datetime, limit: int) -> int:
+        """Labels bought since ``since`` that were never tracked (bought before tracking
+        existed) become due now; returns how many (at most ``limit`` a call)."""
+        cursor = self.col.find(
+            {
+                "status": "purchased",
+                "purchased_at": {"$gte": since},
+                "tracking_due_at": {"$exists": False},
+                "tracking.ended": {"$exists": False},
+            },
+            projection={"_id": 1},
+        ).limit(limit)
+        ids = [doc["_id"] async for doc in cursor]
+        if not ids:
+            return 0
+        result = await self.col.update_many(
+            {"_id": {"$in": ids}, "tracking_due_at": {"$exists": False}},
+            {"$set": {"tracking_due_at": now}},
+        )
+        return int(result.modified_count)
+
+    async def stop_tracking(self, order_id: ObjectId) -> None:
+        """A refunded (voided) label is not followed any more."""
+        await self.col.update_one({"_id": order_id}, {"$unset": {"tracking_due_at": ""}})
+
+    async def mark_first_scan(self, order_id: ObjectId, at: datetime) -> None:
+        await self.col.update_one({"_id": order_id}, {"$min": {"first_scan_at": at}})
+
+    # -- refund reminders and automatic refunds ---------------------------------------------
+
+    async def unused_purchased_between(
+        self, *, start: datetime, end: datetime, unset: str, limit: int
+    ) -> list[Document]:
+        """Purchased, never scanned labels bought in [start, end) whose flag ``unset`` is
+        not set yet (index ``status_purchased_at``)."""
+        cursor = self.col.find(
+            {
+                "status": "purchased",
+                "purchased_at": {"$gte": start, "$lt": end},
+                "first_scan_at": None,
+                unset: None,
+            }
+        ).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def mark_once(self, order_id: ObjectId, field: str, *, now: datetime) -> bool:
+        """Sets ``field`` to ``now`` if unset; False when it was set already (done once)."""
+        result = await self.col.update_one(
+            {"_id": order_id, field: None}, {"$set": {field: now}}
+        )
+        return bool(result.modified_count)
 
     async def by_tracking(self, tracking_number: str) -> Document | None:
         doc: Document | None = await self.col.find_one({"tracking_number": tracking_number})

@@ -93,3 +93,6 @@ class UsersRepo:
     async def set_notify_opt_out(self, user_id: int, opt_out: bool) -> None:
         await self.col.update_one({"_id": user_id}, {"$set": {"notify_opt_out": opt_out}})
 
+
+    async def set_auto_refund(self, user_id: int, enabled: bool) -> None:
+        await self.col.update_one({"_id": user_id}, {"$set": {"auto_refund": enabled}})

@@ -210,6 +210,7 @@ def _parse_tracking(raw: Any) -> TrackingInfo:
         TrackingEvent(
             occurred_at=opt_iso_datetime(event, "occurred_at"),
             status_code=opt_str(event, "status_code"),
+            status_detail_code=opt_str(event, "status_detail_code"),
             status_description=opt_str(event, "status_description"),
             carrier_status_description=opt_str(event, "carrier_status_description"),
             event_code=opt_str(event, "event_code"),
@@ -223,6 +224,7 @@ def _parse_tracking(raw: Any) -> TrackingInfo:
         tracking_number=opt_str(obj, "tracking_number") or "",
         status_code=opt_str(obj, "status_code"),
         status_description=opt_str(obj, "status_description"),
+        status_detail_code=opt_str(obj, "status_detail_code"),
         carrier_code=opt_str(obj, "carrier_code"),
         tracking_url=opt_str(obj, "tracking_url"),
         estimated_delivery_date=opt_iso_datetime(obj, "estimated_delivery_date"),

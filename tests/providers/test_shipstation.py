@@ -473,3 +473,18 @@ async def test_connection_refused_is_unavailable_not_unknown(
         await ss.close()
     assert excinfo.value.reason == "connection"
     assert not excinfo.value.outcome_unknown
+
+
+async def test_track_parses_the_detail_code(
+    ss: ShipStationClient, fake_ss: FakeShipStation
+) -> None:
+    label_id, _ = await buy(ss)
+    fresh = await ss.track(label_id)
+    assert (fresh.status_code, fresh.events) == ("NY", ())  # not scanned yet
+    fake_ss.advance_tracking(label_id, "accepted")
+    fake_ss.advance_tracking(label_id, "out_for_delivery")
+    info = await ss.track(label_id)
+    assert (info.status_code, info.status_detail_code) == ("IT", "OUT_FOR_DELIVERY")
+    latest, accepted = info.events
+    assert latest.status_detail_code == "OUT_FOR_DELIVERY"
+    assert (accepted.status_code, accepted.status_detail_code) == ("AC", "CARRIER_ACCEPTED")

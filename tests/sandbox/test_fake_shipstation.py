@@ -474,3 +474,31 @@ async def test_labels_are_listed_by_rate_id(
         http, "GET", url, params={"rate_id": first["rate_id"]}, key=LIVE
     )
     assert listed["labels"] == []  # another account sees nothing
+
+
+async def test_tracking_advances_through_the_parcel_life_by_control(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    label = await buy(http, fake)
+    url = f"{fake.base_url}/v2/labels/{label['label_id']}/track"
+    _, fresh, _ = await call(http, "GET", url)
+    # A label never scanned: not yet in system, no events.
+    assert (fresh["status_code"], fresh["events"]) == ("NY", [])
+    control = f"{fake.base_url}/_control/labels/{label['label_id']}/tracking"
+    for step in ("accepted", "in_transit", "out_for_delivery", "delivered"):
+        async with http.post(control, json={"step": step}) as response:
+            assert response.status == 200
+    _, track, _ = await call(http, "GET", url)
+    codes = [(e["status_code"], e["status_detail_code"]) for e in reversed(track["events"])]
+    assert codes == [
+        ("AC", "CARRIER_ACCEPTED"),
+        ("IT", "IN_TRANSIT"),
+        ("IT", "OUT_FOR_DELIVERY"),
+        ("DE", "DELIVERED"),
+    ]
+    assert track["status_code"] == "DE" and track["actual_delivery_date"] is not None
+    assert all("description" not in e for e in track["events"])
+    async with http.post(control, json={"step": "teleported"}) as response:
+        assert response.status == 400
+    _, got, _ = await call(http, "GET", f"{fake.base_url}/v2/labels/{label['label_id']}")
+    assert got["tracking_status"] == "delivered"

@@ -4,6 +4,7 @@ and a scripted carrier whose calls a test can hold, to stage the races of recove
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -309,6 +310,63 @@ async def test_a_debit_after_recovery_failed_the_order_is_given_back(world: Worl
     assert world.carrier.bought == {}
     assert await world.balance() == 10_000
     assert len(await world.entries("compensation")) == 1
+    await world.audit_ok()
+
+
+async def test_a_late_debit_whose_worker_died_is_given_back_by_recovery(world: World) -> None:
+    """As above, but the stalled purchase dies right after its late debit, before it reads
+    the order again: the next recovery run gives the debit back, once."""
+    draft = await world.draft()
+    world.ledger.hold = "label"
+    purchase = asyncio.ensure_future(
+        world.purchase.purchase(USER, draft["_id"], offer_id="1-0", price_cents=804)
+    )
+    await world.ledger.holding.wait()
+    world.clock.advance(seconds=RECOVERY_AFTER.total_seconds() + 1)
+    assert await world.purchase.recover_stuck() == {"compensated": 1}
+    assert (await world.order(draft["_id"]))["compensation_pending"] is True  # watched
+    world.ledger.hold = None
+    # The worker wakes up, writes its debit and is killed before anything else.
+    await world.ledger.apply(
+        user_id=USER,
+        amount_cents=-804,
+        kind="label",
+        key=f"label:{draft['_id']}",
+        now=world.clock(),
+        meta={"order_id": str(draft["_id"])},
+    )
+    purchase.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await purchase
+    assert await world.balance() == 10_000 - 804
+    world.clock.advance(seconds=RECOVERY_AFTER.total_seconds() + 1)
+    assert await world.purchase.recover_stuck() == {"compensation_repaired": 1}
+    assert await world.purchase.recover_stuck() == {}
+    assert await world.balance() == 10_000
+    assert len(await world.entries("compensation")) == 1
+    assert "compensation_pending" not in await world.order(draft["_id"])
+    await world.audit_ok()
+
+
+async def test_a_failed_order_without_a_debit_is_watched_for_a_day(world: World) -> None:
+    draft = await world.draft()
+    world.ledger.hold = "label"
+    purchase = asyncio.ensure_future(
+        world.purchase.purchase(USER, draft["_id"], offer_id="1-0", price_cents=804)
+    )
+    await world.ledger.holding.wait()
+    world.clock.advance(seconds=RECOVERY_AFTER.total_seconds() + 1)
+    assert await world.purchase.recover_stuck() == {"compensated": 1}
+    purchase.cancel()  # killed before its debit: none will ever come
+    with contextlib.suppress(asyncio.CancelledError):
+        await purchase
+    world.clock.advance(hours=23)
+    assert await world.purchase.recover_stuck() == {}
+    assert (await world.order(draft["_id"]))["compensation_pending"] is True
+    world.clock.advance(hours=2)
+    assert await world.purchase.recover_stuck() == {}
+    assert "compensation_pending" not in await world.order(draft["_id"])
+    assert await world.entries("compensation") == [] and await world.balance() == 10_000
     await world.audit_ok()
 
 
