@@ -12,8 +12,10 @@ from bot.settings import AdminEntry, Role, Secrets, Settings, load_settings
 from sandbox.shipstation import FakeShipStation
 
 ADMIN_ID = 999_000_001
-SENDER = "Jane Doe\n500 W 5th Ave Suite 200\nNew York, NY 10001\n(212) 555-0123"
-RECIPIENT = "John Smith, 123 Main St Apt 4, Springfield, IL 62704"
+# Typed as the carrier knows them (ZIP+4): the address check (on, as in config.yaml) runs
+# and verifies them, so the flow has no "did you mean" question.
+SENDER = "Jane Doe\n500 W 5th Ave Suite 200\nNew York, NY 10001-0263\n(212) 555-0123"
+RECIPIENT = "John Smith, 123 Main St Apt 4, Springfield, IL 62704-2424"
 
 
 @dataclass

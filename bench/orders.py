@@ -141,7 +141,7 @@ class _Customer:
         await pause()
         await self.say("/order")
         await pause()
-        await self.say(f"Customer {marker(self.uid)}, 1 Main St, Albany, NY 12207, (518) 555-0142")
+        await self.say(f"Customer {marker(self.uid)}, 1 Main St, Albany, NY 12207-3301, (518) 555-0142")
         await pause()
         await self.say(RECIPIENT)
         await pause()

@@ -337,6 +337,7 @@ async def _post_init(application: BotApplication) -> None:
                 max_weight_oz=ship.max_weight_oz,
                 max_side_in=ship.max_side_in,
                 templates_per_user=ship.templates_per_user,
+                validate_addresses=ship.validate_addresses,
             ),
             clock=clock,
         ),
@@ -528,6 +529,7 @@ def _build_shipstation(settings: Settings, notifier: Notifier) -> dict[str, Ship
             lambda value=value: value,  # type: ignore[misc]
             timeout_total=ship.timeout_seconds,
             purchase_timeout=ship.purchase_timeout_seconds,
+            validation_timeout=ship.validation_timeout_seconds,
             max_attempts=ship.max_attempts,
             failure_threshold=ship.failure_threshold,
             recovery_timeout=ship.recovery_timeout_seconds,

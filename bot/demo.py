@@ -29,8 +29,10 @@ ADMIN_ID = 5559999
 _TAG = re.compile(r"<[^>]+>")
 DEMO_OXAPAY_KEY = "demo-oxapay-merchant-key"  # noqa: S105 - the fake's key
 DEMO_PROVIDER_TOKEN = "284685063:TEST:demo-provider"  # noqa: S105 - a test-mode token
-DEMO_SENDER = "Dana Scully\n500 W 5th Ave Suite 200\nNew York, NY 10001\n(212) 555-0123"
-DEMO_RECIPIENT = "Fox Mulder, 2630 Hegal Pl Apt 42, Alexandria, VA 22314"
+# The sender is typed as the carrier knows it (ZIP+4): verified, no question. The
+# recipient's "Place" and ZIP5 are corrected by the carrier's address check.
+DEMO_SENDER = "Dana Scully\n500 W 5th Ave Suite 200\nNew York, NY 10001-2062\n(212) 555-0123"
+DEMO_RECIPIENT = "Fox Mulder, 2630 Hegal Place Apt 42, Alexandria, VA 22314"
 
 
 class DemoFailure(Exception):
@@ -184,10 +186,11 @@ async def scene_topup_card(demo: Demo) -> None:
 
 
 async def scene_buy_label(demo: Demo) -> None:
-    demo.transcript.section("Buying a label")
+    demo.transcript.section("Buying a label (the carrier corrects the recipient's address)")
     await demo.say(CUSTOMER_ID, "/order", "Step 1 of 6")
     await demo.say(CUSTOMER_ID, DEMO_SENDER, "Step 2 of 6")
-    await demo.say(CUSTOMER_ID, DEMO_RECIPIENT, "Step 3 of 6")
+    replies = await demo.say(CUSTOMER_ID, DEMO_RECIPIENT, "corrected form")
+    await demo.press(CUSTOMER_ID, replies[-1], "Use this", "Step 3 of 6")
     await demo.say(CUSTOMER_ID, "2 lb 4 oz", "Step 4 of 6")
     [rates] = await demo.say(CUSTOMER_ID, "10x8x4", "Step 5 of 6")
     label = rates.buttons[0][0]
@@ -281,7 +284,11 @@ async def run_demo(settings: Settings, *, verbose: bool = False, out: TextIO = s
             # The scripted customer types faster than any person: no flood limit here.
             "flood": settings.flood.model_copy(update={"max_updates": 10_000}),
             "web": settings.web.model_copy(update={"port": web_port}),
-            "shipping": settings.shipping.model_copy(update={"base_url": carrier.base_url}),
+            # The demo shows the carrier's address check ("did you mean") whatever the
+            # configuration says.
+            "shipping": settings.shipping.model_copy(
+                update={"base_url": carrier.base_url, "validate_addresses": True}
+            ),
             "payments": payments.model_copy(
                 update={
                     "oxapay": payments.oxapay.model_copy(

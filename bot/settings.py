@@ -269,6 +269,9 @@ class ShippingSettings(_Section):
     recovery_after_seconds: int = Field(120, ge=10)
     recovery_interval_seconds: float = Field(60, gt=0)
     templates_per_user: int = Field(20, ge=1, le=100)
+    # Completed addresses are checked with POST /v2/addresses/validate ("did you mean").
+    validate_addresses: bool = True
+    validation_timeout_seconds: float = Field(5, gt=0)
 
     @field_validator("recovery_after_seconds")
     @classmethod

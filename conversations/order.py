@@ -27,7 +27,15 @@ from handlers.refunds import window_text
 from providers.errors import ProviderError, ProviderRejected
 from services import addresses
 from services.addresses import FieldError
-from services.orders import SIDES, RatesUnavailable, address_of, missing_fields, skippable
+from services.orders import (
+    CORRECTED,
+    SIDES,
+    AddressCheck,
+    RatesUnavailable,
+    address_of,
+    missing_fields,
+    skippable,
+)
 from services.shipping import CarrierUnavailable
 from storage.client import Document
 
@@ -39,6 +47,7 @@ STEPS = 6
 
 class OrderState(StrEnum):
     AWAITING_ADDRESS_FIELD = "awaiting_address_field"
+    AWAITING_ADDRESS_CHOICE = "awaiting_address_choice"
     AWAITING_WEIGHT = "awaiting_weight"
     AWAITING_DIMENSIONS = "awaiting_dimensions"
     AWAITING_RATE = "awaiting_rate"
@@ -113,6 +122,16 @@ async def _advance(update: Update, context: BotContext, draft: Document) -> Orde
         if missing:
             await _ask_field(update, context, draft, side, missing[0], step=index + 1)
             return OrderState.AWAITING_ADDRESS_FIELD
+        try:
+            draft, check = await context.services.orders.check_address(draft, side)
+        except LookupError:
+            return await _lost_draft(update, context)  # type: ignore[return-value]
+        if check is not None and check.needs_choice:
+            await _show_check(update, context, draft, check)
+            return OrderState.AWAITING_ADDRESS_CHOICE
+        if check is not None:  # the check was unavailable: said once, the order goes on
+            side_name = i18n.t(lang, f"order.side.{side}")
+            await reply(update, context, i18n.t(lang, "order.validation.skipped", side=side_name))
     parcel = draft.get("parcel") or {}
     cancel = cancel_button(i18n, lang, "order:cancel")
     if "weight_oz" not in parcel:
@@ -129,6 +148,58 @@ async def _advance(update: Update, context: BotContext, draft: Document) -> Orde
     if not draft.get("rate") or not draft.get("offer_id"):
         return await _show_rates(update, context, draft)
     return await _show_summary(update, context, draft)
+
+
+def check_data(draft: Document, check: AddressCheck, choice: str) -> str:
+    """``order:av:<choice>:<draft>:<side>:<token>`` (at most 9 + 5 + 24 + 6 + 8 = 52
+    bytes): the answer names the draft and the very check it answers, so a button of an
+    older check (the address was edited since) or of another draft applies nothing."""
+    return f"order:av:{choice}:{draft['_id']}:{check.side}:{check.token}"
+
+
+def _reason(i18n: I18n, lang: str, code: str, message: str) -> str:
+    key = f"order.validation.reason.{code}"
+    if key in i18n.catalogs[i18n.default].messages:
+        return i18n.t(lang, key)
+    return i18n.t(lang, "order.validation.reason.other", message=message)
+
+
+async def _show_check(
+    update: Update, context: BotContext, draft: Document, check: AddressCheck
+) -> None:
+    """The carrier's correction ("did you mean") or its doubt, with one-tap answers."""
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    side = i18n.t(lang, f"order.side.{check.side}")
+    typed = address_of(draft, check.side)
+    rows: list[list[Button]] = []
+    if check.status == CORRECTED:
+        suggested = {**typed, **(check.suggestion or {})}
+        text = i18n.t(
+            lang,
+            "order.validation.corrected",
+            side=side,
+            suggested=format_address(suggested),
+            typed=format_address(typed),
+        )
+        rows.append([(i18n.t(lang, "order.validation.use"), check_data(draft, check, "use"))])
+    else:
+        reasons = [_reason(i18n, lang, code, message) for code, message in check.reasons]
+        text = i18n.t(
+            lang,
+            "order.validation.unverified",
+            side=side,
+            typed=format_address(typed),
+            reason="\n".join(reasons) or i18n.t(lang, "order.validation.reason.unknown"),
+        )
+    rows.append(
+        [
+            (i18n.t(lang, "order.validation.keep"), check_data(draft, check, "keep")),
+            (i18n.t(lang, "order.validation.edit"), check_data(draft, check, "edit")),
+        ]
+    )
+    rows.append(cancel_button(i18n, lang, "order:cancel"))
+    await reply(update, context, text, inline(rows))
 
 
 async def _ask_field(
@@ -502,6 +573,38 @@ async def edit_part(update: Update, context: BotContext) -> OrderState | int:
     return await _advance(update, context, draft)
 
 
+async def answer_check(update: Update, context: BotContext) -> OrderState | int:
+    """Use this / Keep mine / Edit on a carrier check. A button of another draft or of an
+    older check applies nothing; the current step is shown again."""
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    _, _, choice, draft_id, side, token = query.data.split(":")
+    draft = await _current_draft(update, context)
+    if draft is None:
+        await ack(update)
+        return await _lost_draft(update, context)
+    decided = None
+    if draft_id == str(draft["_id"]):
+        decided = await context.services.orders.decide_address(draft, side, token, choice)
+    if decided is None:
+        await ack(update)
+        await reply(
+            update, context, context.i18n.t(lang_of(update, context), "order.validation.stale")
+        )
+        draft = await _current_draft(update, context) or draft
+        return await _advance(update, context, draft)
+    await ack(update)
+    return await _advance(update, context, decided)
+
+
+async def repeat_step(update: Update, context: BotContext) -> OrderState | int:
+    """Text while a button answer is expected: the question again."""
+    draft = await _current_draft(update, context)
+    if draft is None:
+        return await _lost_draft(update, context)
+    return await _advance(update, context, draft)
+
+
 async def retry_rates(update: Update, context: BotContext) -> OrderState | int:
     draft = await _draft_from_button(update, context)
     if draft is None:
@@ -654,6 +757,7 @@ async def text_expected(update: Update, context: BotContext) -> None:
 def build_order_conversation() -> SessionConversationHandler:
     text = filters.TEXT & ~filters.COMMAND
     draft_button = r"[0-9a-f]{24}"
+    check_button = rf"^order:av:(use|keep|edit):{draft_button}:(from|to):[0-9a-f]{{8}}$"
     return SessionConversationHandler(
         name=NAME,
         entry_points=[
@@ -666,6 +770,10 @@ def build_order_conversation() -> SessionConversationHandler:
                 MessageHandler(text, receive_text),
                 CallbackQueryHandler(skip_field, pattern=r"^order:skip$"),
                 CallbackQueryHandler(use_template, pattern=rf"^order:tpl:{draft_button}$"),
+            ],
+            OrderState.AWAITING_ADDRESS_CHOICE: [
+                CallbackQueryHandler(answer_check, pattern=check_button),
+                MessageHandler(text, repeat_step),
             ],
             OrderState.AWAITING_WEIGHT: [MessageHandler(text, receive_weight)],
             OrderState.AWAITING_DIMENSIONS: [MessageHandler(text, receive_dimensions)],
@@ -686,6 +794,7 @@ def build_order_conversation() -> SessionConversationHandler:
         },
         fallbacks=[
             *cancel_handlers(NAME),
+            CallbackQueryHandler(answer_check, pattern=check_button),
             CallbackQueryHandler(
                 edit_part, pattern=rf"^order:edit-(from|to|parcel|rate):{draft_button}$"
             ),

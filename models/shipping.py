@@ -7,7 +7,9 @@ from datetime import datetime
 from decimal import Decimal
 
 __all__ = [
+    "VALIDATION_STATUSES",
     "Address",
+    "AddressValidation",
     "Carrier",
     "CarrierService",
     "Label",
@@ -15,8 +17,11 @@ __all__ = [
     "Rate",
     "TrackingEvent",
     "TrackingInfo",
+    "ValidationMessage",
     "VoidResult",
 ]
+
+VALIDATION_STATUSES = frozenset({"verified", "unverified", "warning", "error"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +48,31 @@ class Address:
             raise ValueError("country must be an ISO 3166-1 alpha-2 code")
         object.__setattr__(self, "state", state)
         object.__setattr__(self, "country", country)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValidationMessage:
+    """One entry of an address validation result's ``messages``."""
+
+    code: str
+    message: str
+    type: str  # error | warning | info
+    detail_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddressValidation:
+    """One result of ``POST /v2/addresses/validate``: ``status`` is one of
+    ``VALIDATION_STATUSES``; ``matched`` is the carrier's form of the address (None when
+    nothing matched), with its residential indicator."""
+
+    status: str
+    matched: Address | None
+    messages: tuple[ValidationMessage, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.status not in VALIDATION_STATUSES:
+            raise ValueError(f"unknown validation status {self.status!r}")
 
 
 def _dimension(value: Decimal | int, name: str) -> Decimal:

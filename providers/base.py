@@ -499,7 +499,9 @@ class BaseProviderClient:
             delay = max(delay, min(exc.retry_after, self._max_retry_after))
         return delay
 
-    def _retrying(self, operation: str, attempts: int) -> AsyncRetrying:
+    def _retrying(
+        self, operation: str, attempts: int, max_wait: float | None = None
+    ) -> AsyncRetrying:
         def before_sleep(state: RetryCallState) -> None:
             PROVIDER_RETRIES.labels(self._provider, operation).inc()
             outcome = state.outcome
@@ -513,8 +515,12 @@ class BaseProviderClient:
                 state.upcoming_sleep,
             )
 
+        def too_long(state: RetryCallState) -> bool:
+            # A caller with someone waiting would rather give up than wait this long.
+            return max_wait is not None and self._wait(state) > max_wait
+
         return AsyncRetrying(
-            stop=stop_after_attempt(attempts),
+            stop=stop_after_attempt(attempts) | too_long,
             wait=self._wait,
             retry=retry_if_exception(_is_retryable),
             sleep=self._sleep,
@@ -542,9 +548,12 @@ class BaseProviderClient:
         auth: bool = True,
         request_timeout: float | None = None,
         accept_statuses: Collection[int] = (),
+        max_attempts: int | None = None,
+        max_retry_wait: float | None = None,
     ) -> HttpResult:
         """Sends one logical call. Idempotent calls are retried on retryable errors;
-        non-idempotent calls get exactly one attempt. ``json_body_for_attempt`` builds the
+        non-idempotent calls get exactly one attempt; ``max_retry_wait`` gives up instead
+        of waiting longer than that before a retry (e.g. a long 429 ``Retry-After``). ``json_body_for_attempt`` builds the
         body of each attempt from its number (1, 2, …) when a retry must differ from the
         first try (e.g. a fresh unique id, because the first may have been applied)."""
         url = self._url(path_or_url)
@@ -555,7 +564,9 @@ class BaseProviderClient:
         if auth:
             headers.update(self._auth_headers())
         attempts = self._max_attempts if idempotent else 1
-        async for attempt in self._retrying(operation, attempts):
+        if max_attempts is not None:
+            attempts = max(1, min(attempts, max_attempts))
+        async for attempt in self._retrying(operation, attempts, max_retry_wait):
             with attempt:
                 number = attempt.retry_state.attempt_number
                 if json_body_for_attempt is not None:

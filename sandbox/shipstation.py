@@ -18,6 +18,7 @@ import json
 import random
 import re
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ OPERATIONS = frozenset(
         "get_shipment",
         "get_shipment_by_external_id",
         "download",
+        "validate_addresses",
     }
 )
 
@@ -280,6 +282,7 @@ class _Shipment:
     weight_oz: int
     zone: int
     created_at: datetime
+    validate_address: str = "no_validation"
 
 
 @dataclass
@@ -319,6 +322,7 @@ class FakeLabel:
     tracking_events: list[dict[str, Any]] = field(default_factory=list)  # newest first
     void_attempts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    validate_address: str = "no_validation"
 
 
 # v2 tracking status codes (status_code) and their normalised words.
@@ -357,6 +361,119 @@ _VOID_MESSAGES = {
     "label_already_voided": "This label has already been voided.",
     "unknown": "The carrier could not void this label.",
 }
+
+
+MAX_ADDRESSES_TO_VALIDATE = 250
+VALIDATE_ADDRESS_VALUES = frozenset({"no_validation", "validate_only", "validate_and_clean"})
+_ADDRESS_KEYS = (
+    "name",
+    "phone",
+    "email",
+    "company_name",
+    "address_line1",
+    "address_line2",
+    "address_line3",
+    "city_locality",
+    "state_province",
+    "postal_code",
+    "country_code",
+    "address_residential_indicator",
+)
+_SUFFIXES = {
+    "street": "St",
+    "avenue": "Ave",
+    "road": "Rd",
+    "drive": "Dr",
+    "boulevard": "Blvd",
+    "lane": "Ln",
+    "court": "Ct",
+    "place": "Pl",
+    "terrace": "Ter",
+    "parkway": "Pkwy",
+    "highway": "Hwy",
+}
+_NOT_RESIDENTIAL = re.compile(r"\b(suite|ste|fl|floor|unit\s+[a-z]?\d+-?[a-z]?)\b", re.I)
+
+
+def _message(code: str, message: str, kind: str, detail: str) -> dict[str, str]:
+    return {"code": code, "message": message, "type": kind, "detail_code": detail}
+
+
+def _standard_line(line: str) -> str:
+    words = line.split()
+    return " ".join(_SUFFIXES.get(word.lower().rstrip("."), word) for word in words)
+
+
+def _validate_one(address: dict[str, Any]) -> dict[str, Any]:
+    original = {key: address.get(key) for key in _ADDRESS_KEYS}
+    original["address_residential_indicator"] = address.get(
+        "address_residential_indicator", "unknown"
+    )
+    line1 = str(address.get("address_line1") or "").strip()
+    postal = str(address.get("postal_code") or "").strip()
+    country = str(address.get("country_code") or "").strip().upper()
+    result: dict[str, Any] = {
+        "status": "verified",
+        "original_address": original,
+        "matched_address": None,
+        "messages": [],
+    }
+    if country != "US":
+        result["status"] = "unverified"
+        result["messages"].append(
+            _message(
+                "a1001",
+                "Country not supported for address validation.",
+                "warning",
+                "unsupported_country",
+            )
+        )
+        return result
+    if not any(ch.isdigit() for ch in line1) or "unknown" in line1.lower():
+        result["status"] = "error"
+        result["messages"].append(
+            _message("a1004", "Address not found.", "error", "address_not_found")
+        )
+        return result
+    if not _US_ZIP.match(postal):
+        result["status"] = "error"
+        result["messages"].append(
+            _message("a1003", "Invalid postal code.", "error", "invalid_postal_code")
+        )
+        return result
+    matched: dict[str, Any] = dict(original)
+    street = _standard_line(line1)
+    matched["address_line1"] = street
+    if address.get("address_line2"):
+        matched["address_line2"] = _standard_line(str(address["address_line2"]))
+    city = str(address.get("city_locality") or "")
+    matched["city_locality"] = city.upper()
+    matched["state_province"] = str(address.get("state_province") or "").upper()
+    if len(postal) == 5:
+        plus4 = zlib.crc32(street.upper().encode()) % 10000
+        matched["postal_code"] = f"{postal}-{plus4:04d}"
+        result["messages"].append(
+            _message(
+                "a1007", "The postal code was extended to ZIP+4.", "info", "postal_code_changed"
+            )
+        )
+    if street != line1:
+        result["messages"].append(
+            _message(
+                "a1008",
+                "The street suffix was standardized.",
+                "info",
+                "street_suffix_standardized",
+            )
+        )
+    business = bool(address.get("company_name")) or bool(
+        _NOT_RESIDENTIAL.search(
+            " ".join(str(address.get(k) or "") for k in ("address_line1", "address_line2"))
+        )
+    )
+    matched["address_residential_indicator"] = "no" if business else "yes"
+    result["matched_address"] = matched
+    return result
 
 
 class FakeShipStation:
@@ -547,6 +664,7 @@ class FakeShipStation:
                 "ship_from": dict(sh.ship_from),
                 "ship_to": dict(sh.ship_to),
                 "created_at": sh.created_at,
+                "validate_address": sh.validate_address,
             }
             for sh in self._shipments.values()
             if mode is None or sh.mode == mode
@@ -586,6 +704,12 @@ class FakeShipStation:
         api: list[tuple[str, str, str, Callable[[web.Request, str], Awaitable[web.Response]]]] = [
             ("GET", "/v2/carriers", "list_carriers", self._list_carriers),
             ("POST", "/v2/rates", "get_rates", self._get_rates),
+            (
+                "POST",
+                "/v2/addresses/validate",
+                "validate_addresses",
+                self._validate_addresses,
+            ),
             ("POST", "/v2/labels/rates/{rate_id}", "create_label", self._create_label),
             ("GET", "/v2/labels", "list_labels", self._list_labels),
             (
@@ -772,6 +896,68 @@ class FakeShipStation:
             return f"{prefix}.phone"
         return None
 
+    async def _validate_addresses(self, request: web.Request, mode: str) -> web.Response:
+        """POST /v2/addresses/validate: a JSON array of 1..250 addresses; one result per
+        address, in order: ``status`` (verified|unverified|warning|error),
+        ``original_address``, ``matched_address`` (null when nothing matched), and
+        ``messages`` [{code, message, type, detail_code}].
+
+        Deterministic rules standing in for the carrier's database (US only):
+
+        * no house number in ``address_line1``, or the word "unknown" in it → ``error``,
+          ``address_not_found``; a postal code that is no US ZIP → ``error``,
+          ``invalid_postal_code``; a country other than US → ``unverified``;
+        * otherwise ``verified``, standardised as carriers return it: a ZIP5 gains its +4
+          (derived from the street), a spelled-out street suffix is abbreviated
+          ("Street" → "St"), the city is upper case;
+        * residential indicator: ``no`` when there is a company name or a suite/floor,
+          else ``yes``.
+        """
+        try:
+            body = json.loads(await request.read(), parse_float=Decimal)
+        except ValueError:
+            return _error(400, "invalid_body", "The request body is not valid JSON.")
+        if not isinstance(body, list) or not body:
+            return _error(
+                400,
+                "invalid_field_value",
+                "The request body must be an array of 1 to 250 addresses.",
+            )
+        if len(body) > MAX_ADDRESSES_TO_VALIDATE:
+            return _error(
+                400,
+                "invalid_field_value",
+                f"A maximum of {MAX_ADDRESSES_TO_VALIDATE} addresses can be validated "
+                "per request.",
+            )
+        for index, address in enumerate(body):
+            if not isinstance(address, dict):
+                return _error(
+                    400,
+                    "invalid_field_value",
+                    "Each address must be an object.",
+                    field_name=f"[{index}]",
+                )
+            for name in ("address_line1", "country_code"):
+                if not isinstance(address.get(name), str) or not address[name].strip():
+                    problem = f"[{index}].{name}"
+                    return _error(
+                        400,
+                        "field_value_required",
+                        f"{problem} is required.",
+                        field_name=problem,
+                    )
+            indicator = address.get("address_residential_indicator", "unknown")
+            if indicator not in ("unknown", "yes", "no"):
+                problem = f"[{index}].address_residential_indicator"
+                return _error(
+                    400,
+                    "invalid_field_value",
+                    f"{problem} must be unknown, yes or no.",
+                    field_name=problem,
+                )
+        return _json([_validate_one(address) for address in body])
+
     async def _get_rates(self, request: web.Request, mode: str) -> web.Response:
         try:
             body = json.loads(await request.read(), parse_float=Decimal)
@@ -799,6 +985,14 @@ class FakeShipStation:
                 return _error(
                     400, "field_value_required", f"{problem} is required.", field_name=problem
                 )
+        validate = shipment.get("validate_address", "no_validation")
+        if validate not in VALIDATE_ADDRESS_VALUES:
+            return _error(
+                400,
+                "invalid_field_value",
+                "validate_address must be no_validation, validate_only or validate_and_clean.",
+                field_name="shipment.validate_address",
+            )
         packages = shipment.get("packages")
         weight_oz = self._weight_oz(packages)
         if weight_oz is None:
@@ -836,6 +1030,7 @@ class FakeShipStation:
             weight_oz,
             zone,
             now,
+            validate,
         )
         self._shipments[shipment_id] = record
         self._shipment_added()
@@ -977,6 +1172,21 @@ class FakeShipStation:
                 f"rate_id {rate_id} was not found.",
                 field_name="rate_id",
             )
+        raw = await request.read()
+        try:
+            options = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return _error(400, "invalid_body", "The request body is not valid JSON.")
+        validate = (
+            options.get("validate_address", "no_validation") if isinstance(options, dict) else None
+        )
+        if validate not in VALIDATE_ADDRESS_VALUES:
+            return _error(
+                400,
+                "invalid_field_value",
+                "validate_address must be no_validation, validate_only or validate_and_clean.",
+                field_name="validate_address",
+            )
         shipment = self._shipments[rate.shipment_id]
         cost = rate.shipping_cents + rate.other_cents
         if mode == "production":
@@ -1000,6 +1210,7 @@ class FakeShipStation:
             token=uuid.uuid4().hex,
             ship_to=shipment.ship_to,
             ship_from=shipment.ship_from,
+            validate_address=str(validate),
         )
         self.labels[label_id] = label
         return _json(self._label_json(label, request))

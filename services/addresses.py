@@ -762,3 +762,38 @@ def looks_like_full_address(text: str) -> bool:
     if any(_STREET_START.match(part) and re.search(r"[A-Za-z]", part) for part in _segments(text)):
         score += 1
     return score >= 2
+
+
+# -- carrier validation ("did you mean") ---------------------------------------------------
+
+CHECKED_FIELDS: tuple[str, ...] = ("street1", "street2", "city", "state", "postal_code")
+
+
+def _fold(value: object) -> str:
+    return " ".join(str(value or "").split()).casefold()
+
+
+def carrier_correction(typed: Mapping[str, object], matched: Address) -> dict[str, str | None]:
+    """The fields the carrier's matched form changes, as the customer would store them
+    (empty when it only differs in letter case or spacing, which is no correction).
+
+    A matched value our own rules would refuse (too long, odd characters) is no
+    suggestion either: the carrier's form must be one the customer could have typed."""
+    suggested = {
+        "street1": matched.street1,
+        "street2": matched.street2,
+        "city": matched.city,
+        "state": matched.state,
+        "postal_code": matched.postal_code,
+    }
+    changed: dict[str, str | None] = {}
+    for name in CHECKED_FIELDS:
+        if _fold(typed.get(name)) == _fold(suggested[name]):
+            continue
+        if name == "street2" and not suggested[name]:
+            continue  # the carrier dropped a line: keep the customer's
+        try:
+            changed[name] = validate_field(name, suggested[name])
+        except FieldError:
+            return {}
+    return changed

@@ -6,6 +6,8 @@ here and stored on the ``orders`` draft at once, so a restart resumes with the s
 
 from __future__ import annotations
 
+import logging
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -14,20 +16,29 @@ from typing import Any
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from models.shipping import Address, Parcel
+from models.shipping import Address, AddressValidation, Parcel
+from providers.errors import ProviderError
 from services import addresses
 from services.addresses import FieldError
 from services.clock import Clock, utc_now
 from services.parcel import parse_dimensions, parse_weight
 from services.pricing import PricingRules, price_rates
-from services.shipping import ShippingGateway
+from services.shipping import CarrierUnavailable, ShippingGateway
 from storage.client import Document
 from storage.orders import OrdersRepo
 from storage.templates import DuplicateName, TemplatesRepo
 from storage.users import UsersRepo
 
+_LOGGER = logging.getLogger(__name__)
+
 SIDES = ("from", "to")
 HISTORY_PAGE = 5
+CHOICES = ("use", "keep", "edit")
+# Validation outcomes stored on the draft (``<side>_validation.status``):
+VERIFIED = "verified"  # the carrier knows the address as typed
+CORRECTED = "corrected"  # the carrier knows a corrected form: the customer chooses
+UNVERIFIED = "unverified"  # the carrier cannot confirm it: the customer keeps or edits
+SKIPPED = "skipped"  # the check was unavailable (outage): the order goes on as typed
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,37 @@ class OrderConfig:
     max_weight_oz: int
     max_side_in: Decimal
     templates_per_user: int
+    validate_addresses: bool = True
+
+
+@dataclass(frozen=True)
+class AddressCheck:
+    """What the flow must say about one side's address after the carrier's check."""
+
+    side: str
+    status: str
+    token: str
+    fresh: bool  # checked just now (an outage note is said once)
+    suggestion: dict[str, Any] | None = None  # the corrected address (CORRECTED)
+    reasons: tuple[tuple[str, str], ...] = ()  # (detail_code, carrier message)
+
+    @property
+    def needs_choice(self) -> bool:
+        return self.status in (CORRECTED, UNVERIFIED)
+
+
+def validation_of(draft: Document, side: str) -> dict[str, Any] | None:
+    value = draft.get(f"{side}_validation")
+    return dict(value) if isinstance(value, dict) else None
+
+
+def validate_address_option(draft: Document) -> str:
+    """``validate_and_clean`` only when the customer accepted a corrected form and kept
+    no address as typed (ShipStation would clean that one too); else ``no_validation``."""
+    decisions = [(validation_of(draft, side) or {}).get("decision") for side in SIDES]
+    if "accepted" in decisions and "kept" not in decisions:
+        return "validate_and_clean"
+    return "no_validation"
 
 
 def parse_id(value: str) -> ObjectId | None:
@@ -70,7 +112,12 @@ def missing_fields(address: dict[str, Any], side: str) -> list[str]:
     ]
 
 
-def to_address(data: dict[str, Any], *, fallback_phone: str | None = None) -> Address:
+def to_address(
+    data: dict[str, Any],
+    *,
+    fallback_phone: str | None = None,
+    residential: bool | None = None,
+) -> Address:
     return Address(
         name=data["name"],
         street1=data["street1"],
@@ -79,7 +126,14 @@ def to_address(data: dict[str, Any], *, fallback_phone: str | None = None) -> Ad
         state=data["state"],
         postal_code=data["postal_code"],
         phone=data.get("phone") or fallback_phone or "",
+        residential=residential,
     )
+
+
+def residential_of(draft: Document, side: str) -> bool | None:
+    """The residential indicator the carrier's validation gave this side (None: unknown)."""
+    value = (validation_of(draft, side) or {}).get("residential")
+    return value if isinstance(value, bool) else None
 
 
 def quote_reference(order_id: ObjectId, seq: int) -> str:
@@ -164,7 +218,7 @@ class OrderService:
         if value is None and not skippable(side, field):
             raise FieldError(field, f"{field}_required")
         return await self._update(
-            draft["_id"], {f"{side}_address.{field}": value}, unset=_rates_fields()
+            draft["_id"], {f"{side}_address.{field}": value}, unset=_address_fields(side)
         )
 
     async def apply_pasted_address(
@@ -181,16 +235,115 @@ class OrderService:
             # Optional parts the paste did not contain count as skipped, not as questions.
             if name not in parsed.values and name not in parsed.errors and skippable(side, name):
                 fields[f"{side}_address.{name}"] = None
-        doc = await self._update(draft["_id"], fields, unset=_rates_fields())
+        doc = await self._update(draft["_id"], fields, unset=_address_fields(side))
         return doc, dict(parsed.errors)
 
     async def set_address(self, draft: Document, side: str, address: dict[str, Any]) -> Document:
         return await self._update(
-            draft["_id"], {f"{side}_address": address}, unset=_rates_fields()
+            draft["_id"], {f"{side}_address": address}, unset=_address_fields(side)
         )
 
     async def clear_address(self, draft: Document, side: str) -> Document:
-        return await self._update(draft["_id"], {f"{side}_address": {}}, unset=_rates_fields())
+        return await self._update(
+            draft["_id"], {f"{side}_address": {}}, unset=_address_fields(side)
+        )
+
+    # -- carrier address validation ------------------------------------------------------
+
+    async def check_address(
+        self, draft: Document, side: str
+    ) -> tuple[Document, AddressCheck | None]:
+        """Checks a complete address with the carrier once per version of it (every edit
+        clears the check). Returns what the flow must say: a correction or a doubt still
+        waiting for the customer's choice, a fresh outage note, or None (go on)."""
+        if not self._config.validate_addresses:
+            return draft, None
+        stored = validation_of(draft, side)
+        fresh = stored is None
+        if stored is None:
+            draft, stored = await self._validate(draft, side)
+        check = AddressCheck(
+            side=side,
+            status=str(stored.get("status")),
+            token=str(stored.get("token")),
+            fresh=fresh,
+            suggestion=stored.get("suggestion"),
+            reasons=tuple((str(c), str(m)) for c, m in stored.get("reasons") or ()),
+        )
+        if check.needs_choice and stored.get("decision") is None:
+            return draft, check
+        if check.status == SKIPPED and fresh:
+            return draft, check
+        return draft, None
+
+    async def _validate(self, draft: Document, side: str) -> tuple[Document, dict[str, Any]]:
+        typed = address_of(draft, side)
+        record: dict[str, Any] = {"token": secrets.token_hex(4), "decision": None}
+        try:
+            mode = await self._gateway.mode()
+            [result] = await self._gateway.validate(mode, [to_address(typed)])
+        except (ProviderError, CarrierUnavailable) as exc:
+            # An outage never blocks the order: it goes on as typed, with a note.
+            _LOGGER.warning("address validation unavailable: %s", type(exc).__name__)
+            record.update(status=SKIPPED, residential=None)
+        else:
+            record.update(_judge(typed, result))
+        # Stored only while the address is still the one checked.
+        doc = await self._orders.update_draft(
+            draft["_id"],
+            set_fields={f"{side}_validation": record},
+            unset_fields=_rates_fields(),
+            now=self._clock(),
+            expires_at=self._clock() + self._config.session_ttl,
+            match={f"{side}_address": typed, f"{side}_validation": None},
+        )
+        if doc is None:
+            current = await self._orders.get(draft["_id"])
+            if current is None or current.get("status") != "draft":
+                raise LookupError("the draft is no longer open")
+            return current, validation_of(current, side) or record
+        return doc, record
+
+    async def decide_address(
+        self, draft: Document, side: str, token: str, choice: str
+    ) -> Document | None:
+        """Applies the customer's answer to the check a button showed: ``use`` the
+        corrected form, ``keep`` the typed one, or ``edit`` it. None (nothing applied)
+        when the button is not for the draft's current, undecided check."""
+        stored = validation_of(draft, side)
+        if (
+            side not in SIDES
+            or choice not in CHOICES
+            or stored is None
+            or stored.get("token") != token
+            or stored.get("decision") is not None
+            or stored.get("status") not in (CORRECTED, UNVERIFIED)
+            or (choice == "use" and stored.get("status") != CORRECTED)
+        ):
+            return None
+        match = {f"{side}_validation.token": token, f"{side}_validation.decision": None}
+        now = self._clock()
+        if choice == "edit":
+            set_fields: dict[str, Any] = {f"{side}_address": {}}
+            unset = _address_fields(side)
+        elif choice == "use":
+            corrected = {**address_of(draft, side), **(stored.get("suggestion") or {})}
+            set_fields = {
+                f"{side}_address": corrected,
+                f"{side}_validation.decision": "accepted",
+            }
+            unset = _rates_fields()
+        else:
+            set_fields = {f"{side}_validation.decision": "kept"}
+            unset = _rates_fields()
+        return await self._orders.update_draft(
+            draft["_id"],
+            set_fields=set_fields,
+            unset_fields=unset,
+            now=now,
+            expires_at=now + self._config.session_ttl,
+            match=match,
+        )
 
     async def clear_parcel(self, draft: Document) -> Document:
         return await self._update(draft["_id"], {"parcel": {}}, unset=_rates_fields())
@@ -227,12 +380,18 @@ class OrderService:
         user = await self._users.get(draft["user_id"])
         discount = Decimal(str((user or {}).get("discount_percent", 0) or 0))
         sender = address_of(draft, "from")
+        validate = validate_address_option(draft)
         rates = await self._gateway.rates(
             mode,
-            to_address(sender),
-            to_address(address_of(draft, "to"), fallback_phone=sender.get("phone")),
+            to_address(sender, residential=residential_of(draft, "from")),
+            to_address(
+                address_of(draft, "to"),
+                fallback_phone=sender.get("phone"),
+                residential=residential_of(draft, "to"),
+            ),
             to_parcel(draft["parcel"]),
             reference=quote_reference(draft["_id"], seq),
+            validate_address=validate,
         )
         priced = price_rates(rates, self._config.pricing, discount)
         if not priced:
@@ -255,7 +414,13 @@ class OrderService:
         ]
         return await self._update(
             draft["_id"],
-            {"rates": stored, "rates_at": self._clock(), "api_mode": mode, "quote_id": quote_id},
+            {
+                "rates": stored,
+                "rates_at": self._clock(),
+                "api_mode": mode,
+                "quote_id": quote_id,
+                "validate_address": validate,
+            },
             unset=("rate", "price_cents", "offer_id"),
         )
 
@@ -358,4 +523,33 @@ def offer_id(quote_id: object, index: int) -> str:
 
 def _rates_fields() -> tuple[str, ...]:
     # Any change to addresses or the parcel invalidates the quotes.
-    return ("rates", "rates_at", "rate", "price_cents", "quote_id", "offer_id")
+    return (
+        "rates",
+        "rates_at",
+        "rate",
+        "price_cents",
+        "quote_id",
+        "offer_id",
+        "validate_address",
+    )
+
+
+def _address_fields(side: str) -> tuple[str, ...]:
+    # A changed address is checked again: its earlier validation no longer applies.
+    return (*_rates_fields(), f"{side}_validation")
+
+
+def _judge(typed: dict[str, Any], result: AddressValidation) -> dict[str, Any]:
+    """The stored outcome of one carrier validation result."""
+    if result.status in ("verified", "warning") and result.matched is not None:
+        residential = result.matched.residential
+        correction = addresses.carrier_correction(typed, result.matched)
+        if correction:
+            return {"status": CORRECTED, "suggestion": correction, "residential": residential}
+        return {"status": VERIFIED, "residential": residential}
+    reasons = [
+        [m.detail_code or m.code or "", m.message]
+        for m in result.messages
+        if m.type in ("error", "warning")
+    ][:3]
+    return {"status": UNVERIFIED, "reasons": reasons, "residential": None}

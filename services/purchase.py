@@ -150,7 +150,11 @@ class PurchaseService:
             return PurchaseResult("already", current)
         mode = str(order.get("api_mode", "test"))
         try:
-            label = await self._gateway.buy(mode, str(order["rate"]["rate_id"]))
+            label = await self._gateway.buy(
+                mode,
+                str(order["rate"]["rate_id"]),
+                validate_address=str(order.get("validate_address") or "no_validation"),
+            )
         except (ProviderError, CarrierUnavailable) as exc:
             if isinstance(exc, ProviderUnavailable) and exc.outcome_unknown:
                 _LOGGER.warning("label purchase outcome unknown; recovery job will resolve")

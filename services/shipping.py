@@ -6,9 +6,17 @@ rates are fetched, and recovery and voids use the order's mode, not the current 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from models.shipping import Address, Label, Parcel, Rate, TrackingInfo, VoidResult
+from models.shipping import (
+    Address,
+    AddressValidation,
+    Label,
+    Parcel,
+    Rate,
+    TrackingInfo,
+    VoidResult,
+)
 from providers.errors import ProviderUnavailable
 from providers.shipping.shipstation import ShipStationClient
 
@@ -48,17 +56,36 @@ class ShippingGateway:
         return ids
 
     async def rates(
-        self, mode: str, ship_from: Address, ship_to: Address, parcel: Parcel, reference: str
+        self,
+        mode: str,
+        ship_from: Address,
+        ship_to: Address,
+        parcel: Parcel,
+        reference: str,
+        *,
+        validate_address: str = "no_validation",
     ) -> list[Rate]:
         """``reference`` becomes the shipment's ``external_shipment_id``: unique per quote."""
         client = self.client(mode)
         carrier_ids = await self.carrier_ids(mode)
         return await client.get_rates(
-            ship_from, ship_to, parcel, carrier_ids=carrier_ids, external_shipment_id=reference
+            ship_from,
+            ship_to,
+            parcel,
+            carrier_ids=carrier_ids,
+            external_shipment_id=reference,
+            validate_address=validate_address,
         )
 
-    async def buy(self, mode: str, rate_id: str) -> Label:
-        return await self.client(mode).create_label_from_rate(rate_id)
+    async def validate(self, mode: str, addresses: Sequence[Address]) -> list[AddressValidation]:
+        return await self.client(mode).validate_addresses(addresses)
+
+    async def buy(
+        self, mode: str, rate_id: str, *, validate_address: str = "no_validation"
+    ) -> Label:
+        return await self.client(mode).create_label_from_rate(
+            rate_id, validate_address=validate_address
+        )
 
     async def find_label(
         self, mode: str, rate_id: str, *, shipment_id: str | None = None

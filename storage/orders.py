@@ -70,14 +70,19 @@ class OrdersRepo:
         unset_fields: tuple[str, ...] = (),
         now: datetime,
         expires_at: datetime,
+        match: dict[str, Any] | None = None,
     ) -> Document | None:
+        """``match`` adds conditions (e.g. the validation a button showed is still the
+        draft's): the update applies only while they hold, else None."""
         update: dict[str, Any] = {
             "$set": {**set_fields, "updated_at": now, "expires_at": expires_at}
         }
         if unset_fields:
             update["$unset"] = {name: "" for name in unset_fields}
         doc: Document | None = await self.col.find_one_and_update(
-            {"_id": order_id, "status": "draft"}, update, return_document=ReturnDocument.AFTER
+            {**(match or {}), "_id": order_id, "status": "draft"},
+            update,
+            return_document=ReturnDocument.AFTER,
         )
         return doc
 

@@ -11,7 +11,9 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from models.money import decimal_to_cents
 from models.shipping import (
+    VALIDATION_STATUSES,
     Address,
+    AddressValidation,
     Carrier,
     CarrierService,
     Label,
@@ -19,6 +21,7 @@ from models.shipping import (
     Rate,
     TrackingEvent,
     TrackingInfo,
+    ValidationMessage,
     VoidResult,
 )
 from providers.base import (
@@ -48,7 +51,15 @@ from providers.errors import (
     ProviderResponseError,
 )
 
-__all__ = ["DEFAULT_BASE_URL", "EXTERNAL_ID_MAX", "PROVIDER", "ShipStationClient", "key_mode"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "EXTERNAL_ID_MAX",
+    "MAX_ADDRESSES_TO_VALIDATE",
+    "PROVIDER",
+    "VALIDATE_ADDRESS",
+    "ShipStationClient",
+    "key_mode",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +67,9 @@ PROVIDER = "shipstation"
 DEFAULT_BASE_URL = "https://api.shipstation.com"
 EXTERNAL_ID_MAX = 50  # characters of external_shipment_id ShipStation keeps
 _MAX_REDIRECTS = 3
+MAX_ADDRESSES_TO_VALIDATE = 250  # per POST /v2/addresses/validate
+VALIDATE_ADDRESS = frozenset({"no_validation", "validate_only", "validate_and_clean"})
+_RESIDENTIAL = {True: "yes", False: "no", None: "unknown"}
 
 _ERROR_CLASSES: dict[str, type[ProviderRejected]] = {
     "insufficient_funds": ProviderInsufficientFunds,
@@ -86,26 +100,69 @@ def _money_cents(obj: Mapping[str, Any], key: str) -> int:
     return decimal_to_cents(to_amount(amount, key))
 
 
-def _address_json(address: Address) -> dict[str, Any]:
-    if not address.phone:
+def _address_json(address: Address, *, phone_required: bool = True) -> dict[str, Any]:
+    if not address.phone and phone_required:
         # The v2 address schema requires `phone`, a string of at least one character.
         raise ValueError("ShipStation requires a phone number on every address")
-    residential = {True: "yes", False: "no", None: "unknown"}[address.residential]
+    data: dict[str, Any] = {"name": address.name}
+    if address.phone:
+        data["phone"] = address.phone
+    data.update(_place_json(address))
+    return data
+
+
+def _place_json(address: Address) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "name": address.name,
-        "phone": address.phone,
         "address_line1": address.street1,
         "city_locality": address.city,
         "state_province": address.state,
         "postal_code": address.postal_code,
         "country_code": address.country,
-        "address_residential_indicator": residential,
+        "address_residential_indicator": _RESIDENTIAL[address.residential],
     }
     if address.street2:
         data["address_line2"] = address.street2
     if address.company:
         data["company_name"] = address.company
     return data
+
+
+def _parse_validation(raw: Any, sent: Address) -> AddressValidation:
+    obj = as_dict(raw, "address_validation")
+    status = req_str(obj, "status")
+    if status not in VALIDATION_STATUSES:
+        raise MalformedResponse(f"unknown validation status {status!r}")
+    messages = tuple(
+        ValidationMessage(
+            code=opt_str(m, "code") or "",
+            message=opt_str(m, "message") or "",
+            type=opt_str(m, "type") or "info",
+            detail_code=opt_str(m, "detail_code"),
+        )
+        for m in (as_dict(m, "message") for m in as_list(obj.get("messages"), "messages"))
+    )
+    matched_raw = obj.get("matched_address")
+    matched = None
+    if matched_raw is not None:
+        m = as_dict(matched_raw, "matched_address")
+        indicator = opt_str(m, "address_residential_indicator")
+        try:
+            matched = Address(
+                # What the customer typed stays theirs: name, company and phone.
+                name=sent.name,
+                company=sent.company,
+                phone=sent.phone,
+                street1=req_str(m, "address_line1"),
+                street2=opt_str(m, "address_line2") or None,
+                city=req_str(m, "city_locality"),
+                state=req_str(m, "state_province"),
+                postal_code=req_str(m, "postal_code"),
+                country=opt_str(m, "country_code") or sent.country,
+                residential={"yes": True, "no": False}.get(indicator or ""),
+            )
+        except ValueError as exc:
+            raise MalformedResponse(f"matched_address: {exc}") from None
+    return AddressValidation(status=status, matched=matched, messages=messages)
 
 
 def _package_json(parcel: Parcel) -> dict[str, Any]:
@@ -251,6 +308,8 @@ class ShipStationClient(BaseProviderClient):
         timeout_total: float = 20.0,
         timeout_connect: float = 5.0,
         purchase_timeout: float = 60.0,
+        validation_timeout: float = 5.0,
+        validation_attempts: int = 2,
         max_attempts: int = 3,
         backoff_initial: float = 0.5,
         backoff_max: float = 8.0,
@@ -280,6 +339,8 @@ class ShipStationClient(BaseProviderClient):
         )
         self._api_key = api_key
         self._purchase_timeout = purchase_timeout
+        self._validation_timeout = validation_timeout
+        self._validation_attempts = validation_attempts
         self._used_keys: dict[str, None] = {}
 
     # ----------------------------------------------------------------- hooks
@@ -364,6 +425,32 @@ class ShipStationClient(BaseProviderClient):
             )
         return carriers
 
+    async def validate_addresses(self, addresses: Sequence[Address]) -> list[AddressValidation]:
+        """POST /v2/addresses/validate with 1..250 addresses; one result per address, in
+        order. It changes nothing at ShipStation, so it is retried like a read (and the
+        circuit breaker applies), but a customer is waiting and the order goes on without
+        it: at most ``validation_attempts`` attempts of ``validation_timeout`` each."""
+        if not 1 <= len(addresses) <= MAX_ADDRESSES_TO_VALIDATE:
+            raise ValueError(f"validate 1 to {MAX_ADDRESSES_TO_VALIDATE} addresses at a time")
+        body = [_address_json(a, phone_required=False) for a in addresses]
+        result = await self._request(
+            "validate_addresses",
+            "POST",
+            "/v2/addresses/validate",
+            json_body=body,
+            idempotent=True,
+            request_timeout=self._validation_timeout,
+            max_attempts=self._validation_attempts,
+            max_retry_wait=3.0,  # a customer is waiting: a long 429 skips the check
+        )
+        with self._parsing("validate_addresses"):
+            items = as_list(result.json(), "response")
+            if len(items) != len(addresses):
+                raise MalformedResponse("one validation result per address expected")
+            return [
+                _parse_validation(raw, sent) for raw, sent in zip(items, addresses, strict=True)
+            ]
+
     async def get_rates(
         self,
         ship_from: Address,
@@ -372,6 +459,7 @@ class ShipStationClient(BaseProviderClient):
         *,
         carrier_ids: Sequence[str],
         external_shipment_id: str | None = None,
+        validate_address: str = "no_validation",
     ) -> list[Rate]:
         """POST /v2/rates. A quote: retried. Returns valid rates, cheapest first; raises
         the first provider error when no rate at all came back.
@@ -384,8 +472,10 @@ class ShipStationClient(BaseProviderClient):
             raise ValueError("carrier_ids must not be empty")
         if external_shipment_id and len(external_shipment_id) > EXTERNAL_ID_MAX - 3:
             raise ValueError(f"external_shipment_id must be at most {EXTERNAL_ID_MAX - 3} chars")
+        if validate_address not in VALIDATE_ADDRESS:
+            raise ValueError(f"unknown validate_address {validate_address!r}")
         shipment: dict[str, Any] = {
-            "validate_address": "no_validation",
+            "validate_address": validate_address,
             "ship_from": _address_json(ship_from),
             "ship_to": _address_json(ship_to),
             "packages": [_package_json(parcel)],
@@ -440,10 +530,19 @@ class ShipStationClient(BaseProviderClient):
         rates.sort(key=lambda r: (r.amount_cents, r.delivery_days or 99, r.service_code))
         return rates
 
-    async def create_label_from_rate(self, rate_id: str) -> Label:
+    async def create_label_from_rate(
+        self, rate_id: str, *, validate_address: str = "no_validation"
+    ) -> Label:
         """POST /v2/labels/rates/{rate_id}. Buys postage: never retried. On
         ProviderUnavailable with `outcome_unknown`, look it up with find_label_by_rate_id."""
-        body = {"label_format": "pdf", "label_layout": "4x6", "label_download_type": "url"}
+        if validate_address not in VALIDATE_ADDRESS:
+            raise ValueError(f"unknown validate_address {validate_address!r}")
+        body = {
+            "label_format": "pdf",
+            "label_layout": "4x6",
+            "label_download_type": "url",
+            "validate_address": validate_address,
+        }
         result = await self._request(
             "create_label",
             "POST",

@@ -13,6 +13,7 @@ async def test_demo_script_passes() -> None:
     assert status == 0, transcript[-2000:]
     assert "✅ demo finished" in transcript
     assert "Payment received" in transcript and "Label bought" in transcript
+    assert "corrected form" in transcript and "Use this" in transcript
     assert "Refund credited" in transcript
     assert "has not been used" in transcript and "is on its way" in transcript
     assert "0 mismatches" in transcript

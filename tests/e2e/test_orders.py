@@ -349,3 +349,13 @@ async def test_recipient_without_phone_ships_with_the_senders(shop: ShopEnv) -> 
     assert shipment["ship_from"]["phone"] == "+12125550123"
     assert shipment["ship_to"]["phone"] == "+12125550123"
     assert shipment["ship_to"]["name"] == "John Smith"
+
+
+async def test_address_validation_can_be_turned_off(shop: ShopEnv) -> None:
+    """``shipping.validate_addresses: false`` (the tests' default): no check, no question,
+    quotes with an unknown residential indicator and no cleaning."""
+    await shop.to_summary()
+    assert shop.carrier.call_count("validate_addresses") == 0
+    shipment = shop.carrier.shipments()[-1]
+    assert shipment["validate_address"] == "no_validation"
+    assert shipment["ship_to"]["address_residential_indicator"] == "unknown"

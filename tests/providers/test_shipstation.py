@@ -18,6 +18,7 @@ from providers.errors import (
     ProviderAuthError,
     ProviderInsufficientFunds,
     ProviderInvalidAddress,
+    ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
 )
@@ -488,3 +489,92 @@ async def test_track_parses_the_detail_code(
     latest, accepted = info.events
     assert latest.status_detail_code == "OUT_FOR_DELIVERY"
     assert (accepted.status_code, accepted.status_detail_code) == ("AC", "CARRIER_ACCEPTED")
+# -- address validation ----------------------------------------------------------------
+
+TYPED = Address(
+    name="John Smith",
+    street1="123 Main Street",
+    city="springfield",
+    state="IL",
+    postal_code="62704",
+)
+
+
+async def test_validate_addresses_parses_matched_form(ss: ShipStationClient) -> None:
+    bad = dataclasses.replace(TYPED, street1="Unknown Road")
+    good, wrong = await ss.validate_addresses([TYPED, bad])  # no phone: not needed here
+    assert good.status == "verified" and good.matched is not None
+    assert good.matched.street1 == "123 Main St"
+    assert good.matched.city == "SPRINGFIELD"
+    assert re.fullmatch(r"62704-\d{4}", good.matched.postal_code)
+    assert good.matched.residential is True
+    assert good.matched.name == "John Smith"  # the customer's own parts are kept
+    assert wrong.status == "error" and wrong.matched is None
+    assert wrong.messages[0].detail_code == "address_not_found"
+    with pytest.raises(ValueError):
+        await ss.validate_addresses([])
+    with pytest.raises(ValueError):
+        await ss.validate_addresses([TYPED] * 251)
+
+
+async def test_validate_addresses_is_retried_on_429_and_500(
+    make_ss: Callable[..., ShipStationClient], fake_ss: FakeShipStation, sleeps: SleepRecorder
+) -> None:
+    ss = make_ss(validation_attempts=3)
+    fake_ss.inject_failure("validate_addresses", "rate_limit", retry_after=2)
+    fake_ss.inject_failure("validate_addresses", "error_500")
+    [result] = await ss.validate_addresses([TYPED])
+    assert result.status == "verified"
+    assert fake_ss.call_count("validate_addresses") == 3
+    assert 2 in [round(d) for d in sleeps.delays]
+
+
+async def test_validate_addresses_never_waits_out_a_long_retry_after(
+    make_ss: Callable[..., ShipStationClient], fake_ss: FakeShipStation, sleeps: SleepRecorder
+) -> None:
+    """A customer is waiting: a 429 asking for 30 s skips the check at once."""
+    ss = make_ss(validation_attempts=3)
+    fake_ss.inject_failure("validate_addresses", "rate_limit", retry_after=30)
+    with pytest.raises(ProviderRateLimited):
+        await ss.validate_addresses([TYPED])
+    assert fake_ss.call_count("validate_addresses") == 1
+    assert sleeps.delays == []
+
+
+async def test_validate_addresses_gives_up_after_its_own_attempts(
+    ss: ShipStationClient, fake_ss: FakeShipStation
+) -> None:
+    """A customer is waiting and the order goes on without the check: two attempts (the
+    client's own max_attempts is 3), then the error."""
+    fake_ss.inject_failure("validate_addresses", "error_500", times=5)
+    with pytest.raises(ProviderUnavailable):
+        await ss.validate_addresses([TYPED])
+    assert fake_ss.call_count("validate_addresses") == 2
+
+
+async def test_validate_addresses_slow_gives_up_within_its_timeout(
+    make_ss: Callable[..., ShipStationClient], fake_ss: FakeShipStation
+) -> None:
+    ss = make_ss(validation_timeout=0.05, max_attempts=1)
+    fake_ss.inject_failure("validate_addresses", "slow", delay=0.3)
+    with pytest.raises(ProviderUnavailable):
+        await ss.validate_addresses([TYPED])
+
+
+async def test_rates_and_label_send_residential_and_validate_address(
+    ss: ShipStationClient, fake_ss: FakeShipStation
+) -> None:
+    ship_to = dataclasses.replace(SHIP_TO, residential=True)
+    rates = await ss.get_rates(
+        SHIP_FROM, ship_to, PARCEL, carrier_ids=[USPS], validate_address="validate_and_clean"
+    )
+    [shipment] = fake_ss.shipments()
+    assert shipment["ship_to"]["address_residential_indicator"] == "yes"
+    assert shipment["ship_from"]["address_residential_indicator"] == "unknown"
+    assert shipment["validate_address"] == "validate_and_clean"
+    label = await ss.create_label_from_rate(
+        rates[0].rate_id, validate_address="validate_and_clean"
+    )
+    assert fake_ss.labels[label.label_id].validate_address == "validate_and_clean"
+    with pytest.raises(ValueError):
+        await ss.create_label_from_rate(rates[0].rate_id, validate_address="clean")

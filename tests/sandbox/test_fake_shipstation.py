@@ -502,3 +502,104 @@ async def test_tracking_advances_through_the_parcel_life_by_control(
         assert response.status == 400
     _, got, _ = await call(http, "GET", f"{fake.base_url}/v2/labels/{label['label_id']}")
     assert got["tracking_status"] == "delivered"
+# -- address validation (POST /v2/addresses/validate) ----------------------------------
+
+TO_VALIDATE = {
+    "name": "Jane Doe",
+    "phone": "2125550100",
+    "address_line1": "123 Main Street",
+    "city_locality": "springfield",
+    "state_province": "IL",
+    "postal_code": "62704",
+    "country_code": "US",
+    "address_residential_indicator": "unknown",
+}
+
+
+async def test_validate_corrects_zip_suffix_and_city(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    url = f"{fake.base_url}/v2/addresses/validate"
+    status, data, _ = await call(http, "POST", url, body=[TO_VALIDATE])
+    assert status == 200 and isinstance(data, list) and len(data) == 1
+    [result] = data
+    assert result["status"] == "verified"
+    assert result["original_address"]["address_line1"] == "123 Main Street"
+    matched = result["matched_address"]
+    assert matched["address_line1"] == "123 Main St"
+    assert matched["city_locality"] == "SPRINGFIELD"
+    assert re.fullmatch(r"62704-\d{4}", matched["postal_code"])
+    assert matched["address_residential_indicator"] == "yes"
+    assert {m["type"] for m in result["messages"]} <= {"info", "warning", "error"}
+    assert all(set(m) == {"code", "message", "type", "detail_code"} for m in result["messages"])
+    # Deterministic: the same address gets the same +4; a suite makes it commercial.
+    _, again, _ = await call(
+        http, "POST", url, body=[TO_VALIDATE, {**TO_VALIDATE, "address_line2": "Suite 200"}]
+    )
+    assert again[0]["matched_address"] == matched
+    assert again[1]["matched_address"]["address_residential_indicator"] == "no"
+
+
+async def test_validate_unknown_street_and_bad_zip_are_errors(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    url = f"{fake.base_url}/v2/addresses/validate"
+    body = [
+        {**TO_VALIDATE, "address_line1": "Unknown Road"},
+        {**TO_VALIDATE, "postal_code": "627"},
+        {**TO_VALIDATE, "country_code": "CA"},
+    ]
+    status, data, _ = await call(http, "POST", url, body=body)
+    assert status == 200
+    assert [r["status"] for r in data] == ["error", "error", "unverified"]
+    assert data[0]["matched_address"] is None
+    assert data[0]["messages"][0]["detail_code"] == "address_not_found"
+    assert data[0]["messages"][0]["type"] == "error"
+    assert data[1]["messages"][0]["detail_code"] == "invalid_postal_code"
+
+
+async def test_validate_rejects_what_shipstation_rejects(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    url = f"{fake.base_url}/v2/addresses/validate"
+    status, data, _ = await call(http, "POST", url, body=TO_VALIDATE)  # not an array
+    assert status == 400 and data["errors"][0]["error_code"] == "invalid_field_value"
+    status, data, _ = await call(http, "POST", url, body=[])
+    assert status == 400
+    status, data, _ = await call(http, "POST", url, body=[TO_VALIDATE] * 251)
+    assert status == 400 and "250" in data["errors"][0]["message"]
+    status, data, _ = await call(http, "POST", url, body=[TO_VALIDATE] * 250)
+    assert status == 200 and len(data) == 250
+    missing = {k: v for k, v in TO_VALIDATE.items() if k != "address_line1"}
+    status, data, _ = await call(http, "POST", url, body=[TO_VALIDATE, missing])
+    assert status == 400
+    assert data["errors"][0]["error_code"] == "field_value_required"
+    assert data["errors"][0]["field_name"] == "[1].address_line1"
+    assert set(data) == {"request_id", "errors"}
+    bad = {**TO_VALIDATE, "address_residential_indicator": "maybe"}
+    status, _, _ = await call(http, "POST", url, body=[bad])
+    assert status == 400
+    status, _, _ = await call(http, "POST", url, key=None, body=[TO_VALIDATE])
+    assert status == 401
+
+
+async def test_validate_address_option_is_checked_and_recorded(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    url = f"{fake.base_url}/v2/rates"
+    status, _, _ = await call(http, "POST", url, body=rate_body(validate_address="clean_it"))
+    assert status == 400
+    status, quote, _ = await call(
+        http, "POST", url, body=rate_body(validate_address="validate_and_clean")
+    )
+    assert status == 200
+    assert fake.shipments()[-1]["validate_address"] == "validate_and_clean"
+    rate_id = quote["rate_response"]["rates"][0]["rate_id"]
+    label_url = f"{fake.base_url}/v2/labels/rates/{rate_id}"
+    status, _, _ = await call(http, "POST", label_url, body={"validate_address": "yes"})
+    assert status == 400
+    status, label, _ = await call(
+        http, "POST", label_url, body={"validate_address": "validate_and_clean"}
+    )
+    assert status == 200
+    assert fake.labels[label["label_id"]].validate_address == "validate_and_clean"

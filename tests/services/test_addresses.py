@@ -24,6 +24,7 @@ from services.addresses import (
     validate_template_name,
     validate_zip,
 )
+from services.orders import validate_address_option
 
 HOSTILE = [
     ("<b>x</b>", "invalid_characters"),
@@ -536,3 +537,58 @@ def test_parse_strips_zero_width_characters() -> None:
 )
 def test_looks_like_full_address(text: str, expected: bool) -> None:
     assert looks_like_full_address(text) is expected
+
+
+# -- the carrier's correction ----------------------------------------------------------
+
+
+def _matched(**changes: object) -> Address:
+    fields: dict[str, object] = {
+        "name": "John Smith",
+        "street1": "123 MAIN ST",
+        "city": "SPRINGFIELD",
+        "state": "IL",
+        "postal_code": "62704-1234",
+        "residential": True,
+    }
+    fields.update(changes)
+    return Address(**fields)  # type: ignore[arg-type]
+
+
+TYPED_ADDRESS = {
+    "name": "John Smith",
+    "street1": "123 Main Street",
+    "street2": "Apt 4",
+    "city": "Springfield",
+    "state": "IL",
+    "postal_code": "62704",
+}
+
+
+def test_carrier_correction_lists_real_changes_only() -> None:
+    assert addresses.carrier_correction(TYPED_ADDRESS, _matched()) == {
+        "street1": "123 MAIN ST",
+        "postal_code": "62704-1234",
+    }  # the city differs in case only; the dropped line 2 stays the customer's
+    same = {**TYPED_ADDRESS, "street1": "123 main st", "postal_code": "62704-1234"}
+    assert addresses.carrier_correction(same, _matched()) == {}
+
+
+def test_a_carrier_form_our_rules_refuse_is_no_suggestion() -> None:
+    assert addresses.carrier_correction(TYPED_ADDRESS, _matched(street1="1" * 40)) == {}
+    assert addresses.carrier_correction(TYPED_ADDRESS, _matched(street1="123 Main St <b>")) == {}
+    assert addresses.carrier_correction(TYPED_ADDRESS, _matched(postal_code="6270")) == {}
+
+
+def test_validate_and_clean_only_when_a_correction_was_accepted_and_none_kept() -> None:
+    def draft(sender: str | None, recipient: str | None) -> dict[str, object]:
+        return {
+            "from_validation": {"decision": sender},
+            "to_validation": {"decision": recipient},
+        }
+
+    assert validate_address_option(draft(None, "accepted")) == "validate_and_clean"
+    assert validate_address_option(draft("accepted", "accepted")) == "validate_and_clean"
+    assert validate_address_option(draft("kept", "accepted")) == "no_validation"
+    assert validate_address_option(draft(None, None)) == "no_validation"
+    assert validate_address_option({}) == "no_validation"

@@ -39,12 +39,16 @@ class ScriptedCarrier(ShippingGateway):
     def __init__(self) -> None:  # no clients: nothing here talks HTTP
         self.bought: dict[str, Label] = {}
         self.voided: list[str] = []
+        self.validate_options: list[str] = []
         self.buying = asyncio.Event()
         self.release_buy: asyncio.Event | None = None
         self.refuse: Exception | None = None
         self.after_lookup: Callable[[], Awaitable[None]] | None = None
 
-    async def buy(self, mode: str, rate_id: str) -> Label:
+    async def buy(
+        self, mode: str, rate_id: str, *, validate_address: str = "no_validation"
+    ) -> Label:
+        self.validate_options.append(validate_address)
         self.buying.set()
         if self.refuse is not None:
             raise self.refuse

@@ -38,6 +38,8 @@ def test_defaults_from_config_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.telegram.pool_timeout == 5
     assert settings.sessions.ttl_minutes == 60
     assert settings.sessions.flush_interval_seconds <= 2
+    assert settings.shipping.validate_addresses is True  # the carrier's address check: on
+    assert settings.shipping.validation_timeout_seconds == 5
 
 
 def test_environment_overrides_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
