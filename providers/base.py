@@ -31,6 +31,7 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
+from tenacity.stop import stop_base
 
 from providers.errors import (
     CircuitOpenError,
@@ -104,6 +105,18 @@ def decode_json(data: bytes) -> Any:
         return json.loads(data, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError):
         raise MalformedResponse("body is not valid JSON") from None
+
+
+class _StopWhenWaitOver(stop_base):
+    """Stops retrying when the wait before the next attempt would exceed ``max_wait``: a
+    caller with someone waiting would rather give up than wait that long."""
+
+    def __init__(self, wait: Callable[[RetryCallState], float], max_wait: float) -> None:
+        self._wait = wait
+        self._max_wait = max_wait
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._wait(retry_state) > self._max_wait
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -515,12 +528,11 @@ class BaseProviderClient:
                 state.upcoming_sleep,
             )
 
-        def too_long(state: RetryCallState) -> bool:
-            # A caller with someone waiting would rather give up than wait this long.
-            return max_wait is not None and self._wait(state) > max_wait
-
+        stop: stop_base = stop_after_attempt(attempts)
+        if max_wait is not None:
+            stop = stop | _StopWhenWaitOver(self._wait, max_wait)
         return AsyncRetrying(
-            stop=stop_after_attempt(attempts) | too_long,
+            stop=stop,
             wait=self._wait,
             retry=retry_if_exception(_is_retryable),
             sleep=self._sleep,
@@ -553,9 +565,10 @@ class BaseProviderClient:
     ) -> HttpResult:
         """Sends one logical call. Idempotent calls are retried on retryable errors;
         non-idempotent calls get exactly one attempt; ``max_retry_wait`` gives up instead
-        of waiting longer than that before a retry (e.g. a long 429 ``Retry-After``). ``json_body_for_attempt`` builds the
-        body of each attempt from its number (1, 2, …) when a retry must differ from the
-        first try (e.g. a fresh unique id, because the first may have been applied)."""
+        of waiting longer than that before a retry (e.g. a long 429 ``Retry-After``).
+        ``json_body_for_attempt`` builds the body of each attempt from its number (1, 2, …)
+        when a retry must differ from the first try (e.g. a fresh unique id, because the
+        first may have been applied)."""
         url = self._url(path_or_url)
         body = encode_json(json_body) if json_body is not None else None
         headers: dict[str, str] = {}
