@@ -27,7 +27,7 @@ from bot.legal import LegalTexts, command_menus
 from bot.notices import BotNotices
 from bot.runner import UpdatesRequest, attach_updates_monitor, updates_monitor_of
 from bot.sessions import SessionConversationHandler
-from bot.settings import Settings
+from bot.settings import CARD_CURRENCIES, Settings
 from bot.telegram_request import AiohttpRequest
 from bot.update_processor import PerChatUpdateProcessor
 from bot.web import WebServer, application_checks
@@ -308,7 +308,11 @@ async def _post_init(application: BotApplication) -> None:
             storage.payments,
             storage.ledger,
             notices,
-            _topup_config(settings, crypto_enabled=oxapay is not None),
+            _topup_config(
+                settings,
+                crypto_enabled=oxapay is not None,
+                card_enabled=_card_enabled(settings),
+            ),
             oxapay=oxapay,
             confirmations=storage.confirmations,
             confirm_ttl=timedelta(minutes=settings.admin_console.confirm_ttl_minutes),
@@ -451,7 +455,22 @@ def build_privacy_service(
     )
 
 
-def _topup_config(settings: Settings, *, crypto_enabled: bool) -> TopUpConfig:
+
+def _card_enabled(settings: Settings) -> bool:
+    if not settings.payments.card.enabled:
+        return False
+    token = settings.secrets.telegram_payment_provider_token
+    if token is None or not token.get_secret_value().strip():
+        _LOGGER.warning(
+            "TELEGRAM_PAYMENT_PROVIDER_TOKEN is not set: card top-ups are disabled"
+        )
+        return False
+    return True
+
+
+def _topup_config(
+    settings: Settings, *, crypto_enabled: bool, card_enabled: bool
+) -> TopUpConfig:
     pay = settings.payments
     return TopUpConfig(
         currency=pay.currency,
@@ -462,6 +481,9 @@ def _topup_config(settings: Settings, *, crypto_enabled: bool) -> TopUpConfig:
         return_url=pay.oxapay.return_url,
         stars_enabled=pay.stars.enabled,
         crypto_enabled=crypto_enabled,
+        card_enabled=card_enabled,
+        card_minor_exp=CARD_CURRENCIES[pay.currency][0],
+        card_lifetime_minutes=pay.card.invoice_lifetime_minutes,
         stars_per_usd=pay.stars.stars_per_usd,
         stars_lifetime_minutes=pay.stars.invoice_lifetime_minutes,
         stale_after=timedelta(minutes=pay.stale_after_minutes),
@@ -487,6 +509,9 @@ def _circuit_alert(notifier: Notifier) -> Callable[[str, object, object], Awaita
 
 
 def _build_oxapay(settings: Settings, notifier: Notifier) -> OxaPayClient | None:
+    if not settings.payments.oxapay.enabled:
+        _LOGGER.info("payments.oxapay.enabled is false: crypto top-ups are off")
+        return None
     key = settings.secrets.oxapay_merchant_api_key
     if key is None or not key.get_secret_value():
         _LOGGER.warning("OXAPAY_MERCHANT_API_KEY is not set: crypto top-ups are disabled")

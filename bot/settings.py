@@ -153,6 +153,8 @@ class I18nSettings(_Section):
 
 
 class OxaPaySettings(_Section):
+    # Crypto top-ups; also need OXAPAY_MERCHANT_API_KEY.
+    enabled: bool = True
     base_url: str = "https://api.oxapay.com"
     sandbox: bool = False
     lifetime_minutes: int = Field(60, ge=15, le=2880)
@@ -166,7 +168,10 @@ class OxaPaySettings(_Section):
 
 
 class StarsSettings(_Section):
-    enabled: bool = True
+    # Off by default: Telegram Stars are for digital goods and services (Bot Developer
+    # Terms §6.1-6.2, Stars Terms §4); postage for a physical delivery goes through a
+    # payment provider (the card rail). docs/OPERATIONS.md, "Payment rails".
+    enabled: bool = False
     stars_per_usd: int = Field(77, ge=1)
     invoice_lifetime_minutes: int = Field(60, ge=1)
     # getStarTransactions pages (100 each) read per reconciliation run.
@@ -179,6 +184,26 @@ class StarsSettings(_Section):
     refund_unknown_alert_minutes: int = Field(30, ge=1)
 
 
+# Card currencies the bot allows, with the ``exp`` Telegram's currencies.json gives them
+# (digits after the decimal point: the Bot API's amounts are in these minor units) and
+# its min_amount/max_amount for one payment, in minor units. The balance is kept in cents
+# of ``payments.currency`` and cards are charged in that same currency (no conversion), so
+# only currencies with cents are listed.
+CARD_CURRENCIES: dict[str, tuple[int, int, int]] = {
+    "USD": (2, 100, 1_000_000),
+    "EUR": (2, 100, 1_000_000),
+    "GBP": (2, 100, 1_000_000),
+}
+
+
+class CardSettings(_Section):
+    """Card top-ups through Telegram Payments with a payment provider (BotFather's
+    provider token in TELEGRAM_PAYMENT_PROVIDER_TOKEN)."""
+
+    enabled: bool = True
+    invoice_lifetime_minutes: int = Field(60, ge=5, le=1440)
+
+
 class PaymentsSettings(_Section):
     currency: str = "USD"
     min_topup_cents: int = Field(1000, ge=1)
@@ -188,7 +213,39 @@ class PaymentsSettings(_Section):
     escalate_after_hours: int = Field(24, ge=1)
     callback_max_bytes: int = Field(65536, ge=1024)
     oxapay: OxaPaySettings = OxaPaySettings()
+    card: CardSettings = CardSettings()
     stars: StarsSettings = StarsSettings()
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        code = value.strip().upper()
+        if code not in CARD_CURRENCIES:
+            allowed = ", ".join(CARD_CURRENCIES)
+            raise ValueError(f"must be one of {allowed} (amounts are kept in its cents)")
+        return code
+
+    @model_validator(mode="after")
+    def _limits_fit_a_card_payment(self) -> PaymentsSettings:
+        if self.min_topup_cents > self.max_topup_cents:
+            raise ValueError("min_topup_cents must not exceed max_topup_cents")
+        if self.card.enabled:
+            exp, least, most = CARD_CURRENCIES[self.currency]
+            if minor_units(self.min_topup_cents, exp) < least or (
+                minor_units(self.max_topup_cents, exp) > most
+            ):
+                raise ValueError(
+                    f"card top-ups in {self.currency} must be between {least} and {most} "
+                    f"minor units (Telegram's limits); adjust min_topup_cents/max_topup_cents"
+                )
+        return self
+
+
+def minor_units(cents: int, exp: int) -> int:
+    """An amount in cents as the Bot API's integer in the currency's minor units."""
+    if exp >= 2:
+        return cents * int(10 ** (exp - 2))
+    return cents // int(10 ** (2 - exp))
 
 
 # Seconds between claiming an order and the carrier call (the debit, database round
@@ -385,6 +442,9 @@ class Secrets(BaseSettings):
     )
     oxapay_merchant_api_key: SecretStr | None = Field(
         None, validation_alias="OXAPAY_MERCHANT_API_KEY"
+    )
+    telegram_payment_provider_token: SecretStr | None = Field(
+        None, validation_alias="TELEGRAM_PAYMENT_PROVIDER_TOKEN"
     )
     sentry_dsn: SecretStr | None = Field(None, validation_alias="SENTRY_DSN")
 
