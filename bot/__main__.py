@@ -152,6 +152,20 @@ def cmd_audit_ledger(args: argparse.Namespace) -> int:
     return asyncio.run(run_audit(storage, repair=not args.no_repair))
 
 
+def cmd_delete_user_data(args: argparse.Namespace) -> int:
+    """Erases one customer's personal data (see ``bot/privacy_cli.py``); 1 when refused."""
+    settings = _settings_or_exit()
+    url = _mongo_url_or_exit(settings)
+    _configure_logging(settings)
+    from bot.application import build_storage
+    from bot.privacy_cli import run_deletion
+
+    storage = build_storage(settings, url)
+    return asyncio.run(
+        run_deletion(settings, storage, args.user_id, confirm=bool(args.yes), actor=args.by)
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
     _configure_logging(settings, fmt="console")
@@ -398,6 +412,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-repair", action="store_true", help="do not apply pending entries first"
     )
     audit.set_defaults(func=cmd_audit_ledger)
+    delete = sub.add_parser(
+        "delete-user-data", help="erase a customer's personal data (keeps accounting)"
+    )
+    delete.add_argument("user_id", type=int, help="the customer's Telegram user id")
+    delete.add_argument("--yes", action="store_true", help="do it (default: report only)")
+    delete.add_argument("--by", type=int, default=0, help="actor recorded in the audit")
+    delete.set_defaults(func=cmd_delete_user_data)
     backup = sub.add_parser("backup", help="dump every collection to a directory")
     backup.add_argument("--out", required=True, help="new (or empty) directory to write")
     backup.add_argument("--database", help="database name (default: mongo.database)")

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from telegram import BotCommand, LinkPreviewOptions
+from telegram import LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.ext import (
     AIORateLimiter,
@@ -23,10 +23,11 @@ from bot.flood import Cooldown, FloodControl
 from bot.i18n import I18n
 from bot.inbox import Inbox
 from bot.lease import PollerLease, attach_lease
+from bot.legal import LegalTexts, command_menus
 from bot.notices import BotNotices
 from bot.runner import UpdatesRequest, attach_updates_monitor, updates_monitor_of
 from bot.sessions import SessionConversationHandler
-from bot.settings import Settings
+from bot.settings import CARD_CURRENCIES, Settings
 from bot.telegram_request import AiohttpRequest
 from bot.update_processor import PerChatUpdateProcessor
 from bot.web import WebServer, application_checks
@@ -40,6 +41,7 @@ from handlers import (
     bulk,
     gates,
     labels,
+    legal,
     notifications,
     orders_stale,
     payments,
@@ -61,6 +63,7 @@ from services.notifications import Notifier, OutboxDelivery
 from services.orders import OrderConfig, OrderService
 from services.payments import PaymentService, TopUpConfig
 from services.pricing import PricingRules
+from services.privacy import PrivacyService
 from services.purchase import PurchaseService
 from services.refunds import RefundConfig, RefundService
 from services.runtime import RuntimeFlags
@@ -83,24 +86,6 @@ GROUP_GATES = -100
 GROUP_FEATURES = 0  # conversations first, then stateless features, then catch-alls
 
 BotApplication = Application[Any, BotContext, Any, Any, BotData, Any]
-
-BOT_COMMANDS = (
-    ("start", "Main menu"),
-    ("help", "How it works"),
-    ("order", "Buy a shipping label"),
-    ("labels", "My labels"),
-    ("templates", "Address templates"),
-    ("bulk", "Labels from a spreadsheet"),
-    ("refund", "Refund unused labels"),
-    ("balance", "Balance and history"),
-    ("topup", "Top up the balance"),
-    ("support", "Contact support"),
-    ("language", "Change the language"),
-    ("cancel", "Leave the current step"),
-    ("notifications", "News from us on/off"),
-    ("autorefund", "Refund unused labels automatically on/off"),
-)
-
 
 def build_storage(settings: Settings, url: str, *, client: Mongo | None = None) -> Storage:
     """``client``: an already connected database (the harness shares one across restarts)."""
@@ -205,6 +190,7 @@ def build_application(
     data = application.bot_data
     data.settings = settings
     data.i18n = i18n or I18n.load(settings.i18n.languages, settings.i18n.default_language)
+    data.legal = LegalTexts(data.i18n, settings)
     data.storage = storage
     data.clock = clock
     data.flood = FloodControl(
@@ -240,6 +226,7 @@ def _register_handlers(application: BotApplication) -> None:
         [
             *conversations,
             *start.build_handlers(),
+            *legal.build_handlers(),
             *balance.build_handlers(),
             *labels.build_handlers(),
             *bulk.build_handlers(),
@@ -324,7 +311,11 @@ async def _post_init(application: BotApplication) -> None:
             storage.payments,
             storage.ledger,
             notices,
-            _topup_config(settings, crypto_enabled=oxapay is not None),
+            _topup_config(
+                settings,
+                crypto_enabled=oxapay is not None,
+                card_enabled=_card_enabled(settings),
+            ),
             oxapay=oxapay,
             confirmations=storage.confirmations,
             confirm_ttl=timedelta(minutes=settings.admin_console.confirm_ttl_minutes),
@@ -386,6 +377,7 @@ async def _post_init(application: BotApplication) -> None:
             ),
             clock=clock,
         ),
+        privacy=build_privacy_service(settings, storage, notices, clock=clock),
         purchase=PurchaseService(
             storage.orders,
             storage.ledger,
@@ -442,7 +434,8 @@ async def _post_init(application: BotApplication) -> None:
         )
         await web.start()
         data.extras["web"] = web
-    await application.bot.set_my_commands([BotCommand(name, desc) for name, desc in BOT_COMMANDS])
+    for language_code, commands in command_menus(data.require_i18n()):
+        await application.bot.set_my_commands(commands, language_code=language_code)
     _LOGGER.info("application initialised")
 
 
@@ -471,7 +464,42 @@ def build_bulk_service(
     )
 
 
-def _topup_config(settings: Settings, *, crypto_enabled: bool) -> TopUpConfig:
+def build_privacy_service(
+    settings: Settings, storage: Storage, notices: BotNotices, *, clock: Clock
+) -> PrivacyService:
+    """Terms acceptance and data deletion (also used by ``python -m bot delete-user-data``)."""
+    return PrivacyService(
+        users=storage.users,
+        templates=storage.templates,
+        orders=storage.orders,
+        payments=storage.payments,
+        refunds=storage.refunds,
+        sessions=storage.sessions,
+        outbox=storage.outbox,
+        deletions=storage.deletions,
+        audit=AuditService(storage.audit, clock=clock),
+        notices=notices,
+        confirm_ttl=timedelta(minutes=settings.legal.deletion_confirm_minutes),
+        clock=clock,
+        bulk_jobs=storage.bulk_jobs,
+    )
+
+
+def _card_enabled(settings: Settings) -> bool:
+    if not settings.payments.card.enabled:
+        return False
+    token = settings.secrets.telegram_payment_provider_token
+    if token is None or not token.get_secret_value().strip():
+        _LOGGER.warning(
+            "TELEGRAM_PAYMENT_PROVIDER_TOKEN is not set: card top-ups are disabled"
+        )
+        return False
+    return True
+
+
+def _topup_config(
+    settings: Settings, *, crypto_enabled: bool, card_enabled: bool
+) -> TopUpConfig:
     pay = settings.payments
     return TopUpConfig(
         currency=pay.currency,
@@ -482,6 +510,9 @@ def _topup_config(settings: Settings, *, crypto_enabled: bool) -> TopUpConfig:
         return_url=pay.oxapay.return_url,
         stars_enabled=pay.stars.enabled,
         crypto_enabled=crypto_enabled,
+        card_enabled=card_enabled,
+        card_minor_exp=CARD_CURRENCIES[pay.currency][0],
+        card_lifetime_minutes=pay.card.invoice_lifetime_minutes,
         stars_per_usd=pay.stars.stars_per_usd,
         stars_lifetime_minutes=pay.stars.invoice_lifetime_minutes,
         stale_after=timedelta(minutes=pay.stale_after_minutes),
@@ -507,6 +538,9 @@ def _circuit_alert(notifier: Notifier) -> Callable[[str, object, object], Awaita
 
 
 def _build_oxapay(settings: Settings, notifier: Notifier) -> OxaPayClient | None:
+    if not settings.payments.oxapay.enabled:
+        _LOGGER.info("payments.oxapay.enabled is false: crypto top-ups are off")
+        return None
     key = settings.secrets.oxapay_merchant_api_key
     if key is None or not key.get_secret_value():
         _LOGGER.warning("OXAPAY_MERCHANT_API_KEY is not set: crypto top-ups are disabled")

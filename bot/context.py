@@ -13,6 +13,7 @@ from services.clock import Clock, utc_now
 
 if TYPE_CHECKING:
     from bot.flood import Cooldown, FloodControl
+    from bot.legal import LegalTexts
     from bot.sessions import SessionConversationHandler
     from services.admin import AdminService
     from services.audit import AuditService
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from services.notifications import Notifier, OutboxDelivery
     from services.orders import OrderService
     from services.payments import PaymentService
+    from services.privacy import PrivacyService
     from services.purchase import PurchaseService
     from services.refunds import RefundService
     from services.runtime import RuntimeFlags
@@ -55,6 +57,7 @@ class Services:
     stats: StatsService
     broadcasts: BroadcastService
     exports: ExportService
+    privacy: PrivacyService
     bulk: BulkService = field(init=False)  # built from the services above (post_init)
 
 
@@ -71,6 +74,7 @@ class BotData:
     flood: FloodControl | None = None
     edit_notices: Cooldown | None = None  # one "edits are not applied" reply per chat a while
     extras: dict[str, Any] = field(default_factory=dict)
+    legal: LegalTexts | None = None
 
     def require_settings(self) -> Settings:
         if self.settings is None:
@@ -81,6 +85,11 @@ class BotData:
         if self.i18n is None:
             raise NotReady("i18n")
         return self.i18n
+
+    def require_legal(self) -> LegalTexts:
+        if self.legal is None:
+            raise NotReady("legal")
+        return self.legal
 
     def require_storage(self) -> Storage:
         if self.storage is None:
@@ -115,6 +124,10 @@ class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], B
     @property
     def services(self) -> Services:
         return self.bot_data.require_services()
+
+    @property
+    def legal(self) -> LegalTexts:
+        return self.bot_data.require_legal()
 
     @property
     def storage(self) -> Storage:

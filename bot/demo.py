@@ -28,6 +28,7 @@ CUSTOMER_ID = 5550001
 ADMIN_ID = 5559999
 _TAG = re.compile(r"<[^>]+>")
 DEMO_OXAPAY_KEY = "demo-oxapay-merchant-key"  # noqa: S105 - the fake's key
+DEMO_PROVIDER_TOKEN = "284685063:TEST:demo-provider"  # noqa: S105 - a test-mode token
 # The sender is typed as the carrier knows it (ZIP+4): verified, no question. The
 # recipient's "Place" and ZIP5 are corrected by the carrier's address check.
 DEMO_SENDER = "Dana Scully\n500 W 5th Ave Suite 200\nNew York, NY 10001-2062\n(212) 555-0123"
@@ -50,6 +51,9 @@ class Transcript:
     def bot(self, messages: list[SentMessage], to: str = "") -> None:
         for message in messages:
             body = message.content.strip().replace("\n", "\n      ")
+            if message.invoice is not None and not body:
+                inv = message.invoice
+                body = f"🧾 invoice «{inv.title}»: {inv.description}"
             self._write(f"🤖 bot{to}: {body}")
             if message.document is not None:
                 doc = message.document
@@ -144,7 +148,8 @@ async def _wait_for(demo: Demo, user_id: int, text: str, timeout: float = 20) ->
 
 async def scene_topup_crypto(demo: Demo) -> None:
     demo.transcript.section("Top-up with crypto: OxaPay invoice, signed callback, credit")
-    await demo.say(CUSTOMER_ID, "/topup", "step 1 of 2")
+    [terms] = await demo.say(CUSTOMER_ID, "/topup", "Before your first top-up")
+    await demo.press(CUSTOMER_ID, terms, "I accept", "step 1 of 2")
     [method] = await demo.say(CUSTOMER_ID, "25", "How would you like to pay")
     await demo.press(CUSTOMER_ID, method, "Crypto", "Invoice for $25.00")
     payment = await demo.harness.mongo.db["payments"].find_one({"user_id": CUSTOMER_ID})
@@ -155,28 +160,28 @@ async def scene_topup_crypto(demo: Demo) -> None:
     await _wait_for(demo, CUSTOMER_ID, "Payment received")
 
 
-async def scene_topup_stars(demo: Demo) -> None:
-    demo.transcript.section("Top-up with Telegram Stars")
+async def scene_topup_card(demo: Demo) -> None:
+    demo.transcript.section("Top-up by card: Telegram Payments with a payment provider")
     await demo.say(CUSTOMER_ID, "/topup", "step 1 of 2")
     [method] = await demo.say(CUSTOMER_ID, "10", "How would you like to pay")
-    replies = await demo.press(CUSTOMER_ID, method, "Stars", "Telegram Stars")
+    replies = await demo.press(CUSTOMER_ID, method, "Card", "Pay the invoice above by card")
     invoice = next(m for m in replies if m.invoice is not None)
     assert invoice.invoice is not None
     emulator = demo.harness.emulator
-    demo.transcript.note(f"(the customer pays {invoice.invoice.total_amount} ⭐️ in Telegram)")
-    emulator.send_pre_checkout_query(
-        CUSTOMER_ID,
-        currency="XTR",
-        total_amount=invoice.invoice.total_amount,
-        payload=invoice.invoice.payload,
+    amount = invoice.invoice.total_amount
+    demo.transcript.note(
+        f"(the customer pays by card in Telegram: {amount} minor units of "
+        f"{invoice.invoice.currency}; Telegram asks the bot first: pre-checkout)"
     )
-    emulator.send_successful_payment(
-        CUSTOMER_ID,
-        currency="XTR",
-        total_amount=invoice.invoice.total_amount,
-        payload=invoice.invoice.payload,
-        charge_id="demo-charge-1",
+    query_id = emulator.checkout(CUSTOMER_ID, invoice.message_id)
+    await emulator.wait_until(
+        lambda: any(a.query_id == query_id for a in emulator.pre_checkout_answers)
     )
+    answer = next(a for a in emulator.pre_checkout_answers if a.query_id == query_id)
+    if not answer.ok:
+        raise DemoFailure(f"pre-checkout refused: {answer.error_message}")
+    demo.transcript.note("(pre-checkout answered ok; the provider charges the card)")
+    emulator.complete_checkout(query_id)
     await _wait_for(demo, CUSTOMER_ID, "Payment received: $10.00")
     await demo.say(CUSTOMER_ID, "/balance", "$35.00")
 
@@ -236,7 +241,7 @@ SCENES: tuple[Scene, ...] = (
     scene_start_language_help,
     scene_support,
     scene_topup_crypto,
-    scene_topup_stars,
+    scene_topup_card,
     scene_buy_label,
     scene_refund,
     scene_tracking,
@@ -301,6 +306,7 @@ async def run_demo(settings: Settings, *, verbose: bool = False, out: TextIO = s
                 mongo_url=None,
                 shipstation_test_api_key=SecretStr("TEST_demo_shipstation"),
                 oxapay_merchant_api_key=SecretStr(DEMO_OXAPAY_KEY),
+                telegram_payment_provider_token=SecretStr(DEMO_PROVIDER_TOKEN),
             ),
         }
     )

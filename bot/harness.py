@@ -112,6 +112,11 @@ class BotHarness:
             if isinstance(task, asyncio.Task):
                 tasks.append(task)
         tasks.extend(getattr(app, "_Application__create_task_tasks", set()))
+        # The inbox's cleanup loop dies with the process too (it would otherwise go on
+        # deleting entries for the dead worker).
+        inbox_task = getattr(extras.get("inbox"), "_task", None)
+        if isinstance(inbox_task, asyncio.Task):
+            tasks.append(inbox_task)
         if app.job_queue is not None and app.job_queue.scheduler.running:
             app.job_queue.scheduler.shutdown(wait=False)
         for task in tasks:

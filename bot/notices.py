@@ -69,6 +69,21 @@ class BotNotices:
     async def _lang(self, user_id: int) -> str:
         return await self._users.language_of(user_id, self._i18n.default)
 
+    async def data_deleted(
+        self, user_id: int, *, templates: int, orders: int, balance_cents: int, key: str
+    ) -> None:
+        """A customer deleted their data (``services/privacy.py``): admins are told once."""
+        lang = self._i18n.default
+        text = self._i18n.t(
+            lang,
+            "admin.data_deleted",
+            user=user_id,
+            templates=templates,
+            orders=orders,
+            balance=self._i18n.money(lang, balance_cents),
+        )
+        await self._notifier.alert_admins(text, dedup_key=key)
+
     async def topup_credited(
         self, user_id: int, amount_cents: int, balance_cents: int, key: str
     ) -> None:

@@ -11,6 +11,7 @@ import ipaddress
 import os
 from decimal import Decimal
 from enum import StrEnum
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -152,6 +153,8 @@ class I18nSettings(_Section):
 
 
 class OxaPaySettings(_Section):
+    # Crypto top-ups; also need OXAPAY_MERCHANT_API_KEY.
+    enabled: bool = True
     base_url: str = "https://api.oxapay.com"
     sandbox: bool = False
     lifetime_minutes: int = Field(60, ge=15, le=2880)
@@ -165,7 +168,10 @@ class OxaPaySettings(_Section):
 
 
 class StarsSettings(_Section):
-    enabled: bool = True
+    # Off by default: Telegram Stars are for digital goods and services (Bot Developer
+    # Terms §6.1-6.2, Stars Terms §4); postage for a physical delivery goes through a
+    # payment provider (the card rail). docs/OPERATIONS.md, "Payment rails".
+    enabled: bool = False
     stars_per_usd: int = Field(77, ge=1)
     invoice_lifetime_minutes: int = Field(60, ge=1)
     # getStarTransactions pages (100 each) read per reconciliation run.
@@ -178,6 +184,26 @@ class StarsSettings(_Section):
     refund_unknown_alert_minutes: int = Field(30, ge=1)
 
 
+# Card currencies the bot allows, with the ``exp`` Telegram's currencies.json gives them
+# (digits after the decimal point: the Bot API's amounts are in these minor units) and
+# its min_amount/max_amount for one payment, in minor units. The balance is kept in cents
+# of ``payments.currency`` and cards are charged in that same currency (no conversion), so
+# only currencies with cents are listed.
+CARD_CURRENCIES: dict[str, tuple[int, int, int]] = {
+    "USD": (2, 100, 1_000_000),
+    "EUR": (2, 100, 1_000_000),
+    "GBP": (2, 100, 1_000_000),
+}
+
+
+class CardSettings(_Section):
+    """Card top-ups through Telegram Payments with a payment provider (BotFather's
+    provider token in TELEGRAM_PAYMENT_PROVIDER_TOKEN)."""
+
+    enabled: bool = True
+    invoice_lifetime_minutes: int = Field(60, ge=5, le=1440)
+
+
 class PaymentsSettings(_Section):
     currency: str = "USD"
     min_topup_cents: int = Field(1000, ge=1)
@@ -187,7 +213,39 @@ class PaymentsSettings(_Section):
     escalate_after_hours: int = Field(24, ge=1)
     callback_max_bytes: int = Field(65536, ge=1024)
     oxapay: OxaPaySettings = OxaPaySettings()
+    card: CardSettings = CardSettings()
     stars: StarsSettings = StarsSettings()
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        code = value.strip().upper()
+        if code not in CARD_CURRENCIES:
+            allowed = ", ".join(CARD_CURRENCIES)
+            raise ValueError(f"must be one of {allowed} (amounts are kept in its cents)")
+        return code
+
+    @model_validator(mode="after")
+    def _limits_fit_a_card_payment(self) -> PaymentsSettings:
+        if self.min_topup_cents > self.max_topup_cents:
+            raise ValueError("min_topup_cents must not exceed max_topup_cents")
+        if self.card.enabled:
+            exp, least, most = CARD_CURRENCIES[self.currency]
+            if minor_units(self.min_topup_cents, exp) < least or (
+                minor_units(self.max_topup_cents, exp) > most
+            ):
+                raise ValueError(
+                    f"card top-ups in {self.currency} must be between {least} and {most} "
+                    f"minor units (Telegram's limits); adjust min_topup_cents/max_topup_cents"
+                )
+        return self
+
+
+def minor_units(cents: int, exp: int) -> int:
+    """An amount in cents as the Bot API's integer in the currency's minor units."""
+    if exp >= 2:
+        return cents * int(10 ** (exp - 2))
+    return cents // int(10 ** (2 - exp))
 
 
 # Seconds between claiming an order and the carrier call (the debit, database round
@@ -290,6 +348,87 @@ class AdminConsoleSettings(_Section):
     export_batch_size: int = Field(1000, ge=10, le=10000)
 
 
+LEGAL_DOCUMENTS = ("terms", "privacy", "paysupport")
+TELEGRAM_MESSAGE_LIMIT = 4096  # characters (UTF-16 code units) of one message's text
+# Telegram's HTML formatting tags (core.telegram.org/bots/api#html-style).
+TELEGRAM_HTML_TAGS = frozenset(
+    {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre",
+     "tg-spoiler", "span", "blockquote", "tg-emoji"}
+)
+
+
+def utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def telegram_html_problem(text: str) -> str | None:
+    """Why Telegram would refuse ``text`` as an HTML message, or None."""
+    problems: list[str] = []
+    stack: list[str] = []
+
+    class _Checker(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag not in TELEGRAM_HTML_TAGS:
+                problems.append(f"tag <{tag}> is not supported by Telegram")
+            stack.append(tag)
+
+        def handle_endtag(self, tag: str) -> None:
+            if not stack or stack[-1] != tag:
+                problems.append(f"</{tag}> does not close the open tag")
+            else:
+                stack.pop()
+
+    checker = _Checker(convert_charrefs=True)
+    checker.feed(text)
+    checker.close()
+    if stack and not problems:
+        problems.append(f"<{stack[-1]}> is never closed")
+    if not text.strip():
+        problems.append("the text is empty")
+    length = utf16_length(text)
+    if length > TELEGRAM_MESSAGE_LIMIT:
+        problems.append(
+            f"{length} characters with markup: more than Telegram's {TELEGRAM_MESSAGE_LIMIT}"
+        )
+    return problems[0] if problems else None
+
+
+class LegalSettings(_Section):
+    """``/terms``, ``/privacy``, ``/paysupport`` and data retention.
+
+    The texts default to the locale catalogs (``legal.terms`` …), filled in from the real
+    settings; ``texts.<document>.<language>`` names a file with the operator's own text
+    (Telegram HTML, at most 4096 characters, checked here) used as is for that language.
+    Bumping ``terms_version`` asks every customer to accept the terms again before their
+    next top-up.
+    """
+
+    terms_version: str = Field("1", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")
+    # What the operator keeps (their backup pruning and log rotation), stated in /privacy.
+    backup_retention_days: int = Field(30, ge=1)
+    log_retention_days: int = Field(14, ge=1)
+    # How long the "Delete my data" confirmation button stays valid.
+    deletion_confirm_minutes: int = Field(15, ge=1)
+    texts: dict[str, dict[str, Path]] = Field(default_factory=dict)
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_are_valid(cls, value: dict[str, dict[str, Path]]) -> dict[str, dict[str, Path]]:
+        for document, by_language in value.items():
+            if document not in LEGAL_DOCUMENTS:
+                raise ValueError(f"unknown document {document!r} (one of {LEGAL_DOCUMENTS})")
+            for language, path in by_language.items():
+                where = f"{document}.{language} ({path})"
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ValueError(f"{where}: cannot read: {exc.__class__.__name__}") from None
+                problem = telegram_html_problem(text.strip())
+                if problem is not None:
+                    raise ValueError(f"{where}: {problem}")
+        return value
+
+
 class Role(StrEnum):
     OWNER = "owner"
     ADMIN = "admin"
@@ -314,6 +453,9 @@ class Secrets(BaseSettings):
     )
     oxapay_merchant_api_key: SecretStr | None = Field(
         None, validation_alias="OXAPAY_MERCHANT_API_KEY"
+    )
+    telegram_payment_provider_token: SecretStr | None = Field(
+        None, validation_alias="TELEGRAM_PAYMENT_PROVIDER_TOKEN"
     )
     sentry_dsn: SecretStr | None = Field(None, validation_alias="SENTRY_DSN")
 
@@ -359,6 +501,7 @@ class Settings(BaseSettings):
     broadcast: BroadcastSettings = BroadcastSettings()
     bulk: BulkSettings = BulkSettings()
     admin_console: AdminConsoleSettings = AdminConsoleSettings()
+    legal: LegalSettings = LegalSettings()
     admins: tuple[AdminEntry, ...] = ()
     support_contact: str = "@shiplabel_support"
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
@@ -374,6 +517,17 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment overrides win over the YAML values passed as init kwargs.
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _legal_texts_in_known_languages(self) -> Settings:
+        for document, by_language in self.legal.texts.items():
+            for language in by_language:
+                if language not in self.i18n.languages:
+                    raise ValueError(
+                        f"legal.texts.{document}.{language}: not one of i18n.languages "
+                        f"{list(self.i18n.languages)}"
+                    )
+        return self
 
     def admin_role(self, user_id: int) -> Role | None:
         for entry in self.admins:

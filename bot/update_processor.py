@@ -140,12 +140,19 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         kind = update_type(update)
         UPDATES_RECEIVED.labels(type=kind).inc()
         started = time.perf_counter()
+        cancelled = False
         try:
             await coroutine
+        except asyncio.CancelledError:
+            # Not handled (the worker is going away): not done, so the inbox keeps it and
+            # the next worker replays it.
+            cancelled = True
+            raise
         finally:
             HANDLER_LATENCY.labels(handler=kind).observe(time.perf_counter() - started)
-            for listener in self.done_listeners:
-                listener(update)
+            if not cancelled:
+                for listener in self.done_listeners:
+                    listener(update)
 
     @property
     def active_chats(self) -> int:

@@ -1,6 +1,7 @@
 """Gatekeeping that runs before any feature handler, in this order:
 
-1. ``bind_context``: log fields for the update; skip an update that was already handled.
+1. ``bind_context``: log fields for the update; skip an update that was already handled
+   (except a successful payment: its credit is idempotent and it may be the only signal).
 2. payments (``handlers/payments.py``): pre-checkout queries and successful payments are
    handled here, before any gate below can swallow them, and end the update.
 3. ``flood_gate``: a user over the rate gets one "slow down" notice, then is ignored.
@@ -47,9 +48,19 @@ async def bind_context(update: Update, context: BotContext) -> None:
         # The shop works in private chats only; ignore groups and channels.
         raise ApplicationHandlerStop
     if not await context.services.sessions.claim_update(update.update_id):
+        if _reports_a_payment(update):
+            # Claimed by a worker that may have died before crediting it; for a card the
+            # update is the only signal (no Bot API call lists provider payments). The
+            # credit is idempotent by the charge id, so handling it again is safe.
+            _LOGGER.info("handling a successful payment again (idempotent by its charge id)")
+            return
         UPDATES_SKIPPED.labels(reason="duplicate").inc()
         _LOGGER.info("skipping an update that was already handled")
         raise ApplicationHandlerStop
+
+
+def _reports_a_payment(update: Update) -> bool:
+    return update.message is not None and update.message.successful_payment is not None
 
 
 async def flood_gate(update: Update, context: BotContext) -> None:

@@ -65,13 +65,11 @@ async def show_labels(update: Update, context: BotContext) -> None:
         if offer is not None and offer.window is not None and offer.verdict in _OPEN:
             lines.append(window_text(context, lang, offer.window))
         if order["status"] == "purchased":
-            row: list[Button] = [
-                (
-                    i18n.t(lang, "labels.resend", tracking=tracking[-12:]),
-                    f"lbl:pdf:{order['_id']}",
-                ),
-                (i18n.t(lang, "tracking.button"), f"lbl:trk:{order['_id']}"),
-            ]
+            row: list[Button] = []
+            if not order.get("anonymised_by"):  # the PDF went with a data deletion
+                label = i18n.t(lang, "labels.resend", tracking=tracking[-12:])
+                row.append((label, f"lbl:pdf:{order['_id']}"))
+            row.append((i18n.t(lang, "tracking.button"), f"lbl:trk:{order['_id']}"))
             if offer is not None and offer.offered:
                 row.append(
                     (
@@ -79,7 +77,8 @@ async def show_labels(update: Update, context: BotContext) -> None:
                         f"rf:one:{order['_id']}",
                     )
                 )
-            rows.append(row)
+            if row:
+                rows.append(row)
     nav: list[Button] = []
     if page > 1:
         nav.append((i18n.t(lang, "common.prev"), f"lbl:page:{page - 1}"))
@@ -96,7 +95,7 @@ async def resend_pdf(update: Update, context: BotContext) -> None:
     user = update.effective_user
     assert query is not None and query.data is not None and user is not None
     order = await context.services.orders.get(user.id, query.data.rsplit(":", 1)[-1])
-    if order is None or order["status"] != "purchased":
+    if order is None or order["status"] != "purchased" or order.get("anonymised_by"):
         await ack(update, context.i18n.t(lang_of(update, context), "labels.not_found"), alert=True)
         return
     await ack(update)

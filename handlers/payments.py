@@ -1,4 +1,5 @@
-"""Stateless payment handlers: cancel an invoice, Stars pre-checkout and payment."""
+"""Stateless payment handlers: cancel an invoice; pre-checkout and successful payment of
+the Telegram rails (cards through a payment provider, and Stars)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from telegram.ext import (
 from bot.context import BotContext
 from bot.keyboards import main_menu
 from handlers.common import ack, lang_of, reply
+from services.payments import CARD_PAYLOAD_PREFIX
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ async def pre_checkout(update: Update, context: BotContext) -> None:
     assert query is not None
     lang = context.i18n.resolve_language(query.from_user.language_code)
     try:
-        check = await context.services.payments.check_stars_checkout(
+        check = await context.services.payments.check_checkout(
             query.from_user.id, query.invoice_payload, query.currency, query.total_amount
         )
     except Exception:
@@ -76,11 +78,23 @@ async def pre_checkout(update: Update, context: BotContext) -> None:
 
 
 async def successful_payment(update: Update, context: BotContext) -> None:
-    """Credits the Stars payment once by its charge id (the outbox tells the user)."""
+    """Credits the payment once by its charge id: a card payment by the provider's, a
+    Stars payment by Telegram's (the outbox tells the user)."""
     message = update.effective_message
     user = update.effective_user
     assert message is not None and message.successful_payment is not None and user is not None
     paid = message.successful_payment
+    if paid.invoice_payload.startswith(CARD_PAYLOAD_PREFIX):
+        outcome = await context.services.payments.on_card_paid(
+            user.id,
+            paid.invoice_payload,
+            telegram_charge_id=paid.telegram_payment_charge_id,
+            provider_charge_id=paid.provider_payment_charge_id,
+            currency=paid.currency,
+            total_amount=paid.total_amount,
+        )
+        _LOGGER.info("card payment handled: %s", outcome)
+        return
     outcome = await context.services.payments.on_stars_paid(
         user.id, paid.invoice_payload, paid.telegram_payment_charge_id, paid.total_amount
     )

@@ -32,7 +32,10 @@ than Telegram for a bare ``&``); inline keyboards (``callback_data`` 1-64 bytes)
 modified"; blocked chats (403); token-bucket flood control (429 with ``retry_after``) for
 sendMessage, sendDocument, sendPhoto, sendInvoice and editMessage* (overall 30 burst / 30 per s,
 per chat 3 burst / 1 per s by default: a flow doing more than 3 sends+edits per second in one
-chat gets 429 unless the bot throttles or ``rate_limits=False``); Stars invoices. Invalid
+chat gets 429 unless the bot throttles or ``rate_limits=False``); Stars invoices (``XTR``,
+one price) and payment-provider invoices (a ``provider_token``, a currency of
+``PROVIDER_CURRENCIES``, a total within its limits in minor units); pre-checkout answers
+after 10 s are refused as too old. Invalid
 requests (400) do not consume flood-control tokens; blocked checks come before flood control.
 Errors use Telegram's JSON shape ``{"ok": false, "error_code": ..., "description": ...}``.
 
@@ -49,6 +52,9 @@ Python control API (call it from the event loop that runs the server):
   confirmed), without it nothing happens.
 * Users and updates: ``add_user``, ``send_message``, ``edit_message``,
   ``last_user_message_id``, ``press_button``, ``send_pre_checkout_query``,
+  ``checkout(user_id, message_id)`` (the pre-checkout query of an invoice the bot sent),
+  ``complete_checkout(query_id)`` (the charge after an ``ok`` answer, with generated
+  Telegram and provider charge ids),
   ``send_successful_payment`` (``history_index`` lists the payment before transactions
   already there: a history that is not strictly append-only; ``deliver=False`` loses its
   update), ``push_update``, ``block_chat``, ``unblock_chat``.
@@ -75,7 +81,10 @@ HTTP control API (JSON; answers ``{"ok": true, "result": ...}`` or ``{"ok": fals
 * ``POST /_control/users/{id}/pre_checkout_queries`` ``{"currency", "total_amount",
   "payload"}`` -> query id
 * ``POST /_control/users/{id}/payments`` ``{"currency", "total_amount", "payload",
-  "charge_id"}`` -> update id
+  "charge_id", "provider_payment_charge_id"?}`` -> update id
+* ``POST /_control/users/{id}/checkout`` ``{"message_id"}`` (Pay on that invoice) -> query
+  id; ``POST /_control/pre_checkout_queries/{id}/complete`` (the charge after an ``ok``
+  answer) -> update id of the ``successful_payment``
 * ``POST /_control/updates`` ``{"type", "payload"}`` -> update id
 * ``POST /_control/chats/{id}/block`` and ``.../unblock``
 * ``GET  /_control/chats/{id}/messages?since=N&count=M&wait=SECONDS`` -> ``{"messages",
@@ -148,6 +157,17 @@ _NOT_MODIFIED: Final = (
     "same as a current content and reply markup of the message"
 )
 _QUERY_INVALID: Final = "query is too old and response timeout expired or query ID is invalid"
+# Payment-provider currencies from Telegram's currencies.json (a few): ``exp`` digits after
+# the decimal point (amounts are integers in these minor units), and min_amount /
+# max_amount of one payment in minor units.
+PROVIDER_CURRENCIES: Final[dict[str, tuple[int, int, int]]] = {
+    "USD": (2, 100, 1_000_000),
+    "EUR": (2, 100, 1_000_000),
+    "GBP": (2, 100, 1_000_000),
+    "JPY": (0, 100, 1_000_000),
+}
+# Telegram expects the answer to a pre-checkout query within 10 seconds.
+PRE_CHECKOUT_TIMEOUT: Final = 10.0
 _BLOCKED: Final = "Forbidden: bot was blocked by the user"
 # Update types Telegram leaves out when allowed_updates is empty / never set.
 _NOT_DEFAULT_UPDATES: Final = frozenset(
@@ -815,6 +835,7 @@ class _PendingPreCheckout:
     currency: str
     total_amount: int
     payload: str
+    asked_at: float = 0.0
 
 
 class _Poll:
@@ -1310,7 +1331,7 @@ class BotApiEmulator:
         self._remember(
             self._pending_pre_checkouts,
             query_id,
-            _PendingPreCheckout(user_id, currency, total_amount, payload),
+            _PendingPreCheckout(user_id, currency, total_amount, payload, self._clock()),
         )
         self.push_update(
             "pre_checkout_query",
@@ -1323,6 +1344,39 @@ class BotApiEmulator:
             },
         )
         return query_id
+
+    def checkout(self, user_id: int, message_id: int) -> str:
+        """The user presses Pay on the invoice ``message_id`` and confirms: Telegram sends
+        the bot a pre-checkout query with that invoice's currency, amount and payload."""
+        chat = self._chat_for_user(user_id)
+        msg = self.message(chat.id, message_id)
+        if msg.invoice is None:
+            raise ValueError(f"message {message_id} is not an invoice")
+        return self.send_pre_checkout_query(
+            user_id,
+            currency=msg.invoice.currency,
+            total_amount=msg.invoice.total_amount,
+            payload=msg.invoice.payload,
+        )
+
+    def complete_checkout(self, query_id: str, *, deliver: bool = True) -> int:
+        """Telegram charges the card once the bot answered ``ok`` in time, and reports it
+        with a ``successful_payment`` (Telegram's and the provider's charge ids); raises
+        ``ValueError`` when the query was refused, is unanswered or unknown."""
+        answer = next((a for a in self._pre_checkout_answers if a.query_id == query_id), None)
+        if answer is None or not answer.ok:
+            raise ValueError("the pre-checkout query was not answered ok: nothing is charged")
+        charge_id = f"tg_{secrets.token_hex(8)}"
+        provider_charge_id = "" if answer.currency == "XTR" else f"pi_{secrets.token_hex(8)}"
+        return self.send_successful_payment(
+            answer.user_id,
+            currency=answer.currency,
+            total_amount=answer.total_amount,
+            payload=answer.payload,
+            charge_id=charge_id,
+            provider_payment_charge_id=provider_charge_id,
+            deliver=deliver,
+        )
 
     def send_successful_payment(
         self,
@@ -2326,11 +2380,11 @@ class BotApiEmulator:
             if not rows or not rows[0] or not rows[0][0].get("pay"):
                 raise _bad_request("the first button of the invoice must be a Pay button")
         elif markup is None:  # Telegram shows a default Pay button
-            price = (
-                f"⭐️{invoice.total_amount}"
-                if invoice.currency == "XTR"
-                else f"{invoice.total_amount} {invoice.currency}"
-            )
+            if invoice.currency == "XTR":
+                price = f"⭐️{invoice.total_amount}"
+            else:
+                exp = PROVIDER_CURRENCIES[invoice.currency][0]
+                price = f"{invoice.total_amount / 10**exp:.{exp}f} {invoice.currency}"
             markup = {"inline_keyboard": [[{"text": f"Pay {price}", "pay": True}]]}
         reply_to = self._reply_to(chat, p)
         self._admit(chat)
@@ -2379,8 +2433,16 @@ class BotApiEmulator:
         if currency == "XTR":
             if len(prices) != 1 or (p.int_("max_tip_amount") or 0) > 0:
                 raise _bad_request("STARS_INVOICE_INVALID")
-        elif not p.str_("provider_token"):
-            raise _bad_request("PAYMENT_PROVIDER_INVALID")
+        else:
+            if not p.str_("provider_token"):
+                raise _bad_request("PAYMENT_PROVIDER_INVALID")
+            limits = PROVIDER_CURRENCIES.get(currency)
+            if limits is None:
+                raise _bad_request("CURRENCY_INVALID")
+            _, least, most = limits
+            total = sum(amount for _, amount in prices)
+            if not least <= total <= most:
+                raise _bad_request("CURRENCY_TOTAL_AMOUNT_INVALID")
         return InvoiceInfo(
             title=title,
             description=description,
@@ -2401,7 +2463,7 @@ class BotApiEmulator:
         if not ok and not error_message:
             raise _required("error_message")
         pending = self._pending_pre_checkouts.pop(query_id, None)
-        if pending is None:
+        if pending is None or self._clock() - pending.asked_at > PRE_CHECKOUT_TIMEOUT:
             raise _bad_request(_QUERY_INVALID)
         self._pre_checkout_answers.append(
             PreCheckoutAnswer(
@@ -2467,6 +2529,12 @@ class BotApiEmulator:
             ("POST", "/_control/users/{user_id}/messages/{message_id}/edit", self._c_user_edit),
             ("POST", "/_control/users/{user_id}/callbacks", self._c_user_callback),
             ("POST", "/_control/users/{user_id}/pre_checkout_queries", self._c_pre_checkout),
+            ("POST", "/_control/users/{user_id}/checkout", self._c_checkout),
+            (
+                "POST",
+                "/_control/pre_checkout_queries/{query_id}/complete",
+                self._c_complete_checkout,
+            ),
             ("POST", "/_control/users/{user_id}/payments", self._c_payment),
             ("POST", "/_control/updates", self._c_push_update),
             ("POST", "/_control/chats/{chat_id}/block", self._c_block),
@@ -2594,8 +2662,19 @@ class BotApiEmulator:
             total_amount=self._field(body, "total_amount", int),
             payload=self._field(body, "payload", str),
             charge_id=self._field(body, "charge_id", str),
+            provider_payment_charge_id=str(body.get("provider_payment_charge_id") or ""),
         )
         return {"update_id": update_id}
+
+    async def _c_checkout(self, request: web.Request) -> Any:
+        body = await self._body(request)
+        query_id = self.checkout(
+            self._path_int(request, "user_id"), self._field(body, "message_id", int)
+        )
+        return {"pre_checkout_query_id": query_id}
+
+    async def _c_complete_checkout(self, request: web.Request) -> Any:
+        return {"update_id": self.complete_checkout(request.match_info["query_id"])}
 
     async def _c_push_update(self, request: web.Request) -> Any:
         body = await self._body(request)

@@ -766,6 +766,7 @@ class BulkService:
 
     async def finish(self, job_id: ObjectId, *, pages: int) -> Document | None:
         now = self._clock()
+        await self._orders.mark_bulk_delivered(job_id, now=now)
         return await self._jobs.transition(
             job_id, from_status="delivering", to_status="done", now=now,
             fields={"done_at": now, "pdf_pages": pages},

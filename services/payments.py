@@ -1,11 +1,13 @@
-"""Top-ups: OxaPay invoices and Telegram Stars payments, credited exactly once.
+"""Top-ups: OxaPay invoices, card payments through Telegram Payments (a payment provider)
+and Telegram Stars payments, credited exactly once.
 
 Every path that learns a payment was made (the OxaPay callback, the reconciliation job,
-Telegram's ``successful_payment``, an admin crediting a suspicious payment) ends in
-``_credit``: the ledger entry keyed by the provider's reference is applied once, then the
-payment is marked paid together with the notice it owes the customer, then the notice is
-queued through the outbox (deduplicated) and struck off. A crash between those steps is
-repaired by re-running the same path, or by the follow-up sweep of the reconciliation job.
+Telegram's ``successful_payment`` for cards and Stars, an admin crediting a suspicious
+payment) ends in ``_credit``: the ledger entry keyed by the provider's reference is
+applied once, then the payment is marked paid together with the notice it owes the
+customer, then the notice is queued through the outbox (deduplicated) and struck off. A
+crash between those steps is repaired by re-running the same path, or by the follow-up
+sweep of the reconciliation job.
 
 A paid payment that the provider later reports paid for more (underpaid, credited by an
 admin, then paid in full) is credited the difference under a key of its own
@@ -37,18 +39,23 @@ _LOGGER = logging.getLogger(__name__)
 
 OXAPAY = "oxapay"
 STARS = "stars"
+CARD = "card"
 STARS_PAYLOAD_PREFIX = "topup:"
+CARD_PAYLOAD_PREFIX = "card:"
 PAID_STATUSES = {"paid", "manual_accept"}
 
 
 # A repair sweep leaves work this recent to the path that is doing it right now.
 FOLLOWUP_GRACE = timedelta(seconds=30)
+# A Telegram invoice is expired this long after its expiry: a checkout approved just
+# before it is charged and reported within seconds.
+CHECKOUT_GRACE = timedelta(minutes=5)
 _MAX_CLAIM_ROUNDS = 10
 
 
 class TopUpError(Exception):
-    """``code``: provider_unavailable, stars_disabled, not_found, not_allowed,
-    above_invoice."""
+    """``code``: provider_unavailable, stars_disabled, card_disabled, not_found,
+    not_allowed, above_invoice."""
 
     def __init__(self, code: str) -> None:
         super().__init__(code)
@@ -130,6 +137,24 @@ class TopUpConfig:
     # A Stars refund with no answer may be retried after this; admins are alerted after.
     stars_refund_retry_after: timedelta = timedelta(minutes=5)
     stars_refund_alert_after: timedelta = timedelta(minutes=30)
+    # Card top-ups through Telegram Payments (a provider token is set).
+    card_enabled: bool = False
+    card_minor_exp: int = 2  # the currency's ``exp`` in Telegram's currencies.json
+    card_lifetime_minutes: int = 60
+
+    @property
+    def rails(self) -> tuple[str, ...]:
+        """The enabled top-up rails, in the order the top-up screen offers them."""
+        enabled = ((CARD, self.card_enabled), (OXAPAY, self.crypto_enabled),
+                   (STARS, self.stars_enabled))
+        return tuple(name for name, on in enabled if on)
+
+    def card_minor_units(self, amount_cents: int) -> int:
+        """The Bot API's ``amount`` for ``amount_cents``: minor units of the currency."""
+        exp = self.card_minor_exp
+        if exp >= 2:
+            return amount_cents * int(10 ** (exp - 2))
+        return amount_cents // int(10 ** (2 - exp))
 
 
 @dataclass(frozen=True)
@@ -141,6 +166,8 @@ class CreatedTopUp:
     expires_at: datetime | None
     stars: int = 0
     payload: str = ""
+    minor_amount: int = 0  # card: the invoice amount in the currency's minor units
+    currency: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,8 +203,10 @@ class StarsRefundRefused(Exception):
 
 @dataclass(frozen=True)
 class StarsCheck:
+    """A pre-checkout answer (either Telegram rail)."""
+
     ok: bool
-    reason: str = ""  # unknown, not_yours, expired, used, amount_mismatch
+    reason: str = ""  # unknown, not_yours, expired, used, amount_mismatch, disabled
 
 
 def stars_for(amount_cents: int, stars_per_usd: int) -> int:
@@ -316,6 +345,45 @@ class PaymentService:
             expires_at=expires_at,
             stars=stars,
             payload=payload,
+        )
+
+    async def create_card_topup(self, user_id: int, amount_cents: int) -> CreatedTopUp:
+        """Records a card invoice for Telegram Payments; the handler sends it with the
+        provider token. Its payload names the payment, its amount is in minor units."""
+        if not self._config.card_enabled:
+            raise TopUpError("card_disabled")
+        now = self._clock()
+        payment_id = ObjectId()
+        payload = f"{CARD_PAYLOAD_PREFIX}{payment_id}"
+        minor = self._config.card_minor_units(amount_cents)
+        expires_at = now + timedelta(minutes=self._config.card_lifetime_minutes)
+        await self._payments.create(
+            {
+                "_id": payment_id,
+                "user_id": user_id,
+                "provider": CARD,
+                "order_id": payload,
+                "amount_cents": amount_cents,
+                "minor_amount": minor,
+                "currency": self._config.currency,
+                "status": "pending",
+                "created_at": now,
+                "updated_at": now,
+                "expires_at": expires_at,
+                "stale_alerted_at": None,
+                "escalated_at": None,
+                "history": [{"status": "pending", "at": now}],
+            }
+        )
+        return CreatedTopUp(
+            payment_id=str(payment_id),
+            provider=CARD,
+            amount_cents=amount_cents,
+            payment_url=None,
+            expires_at=expires_at,
+            payload=payload,
+            minor_amount=minor,
+            currency=self._config.currency,
         )
 
     async def cancel(self, user_id: int, payment_id: str) -> bool:
@@ -665,6 +733,9 @@ class PaymentService:
         for name, count in followed.items():
             if count:
                 counts[f"followup_{name}"] = count
+        expired = await self.expire_telegram_invoices(limit=limit)
+        if expired:
+            counts["expired"] = expired
         if self._oxapay is None:
             return counts
         for payment in await self._payments.open_payments(OXAPAY, limit=limit):
@@ -748,11 +819,158 @@ class PaymentService:
     async def duplicate_stats(self) -> tuple[int, int]:
         return await self._payments.duplicate_stats()
 
+    # -- cards through Telegram Payments (a payment provider) --------------------------------
+
+    async def _card_payment(self, payload: str) -> Document | None:
+        if not payload.startswith(CARD_PAYLOAD_PREFIX):
+            return None
+        oid = parse_payment_id(payload.removeprefix(CARD_PAYLOAD_PREFIX))
+        if oid is None:
+            return None
+        payment = await self._payments.get(oid)
+        if payment is None or payment["provider"] != CARD:
+            return None
+        return payment
+
+    async def check_card_checkout(
+        self, user_id: int, payload: str, currency: str, total_amount: int
+    ) -> StarsCheck:
+        """Telegram asks before charging the card: ours, pending, not expired, the amount
+        and currency of the invoice. Anything else is refused (nothing is charged)."""
+        payment = await self._card_payment(payload)
+        if payment is None:
+            return StarsCheck(False, "unknown")
+        if payment["user_id"] != user_id:
+            return StarsCheck(False, "not_yours")
+        if payment["status"] != "pending":
+            return StarsCheck(False, "used")
+        if payment["expires_at"] <= self._clock():
+            return StarsCheck(False, "expired")
+        if currency.upper() != payment["currency"] or total_amount != payment["minor_amount"]:
+            return StarsCheck(False, "amount_mismatch")
+        return StarsCheck(True)
+
+    async def on_card_paid(
+        self,
+        user_id: int,
+        payload: str,
+        *,
+        telegram_charge_id: str,
+        provider_charge_id: str,
+        currency: str,
+        total_amount: int,
+    ) -> Outcome:
+        """Credits a successful card payment once, keyed by the provider's charge id
+        (``provider_payment_charge_id``), through the same path as every rail."""
+        payment = await self._card_payment(payload)
+        if payment is None or payment["user_id"] != user_id:
+            _LOGGER.error("successful card payment with an unknown payload; needs review")
+            return Outcome.UNKNOWN
+        ref = provider_charge_id.strip() or f"tg-{telegram_charge_id}"
+        if payment.get("provider_ref") is None:
+            claimed = await self._payments.claim_provider_ref(
+                payment["_id"],
+                CARD,
+                ref,
+                fields={"telegram_charge_id": telegram_charge_id, "paid_minor": total_amount},
+            )
+            payment = claimed or await self._payments.get(payment["_id"]) or payment
+        if payment.get("provider_ref") != ref:
+            _LOGGER.error("a second card charge for one invoice; needs review")
+            return await self._flag_suspicious(payment, None, "double_charge")
+        now = self._clock()
+        if currency.upper() != payment["currency"] or total_amount != payment["minor_amount"]:
+            received = None
+            if currency.upper() == payment["currency"] and payment["minor_amount"]:
+                received = total_amount * int(payment["amount_cents"]) // int(
+                    payment["minor_amount"]
+                )
+            if payment["status"] != "paid":
+                return await self._flag_suspicious(payment, received, "amount_mismatch")
+        return await self._credit(payment, payment["amount_cents"], now=now)
+
+    async def record_card_refund(self, payment_id: str) -> tuple[str, Document | None]:
+        """An admin records a card refund made (or to be made) at the provider: the credit
+        is debited once, keyed by the provider's charge id, and the payment is marked
+        refunded. Telegram has no refund call for provider payments.
+
+        Returns ``(result, payment)``; result is recorded, already_refunded, not_found,
+        not_paid or insufficient_balance."""
+        oid = parse_payment_id(payment_id)
+        payment = await self._payments.get(oid) if oid else None
+        if payment is None or payment["provider"] != CARD:
+            return "not_found", payment
+        if payment["status"] == "refunded":
+            return "already_refunded", payment
+        if payment["status"] != "paid":
+            return "not_paid", payment
+        now = self._clock()
+        key = f"card-refund:{payment['provider_ref']}"
+        try:
+            await self._ledger.apply(
+                user_id=payment["user_id"],
+                amount_cents=-int(payment["credited_cents"]),
+                kind="refund",
+                key=key,
+                now=now,
+                meta={"payment_id": str(payment["_id"]), "provider": CARD},
+            )
+        except InsufficientFunds:
+            return "insufficient_balance", payment
+        done = await self._payments.transition(
+            payment["_id"],
+            from_statuses=["paid"],
+            to_status="refunded",
+            now=now,
+            fields={"refunded_at": now, "refund_state": "recorded", "refund_key": key},
+        )
+        if done is None:  # another admin recorded it meanwhile (same key: one debit)
+            return "already_refunded", await self._payments.get(payment["_id"])
+        return "recorded", done
+
+    async def recent_card(self, *, limit: int = 20) -> list[Document]:
+        return await self._payments.recent_by_provider(CARD, limit=limit)
+
+    async def expire_telegram_invoices(self, *, limit: int = 100) -> int:
+        """Card and Stars invoices past their expiry (and a grace for a checkout Telegram
+        approved just before it) are expired and the customer told. Telegram cannot be
+        asked about provider payments: ``successful_payment`` is the only signal, and a
+        late one still credits an expired invoice."""
+        now = self._clock()
+        count = 0
+        for provider in (CARD, STARS):
+            for payment in await self._payments.expired_open(
+                provider, before=now - CHECKOUT_GRACE, limit=limit
+            ):
+                done = await self._payments.transition(
+                    payment["_id"],
+                    from_statuses=list(OPEN_STATUSES),
+                    to_status="expired",
+                    now=now,
+                )
+                if done is not None:
+                    await self._notices.topup_expired(
+                        payment["user_id"], payment["amount_cents"], f"expired:{payment['_id']}"
+                    )
+                    count += 1
+        return count
+
     # -- Telegram Stars -----------------------------------------------------------------
+
+    async def check_checkout(
+        self, user_id: int, payload: str, currency: str, total_amount: int
+    ) -> StarsCheck:
+        """A pre-checkout query of either Telegram rail (card or Stars), by its payload."""
+        if payload.startswith(CARD_PAYLOAD_PREFIX):
+            return await self.check_card_checkout(user_id, payload, currency, total_amount)
+        return await self.check_stars_checkout(user_id, payload, currency, total_amount)
 
     async def check_stars_checkout(
         self, user_id: int, payload: str, currency: str, total_amount: int
     ) -> StarsCheck:
+        if not self._config.stars_enabled:
+            # Stars turned off: an invoice sent earlier is not paid any more.
+            return StarsCheck(False, "disabled")
         payment = await self._stars_payment(payload)
         if payment is None:
             return StarsCheck(False, "unknown")

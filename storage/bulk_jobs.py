@@ -86,6 +86,21 @@ class BulkJobsRepo:
         ).limit(limit)
         return [doc async for doc in cursor]
 
+    async def active_for_user(self, user_id: int) -> Document | None:
+        """A job of the customer whose money is moving (quoted rows, a purchase running)."""
+        doc: Document | None = await self.col.find_one(
+            {"user_id": user_id, "status": {"$in": list(ACTIVE)}}, projection={"rows": 0}
+        )
+        return doc
+
+    async def erase_personal(self, user_id: int, *, now: datetime) -> None:
+        """Data deletion: the rows as uploaded (recipients) and the sender go; counts,
+        totals and statuses stay (the orders keep their amounts too)."""
+        await self.col.update_many(
+            {"user_id": user_id},
+            {"$unset": {"rows": "", "sender": "", "filename": ""}, "$set": {"erased_at": now}},
+        )
+
     async def for_user(self, user_id: int, *, limit: int) -> list[Document]:
         cursor = (
             self.col.find({"user_id": user_id}, projection={"rows": 0})

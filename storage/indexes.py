@@ -78,6 +78,10 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
             IndexModel([("order_id", ASCENDING)], name="order_id_unique", unique=True),
             IndexModel([("user_id", ASCENDING), ("created_at", ASCENDING)], name="user_created"),
             IndexModel([("status", ASCENDING), ("created_at", ASCENDING)], name="status_created"),
+            # /payments card: the latest card payments
+            IndexModel(
+                [("provider", ASCENDING), ("created_at", ASCENDING)], name="provider_created"
+            ),
             # /stats: top-ups by method and the success rate over a period
             IndexModel([("status", ASCENDING), ("paid_at", ASCENDING)], name="status_paid_at"),
             IndexModel([("created_at", ASCENDING)], name="created_at"),

@@ -269,6 +269,77 @@ class OrdersRepo:
         doc: Document | None = await self.col.find_one({"label_id": label_id})
         return doc
 
+    # -- data deletion ----------------------------------------------------------------------
+
+    async def open_for_user(self, user_id: int) -> list[Document]:
+        """Orders whose money or label is still moving: a purchase in flight, a failed one
+        not yet compensated, a bought label not yet delivered to the chat."""
+        cursor = self.col.find(
+            {
+                "user_id": user_id,
+                "$or": [
+                    {"status": "purchasing"},
+                    {"compensation_pending": True},
+                    {"status": "purchased", "label_delivered_at": None},
+                ],
+            }
+        ).limit(10)
+        return [doc async for doc in cursor]
+
+    async def delete_drafts(self, user_id: int) -> int:
+        """Drafts and abandoned drafts: nothing was paid, so nothing is kept."""
+        result = await self.col.delete_many(
+            {"user_id": user_id, "status": {"$in": ["draft", "abandoned"]}}
+        )
+        return int(result.deleted_count)
+
+    @staticmethod
+    def _personal(user_id: int) -> Document:
+        return {
+            "user_id": user_id,
+            "anonymised_by": None,
+            "status": {"$nin": ["draft", "abandoned"]},
+        }
+
+    async def with_personal_data(self, user_id: int, *, limit: int) -> list[Document]:
+        """Orders past the draft stage whose addresses are still there."""
+        cursor = self.col.find(self._personal(user_id)).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def count_with_personal_data(self, user_id: int) -> int:
+        count: int = await self.col.count_documents(self._personal(user_id))
+        return count
+
+    async def anonymise(
+        self, order_id: ObjectId, *, from_address: Document, to_address: Document,
+        by: ObjectId, now: datetime,
+    ) -> None:
+        """Replaces the addresses (names, streets, phones, e-mails), drops the carrier's
+        address checks (their suggested forms are addresses too) and forgets the label file
+        (the PDF shows both addresses); amounts, dates, carrier, service and tracking
+        number stay."""
+        await self.col.update_one(
+            {"_id": order_id, "anonymised_by": None},
+            {
+                "$set": {
+                    "from_address": from_address,
+                    "to_address": to_address,
+                    "anonymised_by": by,
+                    "anonymised_at": now,
+                },
+                "$unset": {
+                    "label_file_id": "",
+                    "label_url": "",
+                    "from_validation": "",
+                    "to_validation": "",
+                },
+            },
+        )
+
+    async def count_anonymised(self, user_id: int, by: ObjectId) -> int:
+        count: int = await self.col.count_documents({"user_id": user_id, "anonymised_by": by})
+        return count
+
     async def recent_for_user(self, user_id: int, *, limit: int) -> list[Document]:
         """The user's latest orders past the draft stage (admin lookup)."""
         cursor = (
@@ -292,6 +363,13 @@ class OrdersRepo:
             query["status"] = status
         cursor = self.col.find(query).sort("bulk_row", 1)
         return [doc async for doc in cursor]
+
+    async def mark_bulk_delivered(self, job_id: ObjectId, *, now: datetime) -> None:
+        """The job's merged PDF reached the chat: its labels are delivered."""
+        await self.col.update_many(
+            {"bulk_job_id": job_id, "status": "purchased", "label_delivered_at": None},
+            {"$set": {"label_delivered_at": now}},
+        )
 
     async def delete_bulk_drafts(self, job_id: ObjectId) -> None:
         """Rows inserted by a quote a crash interrupted (never shown, never quoted)."""

@@ -70,6 +70,17 @@ class OutboxRepo:
             return False
         return True
 
+    async def forget_sent(self, chat_id: int) -> int:
+        """Deletes the messages already delivered to (or given up for) ``chat_id``: their
+        texts may hold addresses. Undelivered ones are still owed and stay."""
+        result = await self.col.delete_many(
+            {
+                "chat_id": chat_id,
+                "$or": [{"delivered_at": {"$ne": None}}, {"failed_at": {"$ne": None}}],
+            }
+        )
+        return int(result.deleted_count)
+
     async def claim_next(self, *, now: datetime) -> OutboxMessage | None:
         """Claims the most overdue message for one send; None when nothing is due."""
         claim_id = ObjectId()

@@ -1,4 +1,4 @@
-"""``payments``: top-up invoices (OxaPay) and Stars payments, one document per invoice.
+"""``payments``: top-up invoices (OxaPay, card, Stars), one document per invoice.
 
 Status machine (every transition is a conditional update):
 ``creating`` → ``pending`` → ``paid`` | ``expired`` | ``cancelled`` | ``suspicious`` | ``failed``;
@@ -48,6 +48,18 @@ class PaymentsRepo:
             {"_id": payment_id},
             {"$set": {"provider_ref": ref, "provider_key": f"{provider}:{ref}"}},
         )
+
+    async def claim_provider_ref(
+        self, payment_id: ObjectId, provider: str, ref: str, *, fields: dict[str, Any]
+    ) -> Document | None:
+        """Records the provider's reference if none is recorded yet (the first charge wins);
+        returns the payment then, or None when it already had one."""
+        doc: Document | None = await self.col.find_one_and_update(
+            {"_id": payment_id, "provider_ref": None},
+            {"$set": {"provider_ref": ref, "provider_key": f"{provider}:{ref}", **fields}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc
 
     async def get(self, payment_id: ObjectId) -> Document | None:
         doc: Document | None = await self.col.find_one({"_id": payment_id})
@@ -278,9 +290,39 @@ class PaymentsRepo:
         )
         return doc
 
+    async def open_for_user(self, user_id: int) -> list[Document]:
+        """Payments not settled yet: waiting, under review, or a Stars refund running."""
+        cursor = self.col.find(
+            {
+                "user_id": user_id,
+                "$or": [
+                    {"status": {"$in": [*OPEN_STATUSES, "suspicious"]}},
+                    {"status": "paid", "refund_started_at": {"$ne": None}},
+                ],
+            }
+        ).limit(10)
+        return [doc async for doc in cursor]
+
     async def open_payments(self, provider: str, *, limit: int) -> list[Document]:
         cursor = (
             self.col.find({"provider": provider, "status": {"$in": list(OPEN_STATUSES)}})
+            .sort("created_at", ASCENDING)
+            .limit(limit)
+        )
+        return [doc async for doc in cursor]
+
+    async def expired_open(
+        self, provider: str, *, before: datetime, limit: int
+    ) -> list[Document]:
+        """Open invoices of ``provider`` whose ``expires_at`` is before ``before``."""
+        cursor = (
+            self.col.find(
+                {
+                    "provider": provider,
+                    "status": {"$in": list(OPEN_STATUSES)},
+                    "expires_at": {"$lte": before},
+                }
+            )
             .sort("created_at", ASCENDING)
             .limit(limit)
         )
@@ -328,6 +370,13 @@ class PaymentsRepo:
             return 0, 0
         total, unique = int(rows[0]["total"]), int(rows[0]["unique"])
         return total, total - unique
+
+    async def recent_by_provider(self, provider: str, *, limit: int) -> list[Document]:
+        """The latest payments of one rail (admin view; index ``provider_created``)."""
+        cursor = (
+            self.col.find({"provider": provider}).sort("created_at", DESCENDING).limit(limit)
+        )
+        return [doc async for doc in cursor]
 
     async def recent_for_user(self, user_id: int, *, limit: int) -> list[Document]:
         """The user's latest payments (admin lookup; index ``user_created``)."""

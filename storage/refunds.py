@@ -98,6 +98,13 @@ class RefundsRepo:
         cursor = self.col.find({"user_id": user_id}).sort("created_at", DESCENDING).limit(limit)
         return [doc async for doc in cursor]
 
+    async def open_for_user(self, user_id: int) -> list[Document]:
+        cursor = self.col.find(
+            {"user_id": user_id,
+             "status": {"$in": ["requested", "voiding", "approved", "needs_review"]}}
+        ).limit(10)
+        return [doc async for doc in cursor]
+
     async def by_status(self, statuses: Sequence[str], *, limit: int) -> list[Document]:
         cursor = (
             self.col.find({"status": {"$in": list(statuses)}})

@@ -11,6 +11,7 @@ from storage.broadcasts import BroadcastsRepo
 from storage.bulk_jobs import BulkJobsRepo
 from storage.client import Mongo, MongoOptions, money_database
 from storage.confirmations import ConfirmationsRepo
+from storage.deletions import DataDeletionsRepo
 from storage.exports import ExportRepo
 from storage.inbox import InboxRepo
 from storage.indexes import IndexOptions, ensure_indexes
@@ -83,6 +84,7 @@ class Storage:
             self.confirmations = ConfirmationsRepo(db)
             self.stats = StatsRepo(db)
             self.exports = ExportRepo(db)
+            self.deletions = DataDeletionsRepo(db)
             self._started = True
             return self
 

@@ -97,6 +97,10 @@ class SessionsRepo:
             upsert=True,
         )
 
+    async def clear_data(self, key: ConversationKey) -> None:
+        """Forgets the small per-conversation values (data deletion); positions stay."""
+        await self.col.update_one({"_id": session_id(key)}, {"$set": {"data": {}}})
+
     async def get(self, key: ConversationKey) -> Document | None:
         doc: Document | None = await self.col.find_one({"_id": session_id(key)})
         return doc

@@ -60,6 +60,10 @@ class TemplatesRepo:
             raise DuplicateName(name) from None
         return doc
 
+    async def delete_all(self, user_id: int) -> int:
+        result = await self.col.delete_many({"user_id": user_id})
+        return int(result.deleted_count)
+
     async def delete(self, user_id: int, template_id: ObjectId) -> bool:
         result = await self.col.delete_one({"_id": template_id, "user_id": user_id})
         return bool(result.deleted_count)

@@ -90,6 +90,26 @@ class UsersRepo:
         )
         return doc
 
+    async def accept_terms(self, user_id: int, version: str, *, now: datetime) -> bool:
+        """Records the acceptance of terms ``version`` (once per version; history kept)."""
+        result = await self.col.update_one(
+            {"_id": user_id, "terms_version": {"$ne": version}},
+            {
+                "$set": {"terms_version": version, "terms_accepted_at": now},
+                "$push": {"terms_history": {"$each": [{"version": version, "at": now}],
+                                            "$slice": -20}},
+            },
+        )
+        return bool(result.modified_count)
+
+    async def erase_profile(self, user_id: int, *, now: datetime) -> None:
+        """Data deletion: the Telegram name and username go; the account (balance, ledger
+        position, language, terms acceptance) stays."""
+        await self.col.update_one(
+            {"_id": user_id},
+            {"$set": {"username": None, "first_name": "", "data_deleted_at": now}},
+        )
+
     async def set_notify_opt_out(self, user_id: int, opt_out: bool) -> None:
         await self.col.update_one({"_id": user_id}, {"$set": {"notify_opt_out": opt_out}})
 

@@ -1,4 +1,5 @@
-"""Admin payment tools: credit a payment under review, pending list, Stars refunds.
+"""Admin payment tools: credit a payment under review, pending list, card payments and
+recorded card refunds, Stars refunds.
 
 A payment under review whose received amount is known is credited with one tap. When it
 is unknown there is no one-tap credit: the admin types the amount (a small conversation,
@@ -233,11 +234,38 @@ async def decide_typed_credit(update: Update, context: BotContext) -> None:
     await ack(update, i18n.t(lang, f"admin.confirmation.{status}"), alert=True)
 
 
+async def _list_card(update: Update, context: BotContext, lang: str) -> None:
+    """The latest card payments with the provider's charge id (what to look up there)."""
+    i18n = context.i18n
+    payments = await context.services.payments.recent_card(limit=20)
+    if not payments:
+        await reply(update, context, i18n.t(lang, "admin.payments.card_none"))
+        return
+    lines = [i18n.t(lang, "admin.payments.card_title")]
+    for payment in payments:
+        lines.append(
+            i18n.t(
+                lang,
+                "admin.payments.card_row",
+                status=payment["status"],
+                user_id=payment["user_id"],
+                amount=i18n.money(lang, int(payment["amount_cents"])),
+                charge_id=str(payment.get("provider_ref") or "-"),
+                payment_id=str(payment["_id"]),
+            )
+        )
+    await reply(update, context, "\n".join(lines))
+
+
 @requires(ALL_ROLES)
 async def list_pending(update: Update, context: BotContext) -> None:
-    """/payments [pending]: open and suspicious payments with their age."""
+    """/payments [pending|card]: open and suspicious payments with their age; ``card``: the
+    latest card payments."""
     lang = lang_of(update, context)
     i18n = context.i18n
+    if context.args and context.args[0].lower() == "card":
+        await _list_card(update, context, lang)
+        return
     now = context.bot_data.clock()
     payments = await context.services.payments.list_open(limit=30)
     if not payments:
@@ -349,6 +377,43 @@ async def refund_stars(update: Update, context: BotContext) -> None:
     await reply(update, context, text)
 
 
+@requires(MANAGERS)
+async def refund_card(update: Update, context: BotContext) -> None:
+    """/refundcard <payment id>: records a card refund (the credit debited once, audited)
+    and tells the admin to refund the charge at the provider; Telegram cannot."""
+    admin = update.effective_user
+    assert admin is not None
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    if not context.args or len(context.args) != 1:
+        await reply(update, context, i18n.t(lang, "admin.refund_card.usage"))
+        return
+    payment_id = context.args[0]
+    result, payment = await context.services.payments.record_card_refund(payment_id)
+    if result in ("recorded", "already_refunded") and payment is not None:
+        # Keyed by the refund's ledger key: one entry, also after a crash before it.
+        await context.services.audit.record(
+            admin.id,
+            "payment.refund_card",
+            f"payment:{payment_id}",
+            before={"status": "paid"},
+            after={"status": payment["status"], "debited_cents": payment.get("credited_cents")},
+            key=f"audit:card-refund:{payment.get('provider_ref')}",
+        )
+    if result not in ("recorded", "already_refunded") or payment is None:
+        await reply(update, context, i18n.t(lang, "admin.refund_card.failed", reason=result))
+        return
+    text = i18n.t(
+        lang,
+        "admin.refund_card.done" if result == "recorded" else "admin.refund_card.already",
+        payment_id=payment_id,
+        amount=i18n.money(lang, int(payment.get("credited_cents") or 0)),
+        user_id=payment["user_id"],
+        charge_id=str(payment.get("provider_ref") or "-"),
+    )
+    await reply(update, context, text)
+
+
 def build_handlers(settings: Settings) -> list[BaseHandler[Update, BotContext, None]]:
     text = filters.TEXT & ~filters.COMMAND
     not_text = ~filters.TEXT & ~filters.COMMAND & ~filters.StatusUpdate.ALL
@@ -367,6 +432,7 @@ def build_handlers(settings: Settings) -> list[BaseHandler[Update, BotContext, N
         conversation,
         CommandHandler("payments", list_pending, filters=admin_filter(settings, ALL_ROLES)),
         CommandHandler("refundstars", refund_stars, filters=admin_filter(settings, MANAGERS)),
+        CommandHandler("refundcard", refund_card, filters=admin_filter(settings, MANAGERS)),
         CallbackQueryHandler(credit_reviewed, pattern=rf"^adm:paycredit:{_OID}$"),
         CallbackQueryHandler(decide_typed_credit, pattern=rf"^adm:pay(ok|no):{_OID}$"),
         CallbackQueryHandler(recheck, pattern=rf"^adm:recheck:{_OID}$"),

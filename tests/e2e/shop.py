@@ -81,6 +81,8 @@ async def shop(mongo: Mongo, clock: FakeClock) -> AsyncIterator[ShopEnv]:
         telegram_bot_token=None,
         mongo_url=None,
         shipstation_test_api_key=SecretStr("TEST_sandbox_key"),
+        # A top-up rail, so the top-up conversation opens (payments are not made here).
+        telegram_payment_provider_token=SecretStr("284685063:TEST:shop"),
     )
     harness = BotHarness(
         make_settings(shipping=shipping, secrets=secrets),

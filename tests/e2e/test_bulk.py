@@ -542,3 +542,24 @@ async def test_recipients_are_checked_with_the_carrier_as_in_the_conversation(
     assert [(r["row"], r["status"]) for r in table] == [
         ("2", "purchased"), ("3", "not_quoted"), ("4", "purchased")
     ]
+
+
+async def test_a_bulk_customer_can_delete_their_data_once_the_job_is_done(
+    env: BulkEnv,
+) -> None:
+    """Bulk labels count as delivered once the merged PDF reached the chat (else "Delete
+    my data" would wait for them for ever); a running job blocks the deletion like a
+    purchase in flight; the job's copy of the addresses goes with the deletion."""
+    h = env.harness
+    total, _ = await _paid_job(env, 3)
+    [refused] = await h.say(USER, "/delete_my_data")
+    assert "cannot be deleted right now" in refused.content and not refused.buttons
+    await env.run_job()
+    rows = env.mongo.db["orders"].find({"bulk_job_id": {"$ne": None}})
+    assert all([o.get("label_delivered_at") is not None async for o in rows])
+    [confirm] = await h.say(USER, "/delete_my_data")
+    assert "orders (3)" in confirm.content
+    await h.press(USER, confirm, "Yes, delete my data")
+    job = await env.mongo.db["bulk_jobs"].find_one({"user_id": USER})
+    assert job is not None and "rows" not in job and "sender" not in job
+    assert job["status"] == "done" and job["bought_count"] == 3

@@ -1,6 +1,6 @@
 """Kill the worker at random moments while customers top up, buy and refund.
 
-Each round fires money actions inside the application (Stars payments, Pay presses,
+Each round fires money actions inside the application (Stars and card payments, Pay presses,
 refund requests, OxaPay callbacks to the web endpoint), lets them run a random few
 milliseconds, then simulates ``kill -9`` (``BotHarness.crash``: every task cancelled where
 it stands, nothing flushed) and starts a new worker on the same database and emulator.
@@ -156,6 +156,7 @@ async def test_kills_lose_and_duplicate_nothing(world: Any) -> None:
         mongo_url=None,
         shipstation_test_api_key=SecretStr("TEST_crash"),
         oxapay_merchant_api_key=SecretStr(KEY),
+        telegram_payment_provider_token=SecretStr("284685063:TEST:crash"),
     )
     oxapay_settings = base.payments.oxapay.model_copy(
         update={
@@ -167,7 +168,12 @@ async def test_kills_lose_and_duplicate_nothing(world: Any) -> None:
         secrets=secrets,
         shipping=base.shipping.model_copy(update={"base_url": carrier.base_url}),
         refunds=base.refunds.model_copy(update={"min_label_age_days": 0}),
-        payments=base.payments.model_copy(update={"oxapay": oxapay_settings}),
+        payments=base.payments.model_copy(
+            update={
+                "oxapay": oxapay_settings,
+                "stars": base.payments.stars.model_copy(update={"enabled": True}),
+            }
+        ),
         web=base.web.model_copy(update={"port": port}),
         # A killed worker never releases its poller lease: keep it short so the next
         # worker takes over quickly (production: 30 s).
@@ -219,6 +225,7 @@ async def test_kills_lose_and_duplicate_nothing(world: Any) -> None:
     await prepare_reviews()
 
     stars_paid: set[str] = set()
+    card_paid: set[str] = set()
     oxapay_paid: set[str] = set()
     for round_no in range(KILLS):
         emulator = harness.emulator
@@ -226,7 +233,21 @@ async def test_kills_lose_and_duplicate_nothing(world: Any) -> None:
         pending: list[Any] = []
         for uid in rng.sample(CUSTOMERS, 4):
             kind = rng.choice(["stars", "oxapay", "pay", "refund"])
-            if kind == "stars":
+            if kind == "stars" and round_no % 2:
+                # A card payment: its successful_payment update is the only signal (no
+                # history to read), so the inbox must not lose it to a kill.
+                created = await payments.create_card_topup(uid, 2_000)
+                provider_charge = f"pi-{round_no}-{uid}"
+                card_paid.add(provider_charge)
+                emulator.send_successful_payment(
+                    uid,
+                    currency="USD",
+                    total_amount=created.minor_amount,
+                    payload=created.payload,
+                    charge_id=f"tg-{round_no}-{uid}",
+                    provider_payment_charge_id=provider_charge,
+                )
+            elif kind == "stars":
                 created = await payments.create_stars_topup(uid, 2_000)
                 charge = f"ch-{round_no}-{uid}"
                 stars_paid.add(charge)
@@ -297,6 +318,9 @@ async def test_kills_lose_and_duplicate_nothing(world: Any) -> None:
     for charge in stars_paid:
         # Telegram's list of Stars transactions catches payments whose update died with
         # a worker: every one is credited, once.
+        assert credits.get(charge, 0) == 1, charge
+    for charge in card_paid:
+        # No history for provider payments: the update itself survived every kill.
         assert credits.get(charge, 0) == 1, charge
     for track in oxapay_paid:
         assert credits.get(track, 0) == 1, track  # OxaPay money is never lost

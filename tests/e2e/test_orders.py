@@ -53,7 +53,12 @@ async def test_insufficient_balance_topup_and_back(shop: ShopEnv) -> None:
     assert "Top up at least" in short.content
     assert await shop.balance() == 0
     replies = await h.press(USER, short, "Top up")
+    terms = replies[-1]
+    assert "Before your first top-up" in terms.content  # accepted once, then the amount
+    replies = await h.press(USER, terms, "I accept")
     assert "step 1 of 2" in replies[-1].content
+    session = await shop.mongo.db["sessions"].find_one({"_id": f"{USER}:{USER}"})
+    assert session is not None and session["data"]["topup"]["return_to"] == "order"
     await shop.fund(USER, 5_000, key="late")  # the payment arrives
     replies = await h.press(USER, short, "Back to my order")
     review = replies[-1]

@@ -4,8 +4,10 @@ and Telegram Stars through the emulator."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -23,6 +25,7 @@ from storage.ledger import LedgerEntry, LedgerKeyConflict
 from tests.conftest import OWNER_ID, FakeClock, make_settings
 
 KEY = "test-merchant-key-0123456789"
+PROVIDER_TOKEN = "284685063:TEST:provider-token-abcdef"  # noqa: S105 - a test token
 CUSTOMER = 4242
 
 
@@ -90,11 +93,16 @@ async def env(mongo: Mongo, clock: FakeClock) -> AsyncIterator[PayEnv]:
         update={
             "oxapay": base.payments.oxapay.model_copy(
                 update={"base_url": oxapay.base_url, "callback_url": callback_url, "sandbox": True}
-            )
+            ),
+            # Every rail on: these tests cover Stars too (off by default).
+            "stars": base.payments.stars.model_copy(update={"enabled": True}),
         }
     )
     secrets = Secrets.model_construct(
-        telegram_bot_token=None, mongo_url=None, oxapay_merchant_api_key=SecretStr(KEY)
+        telegram_bot_token=None,
+        mongo_url=None,
+        oxapay_merchant_api_key=SecretStr(KEY),
+        telegram_payment_provider_token=SecretStr(PROVIDER_TOKEN),
     )
     settings = make_settings(payments=payments, secrets=secrets)
     harness = BotHarness(settings, mongo=mongo, clock=clock, rate_limits=False)
@@ -103,6 +111,10 @@ async def env(mongo: Mongo, clock: FakeClock) -> AsyncIterator[PayEnv]:
     harness.add_user(CUSTOMER, first_name="Payer")
     harness.add_user(OWNER_ID)
     await harness.say(CUSTOMER, "/start")
+    # The terms are accepted once, before the first top-up (tests/e2e/test_legal.py).
+    [terms] = await harness.say(CUSTOMER, "/topup")
+    await harness.press(CUSTOMER, terms, "I accept")
+    await harness.say(CUSTOMER, "/cancel")
     try:
         yield PayEnv(harness, oxapay, callback_url, mongo)
     finally:
@@ -767,21 +779,34 @@ GATE_REPLY = {
 }
 
 
+@pytest.mark.parametrize("rail", ["stars", "card"])
 @pytest.mark.parametrize("gate", list(GATE_REPLY))
-async def test_payments_pass_every_gate(env: PayEnv, gate: str) -> None:
+async def test_payments_pass_every_gate(env: PayEnv, gate: str, rail: str) -> None:
     """A pre-checkout query is answered ok and a successful payment credited and
     acknowledged, whatever the maintenance, blocked, session or flood gate would say."""
     h = env.harness
-    payload, stars = await _stars_invoice(env)
+    if rail == "stars":
+        payload, amount = await _stars_invoice(env)
+        currency, provider = "XTR", ""
+    else:
+        invoice = await _card_invoice(env, "10")
+        assert invoice.invoice is not None
+        payload, amount = invoice.invoice.payload, invoice.invoice.total_amount
+        currency, provider = "USD", f"pi_{gate}"
     await _apply_gate(env, gate)
     mark = h.emulator.cursor(CUSTOMER)
     h.emulator.send_pre_checkout_query(
-        CUSTOMER, currency="XTR", total_amount=stars, payload=payload
+        CUSTOMER, currency=currency, total_amount=amount, payload=payload
     )
     await h.wait_done(h.emulator.last_update_id)
     assert [a.ok for a in h.emulator.pre_checkout_answers] == [True]
     h.emulator.send_successful_payment(
-        CUSTOMER, currency="XTR", total_amount=stars, payload=payload, charge_id=f"ch_{gate}"
+        CUSTOMER,
+        currency=currency,
+        total_amount=amount,
+        payload=payload,
+        charge_id=f"ch_{gate}",
+        provider_payment_charge_id=provider,
     )
     await h.wait_done(h.emulator.last_update_id)
     assert await env.balance() == 1000
@@ -817,7 +842,7 @@ async def test_a_failing_pre_checkout_is_refused_and_the_update_ends_there(
     async def broken(*args: object) -> None:
         raise ConnectionError("no primary")
 
-    monkeypatch.setattr(payments, "check_stars_checkout", broken)
+    monkeypatch.setattr(payments, "check_checkout", broken)
     h.emulator.send_pre_checkout_query(
         CUSTOMER, currency="XTR", total_amount=stars, payload=payload
     )
@@ -825,3 +850,337 @@ async def test_a_failing_pre_checkout_is_refused_and_the_update_ends_there(
     [answer] = h.emulator.pre_checkout_answers
     assert answer.ok is False
     assert answer.error_message is not None and "went wrong" in answer.error_message
+
+
+# -- cards through Telegram Payments (a payment provider) ----------------------------------
+
+
+async def _card_invoice(env: PayEnv, amount: str = "25") -> SentMessage:
+    """/topup → amount → Card: the invoice Telegram shows, in minor units."""
+    h = env.harness
+    await h.say(CUSTOMER, "/topup")
+    [method] = await h.say(CUSTOMER, amount)
+    labels = [label for row in method.button_rows for label, _ in row]
+    assert labels[0].startswith("💳 Card"), labels  # the card first, then crypto and Stars
+    replies = await h.press(CUSTOMER, method, "Card")
+    invoice = next(m for m in replies if m.invoice is not None)
+    assert any("Pay the invoice above by card" in m.content for m in replies)
+    return invoice
+
+
+def _card_payment_message(
+    payload: str, amount: int, charge: str, provider: str
+) -> dict[str, object]:
+    return {
+        "message_id": 9999,
+        "date": 1,
+        "chat": {"id": CUSTOMER, "type": "private", "first_name": "Payer"},
+        "from": {"id": CUSTOMER, "is_bot": False, "first_name": "Payer"},
+        "successful_payment": {
+            "currency": "USD",
+            "total_amount": amount,
+            "invoice_payload": payload,
+            "telegram_payment_charge_id": charge,
+            "provider_payment_charge_id": provider,
+        },
+    }
+
+
+async def _paid_card(env: PayEnv, amount: str = "25") -> tuple[dict[str, object], str]:
+    """A card top-up paid through the emulator's checkout; (payment, provider charge id)."""
+    h = env.harness
+    invoice = await _card_invoice(env, amount)
+    query_id = h.emulator.checkout(CUSTOMER, invoice.message_id)
+    await h.wait_done(h.emulator.last_update_id)
+    assert h.emulator.pre_checkout_answers[-1].ok
+    update_id = h.emulator.complete_checkout(query_id)
+    await h.wait_done(update_id)
+    payment = await env.payment()
+    return payment, str(payment["provider_ref"])
+
+
+async def test_card_invoice_is_in_minor_units_with_the_provider_token(env: PayEnv) -> None:
+    invoice = await _card_invoice(env, "25.50")
+    assert invoice.invoice is not None
+    assert (invoice.invoice.currency, invoice.invoice.total_amount) == ("USD", 2550)
+    assert invoice.invoice.payload.startswith("card:")
+    payment = await env.payment()
+    assert (payment["provider"], payment["status"], payment["minor_amount"]) == (
+        "card", "pending", 2550
+    )
+
+
+async def test_card_top_up_credited_once_under_twenty_duplicate_deliveries(
+    env: PayEnv,
+) -> None:
+    """The provider's charge id keys the credit: 20 more deliveries of the same
+    successful_payment (new update ids, arriving together) credit nothing more."""
+    h = env.harness
+    payment, provider_ref = await _paid_card(env)
+    assert provider_ref.startswith("pi_")
+    assert await env.balance() == 2500
+    message = _card_payment_message(
+        str(payment["order_id"]), 2500, str(payment["telegram_charge_id"]), provider_ref
+    )
+    ids = [h.emulator.push_update("message", message) for _ in range(20)]
+    await asyncio.gather(*(h.wait_done(update_id) for update_id in ids))
+    assert await env.balance() == 2500
+    ledger = await env.ledger()
+    assert [e["_id"] for e in ledger] == [f"topup:card:{provider_ref}"]
+    assert (await env.payment())["status"] == "paid"
+    [job] = h.application.job_queue.get_jobs_by_name("outbox:deliver")  # type: ignore[union-attr]
+    await job.run(h.application)
+    credited = [m for m in h.emulator.sent_messages(CUSTOMER) if "Payment received" in m.content]
+    assert len(credited) == 1 and "$25.00" in credited[0].content
+    await env.audit_ok()
+
+
+async def test_forged_or_foreign_card_pre_checkout_is_refused(
+    env: PayEnv, clock: FakeClock
+) -> None:
+    h = env.harness
+    other = 4343
+    h.add_user(other, first_name="Other")
+    invoice = await _card_invoice(env)
+    assert invoice.invoice is not None
+    payload = invoice.invoice.payload
+    cases = [
+        (other, "USD", 2500, payload, "another account"),  # someone else's invoice
+        (CUSTOMER, "USD", 2500, "card:ffffffffffffffffffffffff", "unknown"),  # forged
+        (CUSTOMER, "USD", 2500, "card:junk", "unknown"),
+        (CUSTOMER, "USD", 2400, payload, "does not match"),  # amount changed
+        (CUSTOMER, "EUR", 2500, payload, "does not match"),  # currency changed
+    ]
+    for user_id, currency, amount, bad, expected in cases:
+        h.emulator.send_pre_checkout_query(
+            user_id, currency=currency, total_amount=amount, payload=bad
+        )
+        await h.wait_done(h.emulator.last_update_id)
+        answer = h.emulator.pre_checkout_answers[-1]
+        assert answer.ok is False and expected in str(answer.error_message), (bad, answer)
+    # Past its lifetime the invoice is refused too; nothing was charged or credited.
+    clock.advance(minutes=61)
+    query_id = h.emulator.checkout(CUSTOMER, invoice.message_id)
+    await h.wait_done(h.emulator.last_update_id)
+    answer = h.emulator.pre_checkout_answers[-1]
+    assert answer.ok is False and "expired" in str(answer.error_message)
+    with pytest.raises(ValueError):
+        h.emulator.complete_checkout(query_id)
+    assert await env.balance() == 0 and await env.ledger() == []
+
+
+async def test_a_paid_card_invoice_is_refused_at_a_second_checkout(env: PayEnv) -> None:
+    h = env.harness
+    payment, _ = await _paid_card(env)
+    h.emulator.send_pre_checkout_query(
+        CUSTOMER, currency="USD", total_amount=2500, payload=str(payment["order_id"])
+    )
+    await h.wait_done(h.emulator.last_update_id)
+    assert h.emulator.pre_checkout_answers[-1].ok is False
+    assert await env.balance() == 2500
+
+
+async def test_unpaid_card_invoice_expires_cleanly_and_a_late_payment_still_credits(
+    env: PayEnv, clock: FakeClock
+) -> None:
+    """Telegram cannot be asked about provider payments: the reconcile job expires the
+    invoice after its lifetime (and the grace); a successful_payment that still comes
+    (approved just before expiry) is credited, money is never ignored."""
+    h = env.harness
+    invoice = await _card_invoice(env)
+    query_id = h.emulator.checkout(CUSTOMER, invoice.message_id)
+    await h.wait_done(h.emulator.last_update_id)
+    clock.advance(minutes=64)
+    await _run_job(env, "payments:reconcile")
+    assert (await env.payment())["status"] == "pending"  # within the grace
+    clock.advance(minutes=2)
+    await _run_job(env, "payments:reconcile")
+    assert (await env.payment())["status"] == "expired"
+    await _run_job(env, "payments:reconcile")
+    await _run_job(env, "outbox:deliver")
+    expired = [m for m in h.emulator.sent_messages(CUSTOMER) if "expired unpaid" in m.content]
+    assert len(expired) == 1
+    update_id = h.emulator.complete_checkout(query_id)
+    await h.wait_done(update_id)
+    assert (await env.payment())["status"] == "paid"
+    assert await env.balance() == 2500
+
+
+async def test_card_refund_is_recorded_once_and_the_admin_refunds_at_the_provider(
+    env: PayEnv,
+) -> None:
+    h = env.harness
+    payment, provider_ref = await _paid_card(env)
+    [listing] = await h.say(OWNER_ID, "/payments card")
+    assert provider_ref in listing.content and str(payment["_id"]) in listing.content
+    [done] = await h.say(OWNER_ID, f"/refundcard {payment['_id']}")
+    assert "recorded" in done.content and "$25.00" in done.content
+    assert provider_ref in done.content and "payment provider" in done.content
+    [again] = await h.say(OWNER_ID, f"/refundcard {payment['_id']}")
+    assert "already recorded" in again.content
+    assert await env.balance() == 0
+    kinds = sorted(str(e["kind"]) for e in await env.ledger())
+    assert kinds == ["refund", "topup"]
+    assert (await env.payment())["status"] == "refunded"
+    audit = await env.mongo.db["audit"].find({"action": "payment.refund_card"}).to_list(None)
+    assert len(audit) == 1
+    # A late copy of the payment does not credit it again.
+    message = _card_payment_message(
+        str(payment["order_id"]), 2500, str(payment["telegram_charge_id"]), provider_ref
+    )
+    await h.wait_done(h.emulator.push_update("message", message))
+    assert await env.balance() == 0
+    await env.audit_ok()
+
+
+@asynccontextmanager
+async def _bot(
+    mongo: Mongo, clock: FakeClock, *, card: bool, stars: bool | None = None
+) -> AsyncIterator[BotHarness]:
+    """A bot with the default rails (no OxaPay key: crypto off), a provider token if
+    ``card``, and Stars as configured (``None``: the default)."""
+    base = make_settings()
+    payments = base.payments
+    if stars is not None:
+        payments = payments.model_copy(
+            update={"stars": payments.stars.model_copy(update={"enabled": stars})}
+        )
+    secrets = Secrets.model_construct(
+        telegram_bot_token=None,
+        mongo_url=None,
+        telegram_payment_provider_token=SecretStr(PROVIDER_TOKEN) if card else None,
+    )
+    harness = BotHarness(
+        make_settings(payments=payments, secrets=secrets), mongo=mongo, clock=clock,
+        rate_limits=False,
+    )
+    await harness.start()
+    harness.add_user(CUSTOMER, first_name="Payer")
+    await harness.say(CUSTOMER, "/start")
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+async def _methods_offered(h: BotHarness) -> list[str]:
+    await h.say(CUSTOMER, "/topup")
+    [method] = await h.say(CUSTOMER, "10")
+    return [str(data) for row in method.button_rows for _, data in row]
+
+
+def test_stars_are_off_by_default() -> None:
+    assert make_settings().payments.stars.enabled is False
+    assert make_settings().payments.card.enabled is True
+
+
+async def test_stars_not_offered_by_default_and_old_stars_invoices_refused(
+    mongo: Mongo, clock: FakeClock
+) -> None:
+    async with _bot(mongo, clock, card=True) as h:
+        assert await _methods_offered(h) == ["topup:method:card", "topup:cancel"]
+        # A Stars invoice sent while Stars were on is refused at pre-checkout.
+        storage = h.application.bot_data.require_storage()
+        payment = await storage.payments.create(
+            {
+                "user_id": CUSTOMER, "provider": "stars", "order_id": "topup:old",
+                "amount_cents": 1000, "stars": 770, "currency": "USD", "status": "pending",
+                "created_at": clock(), "updated_at": clock(),
+                "expires_at": clock() + timedelta(minutes=30), "history": [],
+            }
+        )
+        payload = f"topup:{payment['_id']}"
+        await mongo.db["payments"].update_one(
+            {"_id": payment["_id"]}, {"$set": {"order_id": payload}}
+        )
+        h.emulator.send_pre_checkout_query(
+            CUSTOMER, currency="XTR", total_amount=770, payload=payload
+        )
+        await h.wait_done(h.emulator.last_update_id)
+        [answer] = h.emulator.pre_checkout_answers
+        assert answer.ok is False
+        assert "Stars are no longer accepted" in str(answer.error_message)
+
+
+async def test_stars_offered_when_the_operator_turns_them_on(
+    mongo: Mongo, clock: FakeClock
+) -> None:
+    async with _bot(mongo, clock, card=True, stars=True) as h:
+        offered = await _methods_offered(h)
+        assert offered == ["topup:method:card", "topup:method:stars", "topup:cancel"]
+
+
+async def test_a_rail_turned_off_since_its_button_was_shown_creates_nothing(
+    mongo: Mongo, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _bot(mongo, clock, card=True, stars=True) as h:
+        await h.say(CUSTOMER, "/topup")
+        [method] = await h.say(CUSTOMER, "10")
+        # The operator turns Stars off (a restart with the new setting) meanwhile.
+        payments = h.application.bot_data.require_services().payments
+        off = dataclasses.replace(payments.config, stars_enabled=False)
+        monkeypatch.setattr(payments, "_config", off)
+        replies = await h.press(CUSTOMER, method, "Stars")
+        assert any("no longer offered" in m.content for m in replies)
+        assert await mongo.db["payments"].count_documents({}) == 0
+
+
+async def test_with_no_rail_enabled_top_up_points_to_support(
+    mongo: Mongo, clock: FakeClock
+) -> None:
+    async with _bot(mongo, clock, card=False) as h:
+        [reply] = await h.say(CUSTOMER, "/topup")
+        assert "not available" in reply.content and "@shiplabel_support" in reply.content
+        assert await mongo.db["payments"].count_documents({}) == 0
+
+
+async def test_a_card_payment_whose_handling_died_is_handled_again(env: PayEnv) -> None:
+    """A worker claimed the successful_payment's update id and died before crediting it:
+    the Bot API keeps no list of provider payments, so the update (replayed from the inbox
+    or re-delivered) is the only signal and must not be skipped as already handled. The
+    credit is idempotent by the provider's charge id."""
+    h = env.harness
+    invoice = await _card_invoice(env)
+    assert invoice.invoice is not None
+    services = h.application.bot_data.require_services()
+    update_id = h.emulator.last_update_id + 1
+    assert await services.sessions.claim_update(update_id)  # the dead worker's claim
+    sent = h.emulator.send_successful_payment(
+        CUSTOMER,
+        currency="USD",
+        total_amount=2500,
+        payload=invoice.invoice.payload,
+        charge_id="tg_died",
+        provider_payment_charge_id="pi_died",
+    )
+    assert sent == update_id
+    await h.wait_done(update_id)
+    assert await env.balance() == 2500
+    assert [e["_id"] for e in await env.ledger()] == ["topup:card:pi_died"]
+    # Handled once more (a second replay): still one credit.
+    message = _card_payment_message(invoice.invoice.payload, 2500, "tg_died", "pi_died")
+    await h.wait_done(h.emulator.push_update("message", message))
+    assert len(await env.ledger()) == 1
+    await env.audit_ok()
+
+
+async def test_a_card_invoice_telegram_refused_cancels_the_payment(env: PayEnv) -> None:
+    """sendInvoice refused (or unanswered): the payment is cancelled, the customer told to
+    retry, and an invoice that did arrive is refused at pre-checkout (nothing charged)."""
+    h = env.harness
+    await h.say(CUSTOMER, "/topup")
+    [method] = await h.say(CUSTOMER, "25")
+    h.emulator.fail_next("sendInvoice", after=True)  # sent, but the answer is lost
+    replies = await h.press(CUSTOMER, method, "Card")
+    assert any("not answering" in m.content for m in replies)
+    payment = await env.payment()
+    assert payment["status"] == "cancelled"
+    [invoice] = [m for m in h.emulator.sent_messages(CUSTOMER) if m.invoice is not None]
+    h.emulator.checkout(CUSTOMER, invoice.message_id)
+    await h.wait_done(h.emulator.last_update_id)
+    answer = h.emulator.pre_checkout_answers[-1]
+    assert answer.ok is False and "already paid or cancelled" in str(answer.error_message)
+    # Choosing the card again works: a new invoice.
+    replies = await h.press(CUSTOMER, method, "Card")
+    assert any(m.invoice is not None for m in replies)
+    assert (await env.payment())["status"] == "pending"

@@ -796,3 +796,104 @@ async def test_a_user_sends_a_document_and_the_bot_downloads_it(
         await bot.get_file(update.message.document.file_id)
     with pytest.raises(ValueError, match="empty"):
         emu.send_document(UID, b"", "empty.csv")
+
+
+async def test_send_invoice_provider_validation(emu: BotApiEmulator, bot: Bot) -> None:
+    """A payment-provider invoice needs a provider token, a known currency and a total
+    within that currency's limits in minor units (Telegram's currencies.json)."""
+    price = [LabeledPrice("Top-up", 2500)]
+    msg = await bot.send_invoice(
+        UID, "Top-up", "Adds $25.00", "card:1", "USD", price, provider_token="284685063:TEST:x"
+    )
+    assert msg.invoice is not None
+    assert (msg.invoice.currency, msg.invoice.total_amount) == ("USD", 2500)
+    assert msg.reply_markup is not None and msg.reply_markup.inline_keyboard[0][0].pay
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"provider_token": ""}, "PAYMENT_PROVIDER_INVALID"),
+        ({"currency": "ZZZ"}, "CURRENCY_INVALID"),
+        ({"prices": [LabeledPrice("Top-up", 99)]}, "CURRENCY_TOTAL_AMOUNT_INVALID"),
+        ({"prices": [LabeledPrice("Top-up", 1_000_001)]}, "CURRENCY_TOTAL_AMOUNT_INVALID"),
+        ({"prices": [LabeledPrice("Top-up", 0)]}, "CURRENCY_TOTAL_AMOUNT_INVALID"),
+    ]
+    for override, fragment in bad:
+        args: dict[str, Any] = {
+            "chat_id": UID,
+            "title": "Top-up",
+            "description": "Adds $25.00",
+            "payload": "card:1",
+            "currency": "USD",
+            "prices": price,
+            "provider_token": "284685063:TEST:x",
+            **override,
+        }
+        with pytest.raises(BadRequest) as exc:
+            await bot.send_invoice(**args)
+        assert fragment.lower() in exc.value.message.lower(), override
+    assert len(emu.sent_messages(UID)) == 1
+
+
+async def test_checkout_of_a_provider_invoice() -> None:
+    """Pay on an invoice sends its pre-checkout query; only an ``ok`` answer given within
+    10 s is charged, reported with Telegram's and the provider's charge ids."""
+    clock = FakeClock()
+    emu = BotApiEmulator(TOKEN, rate_limits=False, clock=clock)
+    emu.add_user(UID, first_name="Ann")
+    async with emu, Bot(TOKEN, base_url=emu.base_url, base_file_url=emu.base_file_url) as bot:
+        msg = await bot.send_invoice(
+            UID, "Top-up", "d", "card:1", "USD", [LabeledPrice("x", 1000)], provider_token="t:1"
+        )
+        query_id = emu.checkout(UID, msg.message_id)
+        [update] = await bot.get_updates()
+        query = update.pre_checkout_query
+        assert query is not None
+        assert (query.currency, query.total_amount, query.invoice_payload) == (
+            "USD", 1000, "card:1"
+        )
+        with pytest.raises(ValueError, match="not answered ok"):
+            emu.complete_checkout(query_id)
+        assert await bot.answer_pre_checkout_query(query_id, ok=True) is True
+        emu.complete_checkout(query_id)
+        [update] = await bot.get_updates(offset=update.update_id + 1)
+        assert update.message is not None and update.message.successful_payment is not None
+        paid = update.message.successful_payment
+        assert paid.provider_payment_charge_id.startswith("pi_")
+        assert paid.telegram_payment_charge_id and paid.total_amount == 1000
+
+        refused = emu.checkout(UID, msg.message_id)
+        await bot.answer_pre_checkout_query(refused, ok=False, error_message="no")
+        with pytest.raises(ValueError):
+            emu.complete_checkout(refused)
+        late = emu.checkout(UID, msg.message_id)
+        clock.now += 11
+        with pytest.raises(BadRequest, match="(?i)query is too old"):
+            await bot.answer_pre_checkout_query(late, ok=True)
+
+
+async def test_http_control_checkout(emu: BotApiEmulator, bot: Bot) -> None:
+    msg = await bot.send_invoice(
+        UID, "Top-up", "d", "card:9", "USD", [LabeledPrice("x", 1500)], provider_token="t:1"
+    )
+    async with aiohttp.ClientSession() as http:
+
+        async def call(path: str, payload: Any = None) -> tuple[int, Any]:
+            async with http.post(f"{emu.url}/_control{path}", json=payload) as resp:
+                return resp.status, await resp.json()
+
+        status, body = await call(f"/users/{UID}/checkout", {"message_id": msg.message_id})
+        assert status == 200
+        query_id = body["result"]["pre_checkout_query_id"]
+        status, body = await call(f"/pre_checkout_queries/{query_id}/complete")
+        assert status == 400 and "not answered ok" in body["description"]
+        await bot.answer_pre_checkout_query(query_id, ok=True)
+        status, body = await call(f"/pre_checkout_queries/{query_id}/complete")
+        assert status == 200 and body["result"]["update_id"]
+        status, body = await call(f"/users/{UID}/checkout", {"message_id": 999})
+        assert status == 404
+        status, body = await call(
+            f"/users/{UID}/payments",
+            {"currency": "USD", "total_amount": 1500, "payload": "card:9", "charge_id": "c2",
+             "provider_payment_charge_id": "pi_2"},
+        )
+        assert status == 200
+    [charge] = [c for c in emu.charges if c.charge_id == "c2"]
+    assert charge.payload == "card:9"

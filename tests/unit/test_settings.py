@@ -112,3 +112,36 @@ def test_recovery_must_wait_out_the_purchase_timeout(
     assert len(str(excinfo.value).splitlines()) == 1
     monkeypatch.setenv("SHIPBOT_SHIPPING__RECOVERY_AFTER_SECONDS", "76")
     assert load_settings(ROOT / "config.yaml").shipping.recovery_after_seconds == 76
+
+
+def test_card_currency_must_be_in_the_minor_units_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPBOT_PAYMENTS__CURRENCY", "usd")
+    assert load_settings(ROOT / "config.yaml").payments.currency == "USD"
+    for code in ("JPY", "XTR", "BTC"):
+        monkeypatch.setenv("SHIPBOT_PAYMENTS__CURRENCY", code)
+        with pytest.raises(ConfigError, match=r"payments\.currency.*USD, EUR, GBP"):
+            load_settings(ROOT / "config.yaml")
+
+
+def test_card_limits_must_fit_telegrams(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPBOT_PAYMENTS__MIN_TOPUP_CENTS", "50")  # under Telegram's $1
+    with pytest.raises(ConfigError, match="minor units"):
+        load_settings(ROOT / "config.yaml")
+    monkeypatch.setenv("SHIPBOT_PAYMENTS__CARD__ENABLED", "false")
+    assert load_settings(ROOT / "config.yaml").payments.min_topup_cents == 50
+
+
+def test_rails_default_to_card_and_crypto_with_stars_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(ROOT / "config.yaml")
+    pay = settings.payments
+    assert (pay.card.enabled, pay.oxapay.enabled, pay.stars.enabled) == (True, True, False)
+
+
+def test_the_provider_token_is_a_redacted_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "284685063:TEST:provider-secret-never-printed"
+    result = _run_cli("check-config", env={"TELEGRAM_PAYMENT_PROVIDER_TOKEN": token})
+    assert result.returncode == 0, result.stderr
+    assert token not in result.stdout + result.stderr
+    assert '"TELEGRAM_PAYMENT_PROVIDER_TOKEN": "**********"' in result.stdout
+    monkeypatch.setenv("TELEGRAM_PAYMENT_PROVIDER_TOKEN", token)
+    assert token in load_settings(ROOT / "config.yaml").secrets.values()  # log redaction

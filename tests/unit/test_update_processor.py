@@ -154,3 +154,29 @@ async def test_payments_skip_a_busy_chat_and_the_slots() -> None:
     release.set()
     await asyncio.gather(*tasks)
     assert sorted(ran[2:]) == [1, 2, 3]
+
+
+async def test_an_update_cancelled_with_its_worker_is_not_done() -> None:
+    """A worker that dies mid-handling must not tell the inbox the update was handled
+    (the inbox would forget it, and a card payment has no other trace); one that finished
+    or failed is done."""
+    processor = PerChatUpdateProcessor(4)
+    done: list[int] = []
+    processor.done_listeners.append(lambda u: done.append(u.update_id))  # type: ignore[attr-defined]
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def fail() -> None:
+        raise RuntimeError("handler bug")
+
+    killed = asyncio.create_task(processor.process_update(_payment_update(1, 1), hang()))
+    await started.wait()
+    killed.cancel()
+    await asyncio.gather(killed, return_exceptions=True)
+    failed = asyncio.create_task(processor.process_update(_update(2, 2), fail()))
+    await asyncio.gather(failed, return_exceptions=True)
+    assert done == [2]
+    assert processor.in_flight == 0 and processor.active_chats == 0
