@@ -46,6 +46,11 @@ async def ask_amount(update: Update, context: BotContext) -> TopUpState | int:
     key = conversation_key(update)
     from_order = bool(update.callback_query and update.callback_query.data == "order:topup")
     leave_others(context, key, keep={NAME, "order"} if from_order else {NAME})
+    if not context.services.payments.config.rails:
+        lang = lang_of(update, context)
+        text = context.i18n.t(lang, "topup.unavailable", support=context.settings.support_contact)
+        await reply(update, context, text)
+        return SessionConversationHandler.END
     accepted = await context.services.privacy.accepted_terms(user.id)
     if accepted != context.legal.terms_version:
         await context.services.sessions.set_data(key, NAME, {"from_order": from_order})
@@ -103,10 +108,6 @@ async def _ask_amount(
         await reply(update, context, text, _invoice_markup(context, lang, pending))
         return SessionConversationHandler.END
     config = payments.config
-    if not config.rails:
-        text = i18n.t(lang, "topup.unavailable", support=context.settings.support_contact)
-        await reply(update, context, text)
-        return SessionConversationHandler.END
     return_to = "order" if from_order else ""
     await context.services.sessions.set_data(key, NAME, {"return_to": return_to})
     text = i18n.t(

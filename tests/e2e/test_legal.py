@@ -5,11 +5,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from pydantic import SecretStr
 
 from bot.harness import BotHarness
-from bot.settings import LegalSettings
-from tests.conftest import OWNER_ID, FakeClock
+from bot.settings import LegalSettings, Secrets, Settings
+from tests.conftest import OWNER_ID, FakeClock, make_settings
 from tests.e2e.shop import SENDER, USER, ShopEnv, pay_button
+
+@pytest.fixture
+def settings() -> Settings:
+    """A shop that takes cards: with no payment rail on, a top-up asks for no terms."""
+    secrets = Secrets.model_construct(
+        telegram_bot_token=None,
+        mongo_url=None,
+        telegram_payment_provider_token=SecretStr("284685063:TEST:legal"),
+    )
+    return make_settings(secrets=secrets)
+
 
 HEADINGS = {
     "en": ("Terms of service", "Privacy notice", "Payment support"),

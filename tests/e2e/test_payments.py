@@ -1063,8 +1063,15 @@ async def _bot(
         await harness.close()
 
 
+async def _start_topup(h: BotHarness) -> None:
+    """/topup, accepting the terms the first time (tests/e2e/test_legal.py)."""
+    [first] = await h.say(CUSTOMER, "/topup")
+    if "Do you accept the terms?" in first.content:
+        await h.press(CUSTOMER, first, "I accept")
+
+
 async def _methods_offered(h: BotHarness) -> list[str]:
-    await h.say(CUSTOMER, "/topup")
+    await _start_topup(h)
     [method] = await h.say(CUSTOMER, "10")
     return [str(data) for row in method.button_rows for _, data in row]
 
@@ -1114,7 +1121,7 @@ async def test_a_rail_turned_off_since_its_button_was_shown_creates_nothing(
     mongo: Mongo, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with _bot(mongo, clock, card=True, stars=True) as h:
-        await h.say(CUSTOMER, "/topup")
+        await _start_topup(h)
         [method] = await h.say(CUSTOMER, "10")
         # The operator turns Stars off (a restart with the new setting) meanwhile.
         payments = h.application.bot_data.require_services().payments
