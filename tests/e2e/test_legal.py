@@ -12,6 +12,7 @@ from bot.settings import LegalSettings, Secrets, Settings
 from tests.conftest import OWNER_ID, FakeClock, make_settings
 from tests.e2e.shop import SENDER, USER, ShopEnv, pay_button
 
+
 @pytest.fixture
 def settings() -> Settings:
     """A shop that takes cards: with no payment rail on, a top-up asks for no terms."""
