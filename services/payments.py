@@ -311,22 +311,26 @@ class PaymentService:
             expires_at=expires_at,
         )
 
-    async def create_stars_topup(self, user_id: int, amount_cents: int) -> CreatedTopUp:
-        if not self._config.stars_enabled:
-            raise TopUpError("stars_disabled")
-        now = self._clock()
-        payment_id = ObjectId()
-        payload = f"{STARS_PAYLOAD_PREFIX}{payment_id}"
-        stars = stars_for(amount_cents, self._config.stars_per_usd)
-        expires_at = now + timedelta(minutes=self._config.stars_lifetime_minutes)
+    async def _create_invoice(
+        self,
+        payment_id: ObjectId,
+        user_id: int,
+        provider: str,
+        payload: str,
+        amount_cents: int,
+        now: datetime,
+        expires_at: datetime,
+        **extra: Any,
+    ) -> None:
+        """Stores a Telegram invoice (Stars or card) as ``pending`` before it is sent."""
         await self._payments.create(
             {
                 "_id": payment_id,
                 "user_id": user_id,
-                "provider": STARS,
+                "provider": provider,
                 "order_id": payload,
                 "amount_cents": amount_cents,
-                "stars": stars,
+                **extra,
                 "currency": self._config.currency,
                 "status": "pending",
                 "created_at": now,
@@ -336,6 +340,18 @@ class PaymentService:
                 "escalated_at": None,
                 "history": [{"status": "pending", "at": now}],
             }
+        )
+
+    async def create_stars_topup(self, user_id: int, amount_cents: int) -> CreatedTopUp:
+        if not self._config.stars_enabled:
+            raise TopUpError("stars_disabled")
+        now = self._clock()
+        payment_id = ObjectId()
+        payload = f"{STARS_PAYLOAD_PREFIX}{payment_id}"
+        stars = stars_for(amount_cents, self._config.stars_per_usd)
+        expires_at = now + timedelta(minutes=self._config.stars_lifetime_minutes)
+        await self._create_invoice(
+            payment_id, user_id, STARS, payload, amount_cents, now, expires_at, stars=stars
         )
         return CreatedTopUp(
             payment_id=str(payment_id),
@@ -357,23 +373,8 @@ class PaymentService:
         payload = f"{CARD_PAYLOAD_PREFIX}{payment_id}"
         minor = self._config.card_minor_units(amount_cents)
         expires_at = now + timedelta(minutes=self._config.card_lifetime_minutes)
-        await self._payments.create(
-            {
-                "_id": payment_id,
-                "user_id": user_id,
-                "provider": CARD,
-                "order_id": payload,
-                "amount_cents": amount_cents,
-                "minor_amount": minor,
-                "currency": self._config.currency,
-                "status": "pending",
-                "created_at": now,
-                "updated_at": now,
-                "expires_at": expires_at,
-                "stale_alerted_at": None,
-                "escalated_at": None,
-                "history": [{"status": "pending", "at": now}],
-            }
+        await self._create_invoice(
+            payment_id, user_id, CARD, payload, amount_cents, now, expires_at, minor_amount=minor
         )
         return CreatedTopUp(
             payment_id=str(payment_id),
