@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -103,3 +104,28 @@ async def shop(mongo: Mongo, clock: FakeClock) -> AsyncIterator[ShopEnv]:
 
 def pay_button(summary: SentMessage) -> str:
     return summary.callback_data_for("Pay")
+
+
+def run_jobs_only_when_called(shop: ShopEnv, *names: str) -> None:
+    """Removes the scheduled runs of these jobs: a run fired by the timer in the middle of
+    a test would make its counts depend on the machine's speed."""
+    queue = shop.harness.application.job_queue
+    assert queue is not None
+    for name in names:
+        for job in queue.get_jobs_by_name(name):
+            job.schedule_removal()
+
+
+async def buy_label(shop: ShopEnv, user_id: int = USER) -> dict[str, Any]:
+    """Walks ``user_id`` to the review a minute later and pays; returns the newest label."""
+    assert isinstance(shop.harness.clock, FakeClock)
+    shop.harness.clock.advance(minutes=1)
+    summary = await shop.to_summary(user_id)
+    await shop.harness.press(user_id, summary, data=pay_button(summary))
+    orders = (
+        await shop.mongo.db["orders"]
+        .find({"user_id": user_id, "status": "purchased"})
+        .sort("created_at", -1)
+        .to_list(None)
+    )
+    return dict(orders[0])

@@ -10,34 +10,17 @@ import pytest
 
 from sandbox.telegram import SentMessage
 from tests.conftest import FakeClock
-from tests.e2e.shop import USER, ShopEnv, pay_button
+from tests.e2e.shop import USER, ShopEnv, buy_label, run_jobs_only_when_called
 
 OTHER = 7002
 
 
 @pytest.fixture(autouse=True)
 def _jobs_run_only_when_called(shop: ShopEnv) -> None:
-    """The scheduled runs of the jobs these tests call are removed: a run fired by the
-    timer in the middle of a test would make its counts depend on the machine's speed."""
-    queue = shop.harness.application.job_queue
-    assert queue is not None
-    for name in ("tracking:check", "refunds:remind", "refunds:check"):
-        for job in queue.get_jobs_by_name(name):
-            job.schedule_removal()
+    run_jobs_only_when_called(shop, "tracking:check", "refunds:remind", "refunds:check")
 
 
-async def _buy(shop: ShopEnv, user_id: int = USER) -> dict[str, Any]:
-    assert isinstance(shop.harness.clock, FakeClock)
-    shop.harness.clock.advance(minutes=1)
-    summary = await shop.to_summary(user_id)
-    await shop.harness.press(user_id, summary, data=pay_button(summary))
-    orders = (
-        await shop.mongo.db["orders"]
-        .find({"user_id": user_id, "status": "purchased"})
-        .sort("created_at", -1)
-        .to_list(None)
-    )
-    return dict(orders[0])
+_buy = buy_label
 
 
 def _services(shop: ShopEnv) -> Any:
