@@ -8,11 +8,17 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import hypothesis  # noqa: F401 - see below
 import pytest
 
 from bot.settings import AdminEntry, Role, Secrets, Settings, ShippingSettings, WebSettings
 from storage.client import Mongo, MongoOptions
 from storage.interleave import InterleavingDatabase
+
+# hypothesis is imported here, at start-up, rather than by its pytest plugin at the end of
+# a run: CPython 3.11.7 can fail to compile a module after the kill tests' cancelled tasks
+# ("SystemError: AST constructor recursion depth mismatch", fixed in later releases), and a
+# run of only those tests then ended in that error after every test had passed.
 
 TOKEN = "123456:TEST-token-AbCdEfGhIjKlMnOpQrStUvWxYz"
 OWNER_ID = 900001
