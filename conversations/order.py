@@ -221,9 +221,10 @@ async def _ask_field(
         user = update.effective_user
         assert user is not None
         for template in (await context.services.orders.templates(user.id))[:8]:
-            rows.append([(f"📇 {template['name']}", f"order:tpl:{template['_id']}")])
+            rows.append([(f"📇 {template['name']}", f"order:tpl:{side}:{template['_id']}")])
     if skippable(side, field):
-        rows.append([(i18n.t(lang, "order.skip"), "order:skip")])
+        # The button names what it skips: pressed on an older screen, it skips nothing else.
+        rows.append([(i18n.t(lang, "order.skip"), f"order:skip:{side}:{field}")])
     rows.append(cancel_button(i18n, lang, "order:cancel"))
     await reply(update, context, text, inline(rows))
 
@@ -468,30 +469,40 @@ def _cursor(draft: Document) -> tuple[str | None, str | None]:
 
 
 async def skip_field(update: Update, context: BotContext) -> OrderState | int:
-    await ack(update)
+    """Skips the field the button was shown for, if it is still the one asked."""
+    query = update.callback_query
+    assert query is not None and query.data is not None
     draft = await _current_draft(update, context)
     if draft is None:
+        await ack(update)
         return await _lost_draft(update, context)
     side, field = _cursor(draft)
-    if side is not None and field is not None and skippable(side, field):
+    if side is None or field is None or query.data != f"order:skip:{side}:{field}":
+        await ack(update, context.i18n.t(lang_of(update, context), "errors.stale_button"))
+        return await _advance(update, context, draft)
+    await ack(update)
+    if skippable(side, field):
         draft = await context.services.orders.set_address_field(draft, side, field, None)
     return await _advance(update, context, draft)
 
 
 async def use_template(update: Update, context: BotContext) -> OrderState | int:
-    """Fills the current side from a saved template."""
+    """Fills the side the button was shown for from a saved template, if that side is
+    still the one asked (an older screen's button fills nothing else)."""
     query = update.callback_query
     user = update.effective_user
     assert query is not None and query.data is not None and user is not None
-    await ack(update)
     draft = await _current_draft(update, context)
     if draft is None:
+        await ack(update)
         return await _lost_draft(update, context)
     side, _ = _cursor(draft)
-    template = await context.services.orders.template(user.id, query.data.rsplit(":", 1)[-1])
-    if template is None or side is None:
+    _, _, shown_for, template_id = query.data.split(":")
+    template = await context.services.orders.template(user.id, template_id)
+    if template is None or side is None or shown_for != side:
         await ack(update, context.i18n.t(lang_of(update, context), "errors.stale_button"))
         return await _advance(update, context, draft)
+    await ack(update)
     draft = await context.services.orders.set_address(draft, side, dict(template["address"]))
     return await _advance(update, context, draft)
 
@@ -768,8 +779,10 @@ def build_order_conversation() -> SessionConversationHandler:
         states={
             OrderState.AWAITING_ADDRESS_FIELD: [
                 MessageHandler(text, receive_text),
-                CallbackQueryHandler(skip_field, pattern=r"^order:skip$"),
-                CallbackQueryHandler(use_template, pattern=rf"^order:tpl:{draft_button}$"),
+                CallbackQueryHandler(skip_field, pattern=r"^order:skip:(from|to):[a-z0-9_]{1,20}$"),
+                CallbackQueryHandler(
+                    use_template, pattern=rf"^order:tpl:(from|to):{draft_button}$"
+                ),
             ],
             OrderState.AWAITING_ADDRESS_CHOICE: [
                 CallbackQueryHandler(answer_check, pattern=check_button),

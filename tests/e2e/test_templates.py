@@ -118,7 +118,7 @@ async def test_save_recipient_after_order_and_use_it_in_the_next(shop: ShopEnv) 
     [first] = await h.say(USER, "/order")
     assert "Step 1 of 6" in first.content
     data = first.callback_data_for("Mom")
-    assert data == f"order:tpl:{template['_id']}"
+    assert data == f"order:tpl:from:{template['_id']}"
     replies = await h.press(USER, first, data=data)
     # The template has no phone, and the sender's phone is required (ShipStation needs a
     # phone on both addresses; a recipient without one gets the sender's): asked for it.
@@ -277,3 +277,39 @@ async def test_main_menu_button_opens_the_list(shop: ShopEnv) -> None:
     assert "menu:templates" in [data for _, data in menu.buttons]
     [listing] = await h.press(USER, menu, data="menu:templates")
     assert "Address templates" in listing.content
+
+
+async def test_an_old_template_button_fills_no_other_side(shop: ShopEnv) -> None:
+    """The template button shown at the sender step, pressed once the bot asks for the
+    recipient, fills nothing: it names the side it was shown for."""
+    h = shop.harness
+    await h.application.bot_data.require_services().orders.save_template(USER, "Mom", HOME)
+    [first] = await h.say(USER, "/order")
+    old = first.callback_data_for("Mom")
+    assert old.startswith("order:tpl:from:")
+    replies = await h.say(USER, SENDER)
+    assert "Recipient" in replies[-1].content
+    replies = await h.press(USER, first, data=old)
+    assert "Recipient" in replies[-1].content  # the current step, asked again
+    draft = await shop.mongo.db["orders"].find_one({"user_id": USER, "status": "draft"})
+    assert draft is not None and not draft.get("to_address")
+    assert STALE in [a.text for a in h.emulator.callback_answers if a.text]
+
+
+async def test_an_old_skip_button_skips_nothing_else(shop: ShopEnv) -> None:
+    """Skip shown for the sender's second street line, pressed at the recipient's (also
+    skippable), skips nothing."""
+    h = shop.harness
+    await h.say(USER, "/order")
+    for text in ("Jane Doe", "500 W 5th Ave"):
+        replies = await h.say(USER, text)
+    sender_skip = replies[-1]
+    assert sender_skip.callback_data_for("Skip") == "order:skip:from:street2"
+    await h.press(USER, sender_skip, "Skip")
+    for text in ("New York", "NY", "10001", "+12125550123", "John Smith", "1 Main St"):
+        replies = await h.say(USER, text)
+    assert replies[-1].callback_data_for("Skip") == "order:skip:to:street2"
+    replies = await h.press(USER, sender_skip, "Skip")
+    assert replies[-1].callback_data_for("Skip") == "order:skip:to:street2"  # asked again
+    draft = await shop.mongo.db["orders"].find_one({"user_id": USER, "status": "draft"})
+    assert draft is not None and "street2" not in (draft.get("to_address") or {})
