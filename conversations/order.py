@@ -779,7 +779,7 @@ def build_order_conversation() -> SessionConversationHandler:
         states={
             OrderState.AWAITING_ADDRESS_FIELD: [
                 MessageHandler(text, receive_text),
-                CallbackQueryHandler(skip_field, pattern=r"^order:skip:(from|to):[a-z0-9_]{1,20}$"),
+                CallbackQueryHandler(skip_field, pattern=r"^order:skip:(from|to):[a-z0-9_]+$"),
                 CallbackQueryHandler(
                     use_template, pattern=rf"^order:tpl:(from|to):{draft_button}$"
                 ),
