@@ -823,15 +823,7 @@ class PaymentService:
     # -- cards through Telegram Payments (a payment provider) --------------------------------
 
     async def _card_payment(self, payload: str) -> Document | None:
-        if not payload.startswith(CARD_PAYLOAD_PREFIX):
-            return None
-        oid = parse_payment_id(payload.removeprefix(CARD_PAYLOAD_PREFIX))
-        if oid is None:
-            return None
-        payment = await self._payments.get(oid)
-        if payment is None or payment["provider"] != CARD:
-            return None
-        return payment
+        return await self._invoice_payment(payload, CARD_PAYLOAD_PREFIX, CARD)
 
     async def check_card_checkout(
         self, user_id: int, payload: str, currency: str, total_amount: int
@@ -1109,13 +1101,19 @@ class PaymentService:
         return alerted
 
     async def _stars_payment(self, payload: str) -> Document | None:
-        if not payload.startswith(STARS_PAYLOAD_PREFIX):
+        return await self._invoice_payment(payload, STARS_PAYLOAD_PREFIX, STARS)
+
+    async def _invoice_payment(
+        self, payload: str, prefix: str, provider: str
+    ) -> Document | None:
+        """The payment a Telegram invoice payload names, if it is one of ``provider``'s."""
+        if not payload.startswith(prefix):
             return None
-        oid = parse_payment_id(payload.removeprefix(STARS_PAYLOAD_PREFIX))
+        oid = parse_payment_id(payload.removeprefix(prefix))
         if oid is None:
             return None
         payment = await self._payments.get(oid)
-        if payment is None or payment["provider"] != STARS:
+        if payment is None or payment["provider"] != provider:
             return None
         return payment
 
