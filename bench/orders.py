@@ -203,6 +203,11 @@ async def run(customers: int, table: Table, *, think: float = 0.0, pool: int = 8
         warmup = _Customer(warmup_uid, emulator, chats, None)
         if not await warmup.order(_no_pause):
             raise RuntimeError("the warm-up customer got no label")
+        # Messages the bot sent to one customer for one order, and edits of them (every
+        # change in the chat is one or the other): Telegram's ~30 messages/s cap per bot
+        # makes messages per order the bound on customers served at once.
+        messages_per_order = len(emulator.sent_messages(warmup_uid))
+        edits_per_order = sum(warmup.learnt) - messages_per_order
         errors = 0
 
         async def pause() -> None:
@@ -239,6 +244,11 @@ async def run(customers: int, table: Table, *, think: float = 0.0, pool: int = 8
         updates = len(latencies)
         table.add(label, "customers", f"{customers:,} (+1 warm-up)")
         table.add(label, "updates", f"{updates:,}")
+        table.add(
+            label,
+            "per order",
+            f"{len(warmup.learnt)} updates, {messages_per_order} messages, {edits_per_order} edits",
+        )
         table.add(label, "total time", f"{elapsed:.1f} s")
         table.add(label, "throughput", f"{updates / elapsed:.0f} updates/s")
         p50, p95, p99 = (_pct(latencies, q) for q in (0.5, 0.95, 0.99))
