@@ -1101,7 +1101,7 @@ class FakeShipStation:
                 + ".",
                 field_name="shipment.insurance_provider",
             )
-        insured = self._insured_cents(packages)
+        insured = self._insured_cents(packages if isinstance(packages, list) else [])
         if isinstance(insured, str):
             return _error(400, "invalid_field_value", insured, field_name="shipment.packages")
         service_codes = options.get("service_codes") if isinstance(options, dict) else None
