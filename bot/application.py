@@ -338,6 +338,8 @@ async def _post_init(application: BotApplication) -> None:
                 max_side_in=ship.max_side_in,
                 templates_per_user=ship.templates_per_user,
                 validate_addresses=ship.validate_addresses,
+                max_insured_value_cents=ship.max_insured_value_cents,
+                insurance_provider=ship.insurance_provider,
             ),
             clock=clock,
         ),

@@ -273,6 +273,10 @@ class ShippingSettings(_Section):
     # Completed addresses are checked with POST /v2/addresses/validate ("did you mean").
     validate_addresses: bool = True
     validation_timeout_seconds: float = Field(5, gt=0)
+    # Insurance at the review: the most a customer may declare (cents), and who insures
+    # (ShipStation's `insurance_provider`: the carrier's own, or a parcel insurer).
+    max_insured_value_cents: int = Field(500_000, ge=100, le=10_000_000)
+    insurance_provider: Literal["carrier", "shipsurance", "parcelguard"] = "carrier"
 
     @field_validator("recovery_after_seconds")
     @classmethod

@@ -27,13 +27,19 @@ from handlers.refunds import window_text
 from providers.errors import ProviderError, ProviderRejected
 from services import addresses
 from services.addresses import FieldError
+from services.amounts import AmountError
 from services.orders import (
+    CONFIRMATION_CHOICES,
     CORRECTED,
+    MIN_INSURED_VALUE_CENTS,
+    NO_CONFIRMATION,
     SIDES,
     AddressCheck,
+    OptionNotOffered,
     RatesUnavailable,
     address_of,
     missing_fields,
+    options_of,
     skippable,
 )
 from services.shipping import CarrierUnavailable
@@ -52,6 +58,7 @@ class OrderState(StrEnum):
     AWAITING_DIMENSIONS = "awaiting_dimensions"
     AWAITING_RATE = "awaiting_rate"
     AWAITING_CONFIRMATION = "awaiting_confirmation"
+    AWAITING_INSURED_VALUE = "awaiting_insured_value"
 
 
 # -- rendering ---------------------------------------------------------------------------
@@ -324,11 +331,18 @@ async def _show_summary(
         price=price,
         balance=i18n.money(lang, balance),
     )
+    extras = _extras_lines(i18n, lang, draft)
+    if extras:
+        text += "\n\n" + i18n.t(lang, "order.summary.extras", lines="\n".join(extras))
     if note:
         text = f"{note}\n\n{text}"
     markup = inline(
         [
             [(i18n.t(lang, "order.pay", price=price), pay_data(draft))],
+            [
+                _draft_button(i18n, lang, "order.insure_button", "insure", draft),
+                _draft_button(i18n, lang, "order.sign_button", "sign", draft),
+            ],
             [
                 _draft_button(i18n, lang, "order.edit_from", "edit-from", draft),
                 _draft_button(i18n, lang, "order.edit_to", "edit-to", draft),
@@ -342,6 +356,30 @@ async def _show_summary(
     )
     await _send_review(update, context, text, markup)
     return OrderState.AWAITING_CONFIRMATION
+
+
+def _extras_lines(i18n: I18n, lang: str, draft: Document) -> list[str]:
+    """The review's insurance and signature lines (what they add to the price)."""
+    lines = []
+    insured, confirmation = options_of(draft)
+    if insured:
+        lines.append(
+            i18n.t(
+                lang,
+                "order.summary.insurance",
+                declared=i18n.money(lang, insured),
+                price=i18n.money(lang, int(draft.get("insurance_price_cents") or 0)),
+            )
+        )
+    if confirmation != NO_CONFIRMATION:
+        lines.append(
+            i18n.t(
+                lang,
+                f"order.summary.confirmation.{confirmation}",
+                price=i18n.money(lang, int(draft.get("confirmation_price_cents") or 0)),
+            )
+        )
+    return lines
 
 
 def pay_data(draft: Document) -> str:
@@ -641,6 +679,147 @@ async def _review_again(update: Update, context: BotContext, draft: Document) ->
     return await _advance(update, context, draft)
 
 
+async def ask_insurance(update: Update, context: BotContext) -> OrderState | int:
+    """🛡 Insure: asks for the declared value (or removes the insurance)."""
+    draft = await _draft_from_button(update, context)
+    if draft is None:
+        return OrderState.AWAITING_CONFIRMATION
+    if not draft.get("rate"):
+        return await _advance(update, context, draft)
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    limits = context.services.orders.config
+    text = i18n.t(
+        lang,
+        "order.insure.ask",
+        min=i18n.money(lang, MIN_INSURED_VALUE_CENTS),
+        max=i18n.money(lang, limits.max_insured_value_cents),
+    )
+    rows: list[list[Button]] = []
+    if options_of(draft)[0]:
+        rows.append([_draft_button(i18n, lang, "order.insure.remove", "insure-off", draft)])
+    rows.append([(i18n.t(lang, "order.back_to_summary"), "order:summary")])
+    await reply(update, context, text, inline(rows))
+    return OrderState.AWAITING_INSURED_VALUE
+
+
+async def receive_insured_value(update: Update, context: BotContext) -> OrderState | int:
+    """Stores the declared value typed, re-quotes with insurance and shows the review."""
+    message = update.effective_message
+    assert message is not None and message.text is not None
+    draft = await _current_draft(update, context)
+    if draft is None:
+        return await _lost_draft(update, context)
+    if not draft.get("rate"):
+        return await _advance(update, context, draft)
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    orders = context.services.orders
+    try:
+        cents = orders.parse_declared_value(message.text, lang)
+    except AmountError as error:
+        text = i18n.t(
+            lang,
+            f"order.insure.error.{error.code}",
+            min=i18n.money(lang, MIN_INSURED_VALUE_CENTS),
+            max=i18n.money(lang, orders.config.max_insured_value_cents),
+        )
+        await reply(update, context, text)
+        return OrderState.AWAITING_INSURED_VALUE
+    note = i18n.t(lang, "order.insure.added", declared=i18n.money(lang, cents))
+    return await _change_options(update, context, draft, note, insured_value_cents=cents)
+
+
+async def remove_insurance(update: Update, context: BotContext) -> OrderState | int:
+    draft = await _draft_from_button(update, context)
+    if draft is None:
+        return OrderState.AWAITING_CONFIRMATION
+    note = context.i18n.t(lang_of(update, context), "order.insure.removed")
+    return await _change_options(update, context, draft, note, insured_value_cents=0)
+
+
+async def ask_confirmation(update: Update, context: BotContext) -> OrderState | int:
+    """✍️ Signature: the confirmations the chosen service offers, with their prices."""
+    draft = await _draft_from_button(update, context)
+    if draft is None:
+        return OrderState.AWAITING_CONFIRMATION
+    if not draft.get("rate"):
+        return await _advance(update, context, draft)
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    try:
+        offers = await context.services.orders.confirmation_offers(draft)
+    except (ProviderError, CarrierUnavailable):
+        return await _show_summary(
+            update, context, draft, i18n.t(lang, "order.carrier_unavailable")
+        )
+    except LookupError:
+        return await _lost_draft(update, context)
+    service = service_name(draft["rate"])[1]
+    current = options_of(draft)[1]
+    if not offers and current == NO_CONFIRMATION:
+        note = i18n.t(lang, "order.sign.none_offered", service=service)
+        return await _show_summary(update, context, draft, note)
+    rows: list[list[Button]] = [
+        [
+            (
+                i18n.t(lang, f"order.sign.choice.{kind}", price=i18n.money(lang, cents)),
+                f"order:sign:{draft['_id']}:{kind}",
+            )
+        ]
+        for kind, cents in offers
+    ]
+    if current != NO_CONFIRMATION:
+        rows.append(
+            [(i18n.t(lang, "order.sign.choice.none"), f"order:sign:{draft['_id']}:none")]
+        )
+    rows.append([(i18n.t(lang, "order.back_to_summary"), "order:summary")])
+    await reply(update, context, i18n.t(lang, "order.sign.ask", service=service), inline(rows))
+    return OrderState.AWAITING_CONFIRMATION
+
+
+async def choose_confirmation(update: Update, context: BotContext) -> OrderState | int:
+    """Applies the confirmation the button names (if the service still offers it)."""
+    draft = await _draft_from_button(update, context)
+    if draft is None:
+        return OrderState.AWAITING_CONFIRMATION
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    kind = query.data.rsplit(":", 1)[-1]
+    note = context.i18n.t(lang_of(update, context), f"order.sign.chosen.{kind}")
+    return await _change_options(update, context, draft, note, confirmation=kind)
+
+
+async def _change_options(
+    update: Update,
+    context: BotContext,
+    draft: Document,
+    note: str,
+    *,
+    insured_value_cents: int | None = None,
+    confirmation: str | None = None,
+) -> OrderState | int:
+    """Re-quotes with the new option and shows the new review (its Pay button carries the
+    new total); when the service does not offer it, or the carrier is down, the draft is
+    unchanged and the review is shown again with why."""
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    if not draft.get("rate"):
+        return await _advance(update, context, draft)
+    try:
+        draft = await context.services.orders.set_options(
+            draft, insured_value_cents=insured_value_cents, confirmation=confirmation
+        )
+    except OptionNotOffered:
+        service = service_name(draft["rate"])[1]
+        note = i18n.t(lang, "order.option.not_offered", service=service)
+    except (ProviderError, CarrierUnavailable):
+        note = i18n.t(lang, "order.carrier_unavailable")
+    except LookupError:
+        return await _lost_draft(update, context)
+    return await _show_summary(update, context, draft, note)
+
+
 async def pay(update: Update, context: BotContext) -> OrderState | int:
     """Refreshes an old quote, then buys what the button shows: debit, label, PDF."""
     draft = await _draft_from_button(update, context)
@@ -769,6 +948,15 @@ def build_order_conversation() -> SessionConversationHandler:
     text = filters.TEXT & ~filters.COMMAND
     draft_button = r"[0-9a-f]{24}"
     check_button = rf"^order:av:(use|keep|edit):{draft_button}:(from|to):[0-9a-f]{{8}}$"
+    kinds = "|".join((NO_CONFIRMATION, *CONFIRMATION_CHOICES))
+    option_handlers = [
+        CallbackQueryHandler(ask_insurance, pattern=rf"^order:insure:{draft_button}$"),
+        CallbackQueryHandler(remove_insurance, pattern=rf"^order:insure-off:{draft_button}$"),
+        CallbackQueryHandler(ask_confirmation, pattern=rf"^order:sign:{draft_button}$"),
+        CallbackQueryHandler(
+            choose_confirmation, pattern=rf"^order:sign:{draft_button}:({kinds})$"
+        ),
+    ]
     return SessionConversationHandler(
         name=NAME,
         entry_points=[
@@ -803,6 +991,15 @@ def build_order_conversation() -> SessionConversationHandler:
                 ),
                 CallbackQueryHandler(retry_rates, pattern=rf"^order:retry:{draft_button}$"),
                 CallbackQueryHandler(show_summary, pattern=r"^order:summary$"),
+                *option_handlers,
+            ],
+            OrderState.AWAITING_INSURED_VALUE: [
+                MessageHandler(text, receive_insured_value),
+                CallbackQueryHandler(
+                    pay, pattern=rf"^order:pay:{draft_button}(:\d{{1,9}}-\d:\d{{1,9}})?$"
+                ),
+                CallbackQueryHandler(show_summary, pattern=r"^order:summary$"),
+                *option_handlers,
             ],
         },
         fallbacks=[

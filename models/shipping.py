@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 
 __all__ = [
+    "CONFIRMATIONS",
     "VALIDATION_STATUSES",
     "Address",
     "AddressValidation",
@@ -22,6 +23,19 @@ __all__ = [
 ]
 
 VALIDATION_STATUSES = frozenset({"verified", "unverified", "warning", "error"})
+# ShipStation v2 ``shipment.confirmation`` values ("Delivery Confirmation").
+CONFIRMATIONS = frozenset(
+    {
+        "none",
+        "delivery",
+        "signature",
+        "adult_signature",
+        "adult_signature_restricted_delivery",
+        "direct_signature",
+        "delivery_mailed",
+        "verbal_confirmation",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +150,10 @@ class Rate:
     estimated_delivery_date: datetime | None = None
     currency: str = "usd"
     shipment_id: str | None = None
+    # The parts of ``amount_cents`` (the v2 rate's amounts): what insurance and delivery
+    # confirmation add, so they can be priced and shown on their own.
+    insurance_cents: int = 0
+    confirmation_cents: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -251,6 +251,77 @@ def quote_cents(service: _Service, weight_oz: int, zone: int) -> tuple[int, int]
     return shipping, other
 
 
+# `shipment.confirmation` (v2 "Delivery Confirmation"): the enumerated values; a value
+# outside it is refused (400). Each service offers some of them, at a fee reported as the
+# rate's `confirmation_amount`; a service that does not offer the requested one comes back
+# in `invalid_rates` with an error message (as the carrier refuses it), the others rate.
+CONFIRMATION_VALUES = frozenset(
+    {
+        "none",
+        "delivery",
+        "signature",
+        "adult_signature",
+        "adult_signature_restricted_delivery",
+        "direct_signature",  # FedEx only
+        "delivery_mailed",  # UPS only
+        "verbal_confirmation",
+    }
+)
+CONFIRMATION_CENTS: dict[str, dict[str, int]] = {
+    # USPS Ground Advantage: signature confirmation, no adult signature.
+    "usps_ground_advantage": {"none": 0, "delivery": 0, "signature": 445},
+    "usps_priority_mail": {
+        "none": 0,
+        "delivery": 0,
+        "signature": 445,
+        "adult_signature": 1025,
+        "adult_signature_restricted_delivery": 1065,
+    },
+    "ups_ground": {
+        "none": 0,
+        "delivery": 265,
+        "signature": 595,
+        "adult_signature": 735,
+        "delivery_mailed": 200,
+    },
+    "ups_2nd_day_air": {
+        "none": 0,
+        "delivery": 265,
+        "signature": 595,
+        "adult_signature": 735,
+        "delivery_mailed": 200,
+    },
+}
+# `shipment.insurance_provider` (v2 "Parcel Insurance"); `packages[].insured_value`
+# {currency, amount}. `none` (default) and `third_party` add nothing to the price.
+INSURANCE_PROVIDERS = frozenset(
+    {"none", "shipsurance", "carrier", "third_party", "parcelguard", "funding_source", "xcover"}
+)
+# Fee per started $100 of declared value, and the most a provider insures, in cents.
+INSURANCE_RATES: dict[str, tuple[int, int]] = {
+    "carrier:stamps_com": (165, 5_000_00),
+    "carrier:ups": (135, 50_000_00),
+    "shipsurance": (99, 10_000_00),
+    "parcelguard": (99, 10_000_00),
+    "funding_source": (99, 10_000_00),
+    "xcover": (110, 10_000_00),
+}
+
+
+def insurance_cents(provider: str, carrier_code: str, insured_cents: int) -> int | None:
+    """The insurance fee for ``insured_cents`` declared; None when the provider does not
+    insure that much (or at all) for the carrier."""
+    if provider in ("none", "third_party") or insured_cents <= 0:
+        return 0
+    key = f"carrier:{carrier_code}" if provider == "carrier" else provider
+    if key not in INSURANCE_RATES:
+        return None
+    per_100, most = INSURANCE_RATES[key]
+    if insured_cents > most:
+        return None
+    return per_100 * -(-insured_cents // 10_000)
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -283,6 +354,9 @@ class _Shipment:
     zone: int
     created_at: datetime
     validate_address: str = "no_validation"
+    confirmation: str = "none"
+    insurance_provider: str = "none"
+    insured_cents: int = 0
 
 
 @dataclass
@@ -295,6 +369,8 @@ class _Rate:
     other_cents: int
     delivery_days: int
     estimated_delivery: datetime
+    confirmation_cents: int = 0
+    insurance_cents: int = 0
 
 
 @dataclass
@@ -323,6 +399,8 @@ class FakeLabel:
     void_attempts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     validate_address: str = "no_validation"
+    insurance_cents: int = 0  # `insurance_cost`; `cost_cents` is `shipment_cost`
+    confirmation: str = "none"
 
 
 # v2 tracking status codes (status_code) and their normalised words.
@@ -665,6 +743,9 @@ class FakeShipStation:
                 "ship_to": dict(sh.ship_to),
                 "created_at": sh.created_at,
                 "validate_address": sh.validate_address,
+                "confirmation": sh.confirmation,
+                "insurance_provider": sh.insurance_provider,
+                "insured_value_cents": sh.insured_cents,
             }
             for sh in self._shipments.values()
             if mode is None or sh.mode == mode
@@ -1002,6 +1083,37 @@ class FakeShipStation:
                 "packages[0].weight must be a positive weight.",
                 field_name="shipment.packages",
             )
+        confirmation = shipment.get("confirmation", "none")
+        if confirmation not in CONFIRMATION_VALUES:
+            return _error(
+                400,
+                "invalid_field_value",
+                "confirmation must be one of " + ", ".join(sorted(CONFIRMATION_VALUES)) + ".",
+                field_name="shipment.confirmation",
+            )
+        provider = shipment.get("insurance_provider", "none")
+        if provider not in INSURANCE_PROVIDERS:
+            return _error(
+                400,
+                "invalid_field_value",
+                "insurance_provider must be one of "
+                + ", ".join(sorted(INSURANCE_PROVIDERS))
+                + ".",
+                field_name="shipment.insurance_provider",
+            )
+        insured = self._insured_cents(packages if isinstance(packages, list) else [])
+        if isinstance(insured, str):
+            return _error(400, "invalid_field_value", insured, field_name="shipment.packages")
+        service_codes = options.get("service_codes") if isinstance(options, dict) else None
+        if service_codes is not None and not (
+            isinstance(service_codes, list) and all(isinstance(c, str) for c in service_codes)
+        ):
+            return _error(
+                400,
+                "invalid_field_value",
+                "service_codes must be an array of strings.",
+                field_name="rate_options.service_codes",
+            )
         ship_from, ship_to = shipment["ship_from"], shipment["ship_to"]
         external_id = shipment.get("external_shipment_id")
         # "Limited to 50 characters. Any additional characters will be truncated."
@@ -1031,6 +1143,9 @@ class FakeShipStation:
             zone,
             now,
             validate,
+            confirmation,
+            provider,
+            insured,
         )
         self._shipments[shipment_id] = record
         self._shipment_added()
@@ -1062,7 +1177,14 @@ class FakeShipStation:
                     )
             # Deliberately not price-ordered: the client sorts.
             for service in reversed(_SERVICES):
-                if service.carrier_id in carrier_ids:
+                if service.carrier_id not in carrier_ids:
+                    continue
+                if service_codes is not None and service.service_code not in service_codes:
+                    continue
+                problem = self._option_problem(record, service)
+                if problem:
+                    invalid.append(self._invalid_rate(record, service, problem, now))
+                else:
                     rates.append(self._new_rate(record, service, now))
         status = "completed" if not errors else ("partial" if rates else "error")
         response = {
@@ -1077,6 +1199,8 @@ class FakeShipStation:
             "ship_from": ship_from,
             "packages": packages,
             "total_weight": {"value": weight_oz, "unit": "ounce"},
+            "confirmation": confirmation,
+            "insurance_provider": provider,
             "rate_response": {
                 "rates": rates,
                 "invalid_rates": invalid,
@@ -1108,8 +1232,76 @@ class FakeShipStation:
             total += value * factor
         return int(total.to_integral_value(rounding=ROUND_CEILING))
 
+    @staticmethod
+    def _insured_cents(packages: list[Any]) -> int | str:
+        """The declared value of all packages in cents, or what is wrong with it."""
+        total = 0
+        for index, package in enumerate(packages):
+            value = package.get("insured_value")
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                return f"packages[{index}].insured_value must be a money object."
+            if str(value.get("currency") or "").lower() != "usd":
+                return f"packages[{index}].insured_value.currency must be usd."
+            try:
+                amount = Decimal(str(value.get("amount")))
+            except InvalidOperation:
+                return f"packages[{index}].insured_value.amount must be a number."
+            if not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.01")):
+                return f"packages[{index}].insured_value.amount must be a positive amount."
+            total += int(amount * 100)
+        return total
+
+    @staticmethod
+    def _option_problem(shipment: _Shipment, service: _Service) -> str | None:
+        """Why ``service`` cannot carry the shipment's confirmation or insurance."""
+        if shipment.confirmation not in CONFIRMATION_CENTS.get(service.service_code, {}):
+            return (
+                f"The confirmation type {shipment.confirmation} is not supported "
+                f"by {service.name}."
+            )
+        fee = insurance_cents(
+            shipment.insurance_provider, service.carrier_code, shipment.insured_cents
+        )
+        if fee is None:
+            return (
+                f"Insurance by {shipment.insurance_provider} is not available for "
+                f"{service.name} at the declared value."
+            )
+        return None
+
+    def _invalid_rate(
+        self, shipment: _Shipment, service: _Service, message: str, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "rate_id": self._next_id(),
+            "rate_type": "shipment",
+            "carrier_id": service.carrier_id,
+            "shipping_amount": _money(0),
+            "insurance_amount": _money(0),
+            "confirmation_amount": _money(0),
+            "other_amount": _money(0),
+            "zone": shipment.zone,
+            "package_type": "package",
+            "ship_date": _iso(now),
+            "service_type": service.name,
+            "service_code": service.service_code,
+            "carrier_code": service.carrier_code,
+            "carrier_nickname": service.carrier_name,
+            "carrier_friendly_name": service.carrier_name,
+            "validation_status": "invalid",
+            "warning_messages": [],
+            "error_messages": [message],
+        }
+
     def _new_rate(self, shipment: _Shipment, service: _Service, now: datetime) -> dict[str, Any]:
         shipping, other = quote_cents(service, shipment.weight_oz, shipment.zone)
+        confirmation = CONFIRMATION_CENTS[service.service_code][shipment.confirmation]
+        insurance = insurance_cents(
+            shipment.insurance_provider, service.carrier_code, shipment.insured_cents
+        )
+        assert insurance is not None  # _option_problem sent it to invalid_rates
         days = service.delivery_days(shipment.zone)
         eta = (now + timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
         rate = _Rate(
@@ -1121,6 +1313,8 @@ class FakeShipStation:
             other,
             days,
             eta,
+            confirmation,
+            insurance,
         )
         self._rates[rate.rate_id] = rate
         return {
@@ -1128,8 +1322,8 @@ class FakeShipStation:
             "rate_type": "shipment",
             "carrier_id": service.carrier_id,
             "shipping_amount": _money(shipping),
-            "insurance_amount": _money(0),
-            "confirmation_amount": _money(0),
+            "insurance_amount": _money(insurance),
+            "confirmation_amount": _money(confirmation),
             "other_amount": _money(other),
             "tax_amount": None,
             "requested_comparison_amount": None,
@@ -1188,11 +1382,12 @@ class FakeShipStation:
                 field_name="validate_address",
             )
         shipment = self._shipments[rate.shipment_id]
-        cost = rate.shipping_cents + rate.other_cents
+        # `shipment_cost` excludes insurance, which is charged as `insurance_cost`.
+        cost = rate.shipping_cents + rate.other_cents + rate.confirmation_cents
         if mode == "production":
-            if cost > self.production_balance_cents:
+            if cost + rate.insurance_cents > self.production_balance_cents:
                 return _failure_to_funds()
-            self.production_balance_cents -= cost
+            self.production_balance_cents -= cost + rate.insurance_cents
         label_id = self._next_id()
         label = FakeLabel(
             label_id=label_id,
@@ -1211,6 +1406,8 @@ class FakeShipStation:
             ship_to=shipment.ship_to,
             ship_from=shipment.ship_from,
             validate_address=str(validate),
+            insurance_cents=rate.insurance_cents,
+            confirmation=shipment.confirmation,
         )
         self.labels[label_id] = label
         return _json(self._label_json(label, request))
@@ -1227,7 +1424,7 @@ class FakeShipStation:
             "ship_date": _iso(label.created_at),
             "created_at": _iso(label.created_at),
             "shipment_cost": _money(label.cost_cents),
-            "insurance_cost": _money(0),
+            "insurance_cost": _money(label.insurance_cents),
             "tracking_number": label.tracking_number,
             "is_return_label": False,
             "rma_number": None,
@@ -1331,6 +1528,8 @@ class FakeShipStation:
             "ship_from": shipment.ship_from,
             "packages": shipment.packages,
             "total_weight": {"value": shipment.weight_oz, "unit": "ounce"},
+            "confirmation": shipment.confirmation,
+            "insurance_provider": shipment.insurance_provider,
         }
 
     async def _get_shipment(self, request: web.Request, mode: str) -> web.Response:

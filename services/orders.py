@@ -17,9 +17,10 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from models.shipping import Address, AddressValidation, Parcel
-from providers.errors import ProviderError
+from providers.errors import ProviderError, ProviderRejected
 from services import addresses
 from services.addresses import FieldError
+from services.amounts import AmountLimits, parse_amount
 from services.clock import Clock, utc_now
 from services.parcel import parse_dimensions, parse_weight
 from services.pricing import PricingRules, price_rates
@@ -39,6 +40,10 @@ VERIFIED = "verified"  # the carrier knows the address as typed
 CORRECTED = "corrected"  # the carrier knows a corrected form: the customer chooses
 UNVERIFIED = "unverified"  # the carrier cannot confirm it: the customer keeps or edits
 SKIPPED = "skipped"  # the check was unavailable (outage): the order goes on as typed
+# Delivery confirmation the review offers (ShipStation ``shipment.confirmation``).
+NO_CONFIRMATION = "none"
+CONFIRMATION_CHOICES = ("signature", "adult_signature")
+MIN_INSURED_VALUE_CENTS = 100
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class OrderConfig:
     max_side_in: Decimal
     templates_per_user: int
     validate_addresses: bool = True
+    max_insured_value_cents: int = 500_000
+    insurance_provider: str = "carrier"
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,31 @@ def to_parcel(data: dict[str, Any]) -> Parcel:
 
 class RatesUnavailable(Exception):
     pass
+
+
+class OptionNotOffered(Exception):
+    """The chosen service does not offer this insurance or confirmation (nothing changed)."""
+
+
+def options_of(draft: Document) -> tuple[int, str]:
+    """(declared value in cents, 0 = not insured; confirmation) the draft is quoted with."""
+    insured = draft.get("insured_value_cents")
+    confirmation = draft.get("confirmation")
+    return (
+        insured if isinstance(insured, int) and not isinstance(insured, bool) and insured > 0
+        else 0,
+        confirmation if confirmation in CONFIRMATION_CHOICES else NO_CONFIRMATION,
+    )
+
+
+def _same_service(rates: list[dict[str, Any]], chosen: dict[str, Any]) -> int | None:
+    for index, rate in enumerate(rates):
+        if (rate["carrier_code"], rate["service_code"]) == (
+            chosen.get("carrier_code"),
+            chosen.get("service_code"),
+        ):
+            return index
+    return None
 
 
 class OrderService:
@@ -368,11 +400,19 @@ class OrderService:
 
     # -- rates ---------------------------------------------------------------------------
 
-    async def fetch_rates(self, draft: Document) -> Document:
-        """Asks the carrier for rates, prices them and stores them on the draft.
-
-        Every quote has its own number (``quote_id``) and shipment reference: ShipStation
-        refuses a second shipment with the same ``external_shipment_id``."""
+    async def _quote(
+        self,
+        draft: Document,
+        *,
+        insured_value_cents: int,
+        confirmation: str,
+        carrier_ids: list[str] | None = None,
+        service_codes: list[str] | None = None,
+    ) -> tuple[str, str, list[dict[str, Any]], str]:
+        """One priced quote of the draft with these options, not stored: (mode, quote id,
+        rates as stored on the draft, validate_address). Every quote has its own number
+        and shipment reference: ShipStation refuses a second shipment with the same
+        ``external_shipment_id``."""
         mode = await self._gateway.mode()
         seq = await self._orders.next_quote_seq(draft["_id"])
         if seq is None:
@@ -392,10 +432,13 @@ class OrderService:
             to_parcel(draft["parcel"]),
             reference=quote_reference(draft["_id"], seq),
             validate_address=validate,
+            carrier_ids=carrier_ids,
+            service_codes=service_codes,
+            insured_value_cents=insured_value_cents,
+            insurance_provider=self._config.insurance_provider,
+            confirmation=confirmation,
         )
         priced = price_rates(rates, self._config.pricing, discount)
-        if not priced:
-            raise RatesUnavailable
         quote_id = str(seq)
         stored = [
             {
@@ -406,12 +449,28 @@ class OrderService:
                 "service": p.rate.service_name or p.rate.service_code,
                 "service_code": p.rate.service_code,
                 "carrier_code": p.rate.carrier_code,
+                "carrier_id": p.rate.carrier_id,
                 "delivery_days": p.rate.delivery_days,
                 "cost_cents": p.rate.amount_cents,
                 "price_cents": p.price_cents,
+                "insurance_cost_cents": p.rate.insurance_cents,
+                "insurance_price_cents": p.insurance_price_cents,
+                "confirmation_cost_cents": p.rate.confirmation_cents,
+                "confirmation_price_cents": p.confirmation_price_cents,
             }
             for p in priced[:8]
         ]
+        return mode, quote_id, stored, validate
+
+    async def fetch_rates(self, draft: Document) -> Document:
+        """Asks the carrier for rates (with the draft's insurance and confirmation),
+        prices them and stores them on the draft."""
+        insured, confirmation = options_of(draft)
+        mode, quote_id, stored, validate = await self._quote(
+            draft, insured_value_cents=insured, confirmation=confirmation
+        )
+        if not stored:
+            raise RatesUnavailable
         return await self._update(
             draft["_id"],
             {
@@ -424,21 +483,107 @@ class OrderService:
             unset=("rate", "price_cents", "offer_id"),
         )
 
+    # -- insurance and delivery confirmation (at the review) ---------------------------
+
+    def parse_declared_value(self, raw: str, language: str) -> int:
+        """The declared value typed at the review, in cents; raises ``AmountError``
+        (not_a_number, negative, too_many_decimals, too_small, too_large, use_dot)."""
+        limits = AmountLimits(MIN_INSURED_VALUE_CENTS, self._config.max_insured_value_cents)
+        return parse_amount(raw, language, limits)
+
+    async def set_options(
+        self,
+        draft: Document,
+        *,
+        insured_value_cents: int | None = None,
+        confirmation: str | None = None,
+    ) -> Document:
+        """Re-quotes the draft with a new declared value (0 = no insurance) and/or
+        confirmation and chooses the same service again at its new price: the options,
+        the quote and the choice are stored in one write, so the review, its new Pay
+        button and the purchase all see the same total (an older Pay button names the
+        previous offer and buys nothing). Raises ``OptionNotOffered`` when the chosen
+        service does not offer it (the draft is unchanged), ``LookupError`` without a
+        chosen rate, provider errors on an outage (unchanged too)."""
+        chosen = draft.get("rate")
+        if not chosen or draft.get("status") != "draft":
+            raise LookupError("no rate chosen")
+        insured, current = options_of(draft)
+        if insured_value_cents is not None:
+            if isinstance(insured_value_cents, bool) or not isinstance(insured_value_cents, int):
+                raise TypeError("insured_value_cents must be an int")
+            if insured_value_cents and not (
+                MIN_INSURED_VALUE_CENTS
+                <= insured_value_cents
+                <= self._config.max_insured_value_cents
+            ):
+                raise ValueError("declared value out of range")
+            insured = insured_value_cents
+        if confirmation is not None:
+            if confirmation not in (NO_CONFIRMATION, *CONFIRMATION_CHOICES):
+                raise ValueError(f"unknown confirmation {confirmation!r}")
+            current = confirmation
+        try:
+            mode, quote_id, stored, validate = await self._quote(
+                draft, insured_value_cents=insured, confirmation=current
+            )
+        except ProviderRejected as exc:
+            if exc.code == "no_rates_returned":  # every service refused the option
+                raise OptionNotOffered from None
+            raise
+        index = _same_service(stored, chosen)
+        if index is None:
+            raise OptionNotOffered
+        return await self._update(
+            draft["_id"],
+            {
+                "rates": stored,
+                "rates_at": self._clock(),
+                "api_mode": mode,
+                "quote_id": quote_id,
+                "validate_address": validate,
+                "insured_value_cents": insured,
+                "confirmation": current,
+                **_choice(stored[index], quote_id, index, insured, current),
+            },
+        )
+
+    async def confirmation_offers(self, draft: Document) -> list[tuple[str, int]]:
+        """The confirmations the chosen service offers for this parcel, with what each
+        would add to the price: (confirmation, price cents), in ``CONFIRMATION_CHOICES``
+        order. One quote of that service per choice; nothing is stored."""
+        chosen = draft.get("rate")
+        if not chosen:
+            raise LookupError("no rate chosen")
+        insured, _ = options_of(draft)
+        carrier_id = chosen.get("carrier_id")
+        offers: list[tuple[str, int]] = []
+        for confirmation in CONFIRMATION_CHOICES:
+            try:
+                _, _, stored, _ = await self._quote(
+                    draft,
+                    insured_value_cents=insured,
+                    confirmation=confirmation,
+                    carrier_ids=[str(carrier_id)] if carrier_id else None,
+                    service_codes=[str(chosen["service_code"])],
+                )
+            except ProviderRejected:
+                continue  # not offered (invalid rate), or refused: not offered either
+            index = _same_service(stored, chosen)
+            if index is not None:
+                offers.append((confirmation, int(stored[index]["confirmation_price_cents"])))
+        return offers
+
     async def choose_rate(self, draft: Document, index: int) -> Document:
         """Chooses one rate; ``offer_id`` (quote number and position) names this choice, so
         a Pay button can prove it still shows what the draft would buy."""
         rates = draft.get("rates") or []
         if not 0 <= index < len(rates):
             raise LookupError("no such rate")
-        rate = rates[index]
+        insured, confirmation = options_of(draft)
         return await self._update(
             draft["_id"],
-            {
-                "rate": rate,
-                "price_cents": rate["price_cents"],
-                "carrier_cost_cents": rate["cost_cents"],
-                "offer_id": offer_id(draft.get("quote_id"), index),
-            },
+            _choice(rates[index], draft.get("quote_id"), index, insured, confirmation),
         )
 
     @staticmethod
@@ -519,6 +664,24 @@ class OrderService:
 
 def offer_id(quote_id: object, index: int) -> str:
     return f"{quote_id}-{index}"
+
+
+def _choice(
+    rate: dict[str, Any], quote_id: object, index: int, insured: int, confirmation: str
+) -> dict[str, Any]:
+    """The draft fields of one chosen rate: ``price_cents`` is the total charged
+    (postage, insurance and confirmation, each marked up), ``carrier_cost_cents`` the
+    carrier's total, and the extras on their own for the review and the receipt."""
+    return {
+        "rate": rate,
+        "price_cents": rate["price_cents"],
+        "carrier_cost_cents": rate["cost_cents"],
+        "offer_id": offer_id(quote_id, index),
+        "insured_value_cents": insured,
+        "insurance_price_cents": int(rate.get("insurance_price_cents") or 0),
+        "confirmation": confirmation,
+        "confirmation_price_cents": int(rate.get("confirmation_price_cents") or 0),
+    }
 
 
 def _rates_fields() -> tuple[str, ...]:

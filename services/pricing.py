@@ -8,6 +8,16 @@ Decision: a per-user discount reduces *our markup only*, never the carrier cost,
 discount (clamped to 0-100 %) can never make a label cost less than we pay for it; 100 %
 sells at cost. ``min_price_cents`` is a floor on the final price (0 = none). Rounding is
 half-up to the cent, once, at the end. Floats are refused everywhere.
+
+Extras (insurance, delivery confirmation) quoted inside a rate are priced with the same
+percentage markup and discount, but without the fixed fee and the minimum (those are per
+label, already in the postage price):
+
+    extra_price = max(round_half_up(extra + extra × markup_percent / 100 × (1 − discount)),
+                      extra)
+
+so a rate's price = postage price + insurance price + confirmation price, each shown on
+its own and their sum charged.
 """
 
 from __future__ import annotations
@@ -18,7 +28,13 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from models.shipping import Rate
 
-__all__ = ["PricedRate", "PricingRules", "customer_price_cents", "price_rates"]
+__all__ = [
+    "PricedRate",
+    "PricingRules",
+    "customer_price_cents",
+    "extra_price_cents",
+    "price_rates",
+]
 
 _HUNDRED = Decimal(100)
 
@@ -84,12 +100,28 @@ def customer_price_cents(
     return max(price, rules.min_price_cents, cost)
 
 
+def extra_price_cents(
+    extra_cost_cents: int,
+    rules: PricingRules,
+    discount_percent: Decimal | int | str = Decimal(0),
+) -> int:
+    """The price of an extra (insurance, confirmation) costing ``extra_cost_cents``: the
+    percentage markup less the discount, no fixed fee; never below the cost; 0 for 0."""
+    cost = _cents(extra_cost_cents, "extra_cost_cents")
+    discount = _discount(discount_percent)
+    kept = Decimal(cost) * rules.markup_percent / _HUNDRED * (_HUNDRED - discount) / _HUNDRED
+    return max(int((cost + kept).quantize(Decimal(1), rounding=ROUND_HALF_UP)), cost)
+
+
 @dataclass(frozen=True, slots=True)
 class PricedRate:
-    """A carrier ``Rate`` with what the customer pays for it."""
+    """A carrier ``Rate`` with what the customer pays for it: ``price_cents`` is the total,
+    of which ``insurance_price_cents`` and ``confirmation_price_cents`` are the extras."""
 
     rate: Rate
     price_cents: int
+    insurance_price_cents: int = 0
+    confirmation_price_cents: int = 0
 
     @property
     def cost_cents(self) -> int:
@@ -111,12 +143,14 @@ def price_rates(
     amount (a provider glitch must not become a label sold at a wrong price).
     """
     priced = [
-        PricedRate(rate, customer_price_cents(rate.amount_cents, rules, discount_percent))
+        _priced(rate, rules, discount_percent)
         for rate in rates
         if rate.currency.lower() == "usd"
-        and not isinstance(rate.amount_cents, bool)
-        and isinstance(rate.amount_cents, int)
-        and rate.amount_cents >= 0
+        and all(
+            not isinstance(value, bool) and isinstance(value, int) and value >= 0
+            for value in (rate.amount_cents, rate.insurance_cents, rate.confirmation_cents)
+        )
+        and rate.amount_cents >= rate.insurance_cents + rate.confirmation_cents
     ]
     priced.sort(
         key=lambda p: (
@@ -129,3 +163,15 @@ def price_rates(
         )
     )
     return priced
+
+
+def _priced(rate: Rate, rules: PricingRules, discount_percent: Decimal | int | str) -> PricedRate:
+    postage = rate.amount_cents - rate.insurance_cents - rate.confirmation_cents
+    insurance = extra_price_cents(rate.insurance_cents, rules, discount_percent)
+    confirmation = extra_price_cents(rate.confirmation_cents, rules, discount_percent)
+    return PricedRate(
+        rate,
+        customer_price_cents(postage, rules, discount_percent) + insurance + confirmation,
+        insurance_price_cents=insurance,
+        confirmation_price_cents=confirmation,
+    )

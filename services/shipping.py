@@ -64,17 +64,28 @@ class ShippingGateway:
         reference: str,
         *,
         validate_address: str = "no_validation",
+        carrier_ids: Sequence[str] | None = None,
+        service_codes: Sequence[str] | None = None,
+        insured_value_cents: int = 0,
+        insurance_provider: str = "carrier",
+        confirmation: str = "none",
     ) -> list[Rate]:
-        """``reference`` becomes the shipment's ``external_shipment_id``: unique per quote."""
+        """``reference`` becomes the shipment's ``external_shipment_id``: unique per quote.
+        ``carrier_ids``/``service_codes`` narrow the quote (default: every carrier); the
+        insurance and confirmation options are sent only when asked."""
         client = self.client(mode)
-        carrier_ids = await self.carrier_ids(mode)
+        ids = list(carrier_ids) if carrier_ids else await self.carrier_ids(mode)
         return await client.get_rates(
             ship_from,
             ship_to,
             parcel,
-            carrier_ids=carrier_ids,
+            carrier_ids=ids,
             external_shipment_id=reference,
             validate_address=validate_address,
+            service_codes=service_codes,
+            insured_value_cents=insured_value_cents,
+            insurance_provider=insurance_provider,
+            confirmation=confirmation,
         )
 
     async def validate(self, mode: str, addresses: Sequence[Address]) -> list[AddressValidation]:

@@ -6,11 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from models.money import decimal_to_cents
 from models.shipping import (
+    CONFIRMATIONS,
     VALIDATION_STATUSES,
     Address,
     AddressValidation,
@@ -69,6 +71,8 @@ EXTERNAL_ID_MAX = 50  # characters of external_shipment_id ShipStation keeps
 _MAX_REDIRECTS = 3
 MAX_ADDRESSES_TO_VALIDATE = 250  # per POST /v2/addresses/validate
 VALIDATE_ADDRESS = frozenset({"no_validation", "validate_only", "validate_and_clean"})
+# ``shipment.insurance_provider`` values that buy insurance (``none`` is the default).
+INSURANCE_PROVIDERS = frozenset({"carrier", "shipsurance", "parcelguard", "funding_source"})
 _RESIDENTIAL = {True: "yes", False: "no", None: "unknown"}
 
 _ERROR_CLASSES: dict[str, type[ProviderRejected]] = {
@@ -165,8 +169,8 @@ def _parse_validation(raw: Any, sent: Address) -> AddressValidation:
     return AddressValidation(status=status, matched=matched, messages=messages)
 
 
-def _package_json(parcel: Parcel) -> dict[str, Any]:
-    return {
+def _package_json(parcel: Parcel, insured_value_cents: int = 0) -> dict[str, Any]:
+    package: dict[str, Any] = {
         "weight": {"value": parcel.weight_oz, "unit": "ounce"},
         "dimensions": {
             "unit": "inch",
@@ -175,13 +179,23 @@ def _package_json(parcel: Parcel) -> dict[str, Any]:
             "height": parcel.height_in,
         },
     }
+    if insured_value_cents:
+        package["insured_value"] = {
+            "currency": "usd",
+            "amount": (Decimal(insured_value_cents) / 100).quantize(Decimal("0.01")),
+        }
+    return package
 
 
 def _parse_rate(raw: Any, shipment_id: str | None) -> Rate:
     obj = as_dict(raw, "rate")
-    total = sum(
-        _money_cents(obj, key)
-        for key in ("shipping_amount", "confirmation_amount", "other_amount", "insurance_amount")
+    insurance = _money_cents(obj, "insurance_amount")
+    confirmation = _money_cents(obj, "confirmation_amount")
+    total = (
+        _money_cents(obj, "shipping_amount")
+        + _money_cents(obj, "other_amount")
+        + insurance
+        + confirmation
     )
     shipping = obj.get("shipping_amount")
     currency = "usd"
@@ -202,6 +216,8 @@ def _parse_rate(raw: Any, shipment_id: str | None) -> Rate:
         estimated_delivery_date=opt_iso_datetime(obj, "estimated_delivery_date"),
         currency=currency,
         shipment_id=shipment_id,
+        insurance_cents=insurance,
+        confirmation_cents=confirmation,
     )
 
 
@@ -460,9 +476,20 @@ class ShipStationClient(BaseProviderClient):
         carrier_ids: Sequence[str],
         external_shipment_id: str | None = None,
         validate_address: str = "no_validation",
+        service_codes: Sequence[str] | None = None,
+        insured_value_cents: int = 0,
+        insurance_provider: str = "carrier",
+        confirmation: str = "none",
     ) -> list[Rate]:
         """POST /v2/rates. A quote: retried. Returns valid rates, cheapest first; raises
         the first provider error when no rate at all came back.
+
+        Options (sent only when asked): ``insured_value_cents`` > 0 sets the package's
+        ``insured_value`` and the shipment's ``insurance_provider``; ``confirmation``
+        other than ``none`` the shipment's ``confirmation``. The rates then carry
+        ``insurance_amount`` / ``confirmation_amount``, and a label bought from one keeps
+        them (its ``insurance_cost`` is part of ``Label.cost_cents``). A service that
+        does not offer the option comes back as an invalid rate, i.e. it is left out.
 
         The inline shipment is created at ShipStation, and ``external_shipment_id`` must be
         unique per account (at most 50 characters): give every quote its own. A retry may
@@ -474,19 +501,34 @@ class ShipStationClient(BaseProviderClient):
             raise ValueError(f"external_shipment_id must be at most {EXTERNAL_ID_MAX - 3} chars")
         if validate_address not in VALIDATE_ADDRESS:
             raise ValueError(f"unknown validate_address {validate_address!r}")
+        if isinstance(insured_value_cents, bool) or not isinstance(insured_value_cents, int):
+            raise TypeError("insured_value_cents must be an int")
+        if insured_value_cents < 0:
+            raise ValueError("insured_value_cents must not be negative")
+        if insured_value_cents and insurance_provider not in INSURANCE_PROVIDERS:
+            raise ValueError(f"unknown insurance_provider {insurance_provider!r}")
+        if confirmation not in CONFIRMATIONS:
+            raise ValueError(f"unknown confirmation {confirmation!r}")
         shipment: dict[str, Any] = {
             "validate_address": validate_address,
             "ship_from": _address_json(ship_from),
             "ship_to": _address_json(ship_to),
-            "packages": [_package_json(parcel)],
+            "packages": [_package_json(parcel, insured_value_cents)],
         }
+        if insured_value_cents:
+            shipment["insurance_provider"] = insurance_provider
+        if confirmation != "none":
+            shipment["confirmation"] = confirmation
+        rate_options: dict[str, Any] = {"carrier_ids": list(carrier_ids)}
+        if service_codes:
+            rate_options["service_codes"] = list(service_codes)
 
         def body(attempt: int) -> dict[str, Any]:
             one = dict(shipment)
             if external_shipment_id:
                 suffix = "" if attempt == 1 else f"-r{attempt}"
                 one["external_shipment_id"] = external_shipment_id + suffix
-            return {"rate_options": {"carrier_ids": list(carrier_ids)}, "shipment": one}
+            return {"rate_options": dict(rate_options), "shipment": one}
 
         result = await self._request(
             "get_rates", "POST", "/v2/rates", json_body_for_attempt=body, idempotent=True

@@ -578,3 +578,49 @@ async def test_rates_and_label_send_residential_and_validate_address(
     assert fake_ss.labels[label.label_id].validate_address == "validate_and_clean"
     with pytest.raises(ValueError):
         await ss.create_label_from_rate(rates[0].rate_id, validate_address="clean")
+
+
+async def test_insurance_and_confirmation_are_sent_and_split_in_the_rate(
+    ss: ShipStationClient, fake_ss: FakeShipStation
+) -> None:
+    plain = {
+        r.service_code: r
+        for r in await ss.get_rates(SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS])
+    }
+    assert all(r.insurance_cents == r.confirmation_cents == 0 for r in plain.values())
+    sent = fake_ss.shipments()[-1]  # nothing asked: nothing sent, the defaults apply
+    assert sent["insurance_provider"] == "none" and sent["confirmation"] == "none"
+    rates = await ss.get_rates(
+        SHIP_FROM,
+        SHIP_TO,
+        PARCEL,
+        carrier_ids=[USPS],
+        insured_value_cents=25_000,
+        confirmation="adult_signature",
+    )
+    shipment = fake_ss.shipments()[-1]
+    assert shipment["insured_value_cents"] == 25_000
+    assert shipment["insurance_provider"] == "carrier"
+    assert shipment["confirmation"] == "adult_signature"
+    # Ground Advantage has no adult signature: an invalid rate, left out.
+    [priority] = rates
+    assert priority.service_code == "usps_priority_mail"
+    assert priority.insurance_cents == 3 * 165 and priority.confirmation_cents == 1025
+    assert priority.amount_cents == plain["usps_priority_mail"].amount_cents + 3 * 165 + 1025
+    label = await ss.create_label_from_rate(priority.rate_id)
+    assert label.cost_cents == priority.amount_cents  # shipment_cost + insurance_cost
+    # Only asked services, and a confirmation nobody offers: no rates, a typed error.
+    with pytest.raises(ProviderRejected) as caught:
+        await ss.get_rates(
+            SHIP_FROM,
+            SHIP_TO,
+            PARCEL,
+            carrier_ids=[USPS],
+            service_codes=["usps_ground_advantage"],
+            confirmation="adult_signature",
+        )
+    assert caught.value.code == "no_rates_returned"
+    with pytest.raises(ValueError):
+        await ss.get_rates(SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], confirmation="sig")
+    with pytest.raises(ValueError):
+        await ss.get_rates(SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], insured_value_cents=-1)

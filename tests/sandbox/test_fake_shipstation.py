@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -603,3 +604,89 @@ async def test_validate_address_option_is_checked_and_recorded(
     )
     assert status == 200
     assert fake.labels[label["label_id"]].validate_address == "validate_and_clean"
+
+
+def _amount(money: dict[str, Any]) -> int:
+    return int(Decimal(str(money["amount"])) * 100)
+
+
+async def test_insurance_and_confirmation_are_priced_and_charged(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    """The v2 options: `insurance_provider` on the shipment, `insured_value` on each
+    package, `confirmation`; the rate splits the amounts, the label charges them."""
+    url = f"{fake.base_url}/v2/rates"
+    _, plain, _ = await call(http, "POST", url, body=rate_body())
+    body = rate_body(insurance_provider="carrier", confirmation="signature")
+    body["shipment"]["packages"][0]["insured_value"] = {"currency": "usd", "amount": 250}
+    status, quote, _ = await call(http, "POST", url, body=body)
+    assert status == 200
+    base = {r["service_code"]: r for r in plain["rate_response"]["rates"]}
+    rates = {r["service_code"]: r for r in quote["rate_response"]["rates"]}
+    usps = rates["usps_ground_advantage"]
+    assert _amount(usps["insurance_amount"]) == 3 * 165  # three started $100
+    assert _amount(usps["confirmation_amount"]) == 445
+    assert usps["shipping_amount"] == base["usps_ground_advantage"]["shipping_amount"]
+    assert _amount(rates["ups_ground"]["insurance_amount"]) == 3 * 135
+    assert quote["confirmation"] == "signature" and quote["insurance_provider"] == "carrier"
+    status, label, _ = await call(
+        http, "POST", f"{fake.base_url}/v2/labels/rates/{usps['rate_id']}", body={}
+    )
+    assert status == 200
+    assert _amount(label["insurance_cost"]) == 3 * 165
+    assert _amount(label["shipment_cost"]) == _amount(usps["shipping_amount"]) + 445
+    [shipment] = [s for s in fake.shipments() if s["shipment_id"] == quote["shipment_id"]]
+    assert shipment["insured_value_cents"] == 25_000 and shipment["confirmation"] == "signature"
+
+
+async def test_unsupported_confirmation_is_an_invalid_rate(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    url = f"{fake.base_url}/v2/rates"
+    _, quote, _ = await call(http, "POST", url, body=rate_body(confirmation="adult_signature"))
+    valid = {r["service_code"] for r in quote["rate_response"]["rates"]}
+    invalid = quote["rate_response"]["invalid_rates"]
+    assert "usps_ground_advantage" not in valid and "usps_priority_mail" in valid
+    [ground] = [r for r in invalid if r["service_code"] == "usps_ground_advantage"]
+    assert ground["validation_status"] == "invalid"
+    assert "adult_signature" in ground["error_messages"][0]
+    # Only the asked service: rate_options.service_codes.
+    body = rate_body(confirmation="adult_signature")
+    body["rate_options"]["service_codes"] = ["usps_ground_advantage"]
+    _, only, _ = await call(http, "POST", url, body=body)
+    assert only["rate_response"]["rates"] == []
+    assert [r["service_code"] for r in only["rate_response"]["invalid_rates"]] == [
+        "usps_ground_advantage"
+    ]
+
+
+async def test_bad_insurance_and_confirmation_values_are_refused(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    url = f"{fake.base_url}/v2/rates"
+    status, data, _ = await call(http, "POST", url, body=rate_body(confirmation="sig"))
+    assert status == 400 and _assert_error_shape(data)["field_name"] == "shipment.confirmation"
+    status, data, _ = await call(http, "POST", url, body=rate_body(insurance_provider="acme"))
+    assert status == 400
+    assert _assert_error_shape(data)["field_name"] == "shipment.insurance_provider"
+    for value in (
+        {"currency": "usd", "amount": -5},
+        {"currency": "eur", "amount": 5},
+        {"currency": "usd", "amount": "abc"},
+        {"currency": "usd", "amount": "1.005"},
+    ):
+        body = rate_body(insurance_provider="carrier")
+        body["shipment"]["packages"][0]["insured_value"] = value
+        status, data, _ = await call(http, "POST", url, body=body)
+        assert status == 400, value
+        assert _assert_error_shape(data)["error_code"] == "invalid_field_value"
+    # Above what the carrier insures: that carrier's services are invalid, others rate.
+    body = rate_body(insurance_provider="carrier")
+    body["shipment"]["packages"][0]["insured_value"] = {"currency": "usd", "amount": 6000}
+    _, quote, _ = await call(http, "POST", url, body=body)
+    assert {r["carrier_code"] for r in quote["rate_response"]["rates"]} == {"ups"}
+    # third_party: insured elsewhere, nothing added.
+    body = rate_body(insurance_provider="third_party")
+    body["shipment"]["packages"][0]["insured_value"] = {"currency": "usd", "amount": 200}
+    _, quote, _ = await call(http, "POST", url, body=body)
+    assert all(_amount(r["insurance_amount"]) == 0 for r in quote["rate_response"]["rates"])

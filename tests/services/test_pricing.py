@@ -7,7 +7,13 @@ from decimal import Decimal
 import pytest
 
 from models.shipping import Rate
-from services.pricing import PricedRate, PricingRules, customer_price_cents, price_rates
+from services.pricing import (
+    PricedRate,
+    PricingRules,
+    customer_price_cents,
+    extra_price_cents,
+    price_rates,
+)
 
 RULES = PricingRules(markup_percent=Decimal("15"), markup_fixed_cents=50)
 
@@ -103,3 +109,42 @@ def test_price_rates_applies_the_discount_and_skips_unsellable_rates() -> None:
     priced = price_rates(rates, RULES, Decimal(100))
     assert [(p.rate.rate_id, p.price_cents) for p in priced] == [("ok", 1000)]
     assert price_rates([], RULES) == []
+
+
+def _rate_with_extras(amount: int, insurance: int, confirmation: int) -> Rate:
+    return Rate(
+        rate_id="se-9",
+        carrier_id="se-1",
+        carrier_code="stamps_com",
+        carrier_name="USPS",
+        service_code="usps_ground_advantage",
+        service_name="USPS Ground Advantage",
+        amount_cents=amount,
+        insurance_cents=insurance,
+        confirmation_cents=confirmation,
+    )
+
+
+@pytest.mark.parametrize(
+    ("cost", "discount", "price"),
+    [
+        (0, Decimal(0), 0),  # no extra, no fee
+        (330, Decimal(0), 380),  # 330 + 49.5 -> 380 (half up), no fixed fee
+        (445, Decimal(0), 512),  # 445 + 66.75 -> 512
+        (445, Decimal(100), 445),  # a full discount sells the extra at cost
+        (445, Decimal(50), 478),  # 445 + 33.375 -> 478
+    ],
+)
+def test_extras_carry_the_percentage_markup_only(cost: int, discount: Decimal, price: int) -> None:
+    assert extra_price_cents(cost, RULES, discount) == price
+
+
+def test_a_rate_price_is_postage_plus_extras() -> None:
+    # 1000 postage + 330 insurance + 445 signature.
+    [priced] = price_rates([_rate_with_extras(1775, 330, 445)], RULES)
+    assert priced.insurance_price_cents == 380 and priced.confirmation_price_cents == 512
+    assert priced.price_cents == customer_price_cents(1000, RULES) + 380 + 512 == 2092
+    assert priced.cost_cents == 1775  # the carrier's total, for the margin
+    # A rate whose extras exceed its total is a provider glitch: not sold.
+    assert price_rates([_rate_with_extras(100, 330, 0)], RULES) == []
+    assert price_rates([_rate_with_extras(1000, -1, 0)], RULES) == []
