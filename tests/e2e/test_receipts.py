@@ -24,7 +24,8 @@ def _services(shop: ShopEnv) -> Any:
 def _receipts(shop: ShopEnv, order: dict[str, Any], since: int = 0) -> list[SentMessage]:
     """Messages in the customer's chat that carry this order's receipt."""
     title = f"Receipt · order {short_order_id(order['_id'])}"
-    return [m for m in shop.harness.emulator.sent_messages(USER, since=since) if title in m.content]
+    sent = shop.harness.emulator.sent_messages(USER, since=since)
+    return [m for m in sent if title in m.content]
 
 
 async def _order(shop: ShopEnv, order: dict[str, Any]) -> dict[str, Any]:
