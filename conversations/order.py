@@ -762,9 +762,9 @@ async def send_label_with_receipt(
 
     The claim comes after the PDF is fetched and is given back when Telegram refused the
     message, so the next delivery carries the receipt; after a timeout or a lost answer
-    the message may have arrived, so the claim stays (at most once, never twice). Without the PDF,
-    ``text_if_no_pdf`` sends the receipt as text (the job sends the PDF later), else the
-    download error is raised before anything is claimed."""
+    the message may have arrived, so the claim stays (at most once, never twice). Without
+    the PDF, ``text_if_no_pdf`` sends the receipt as text (the job sends the PDF later),
+    else the download error is raised before anything is claimed."""
     i18n = context.i18n
     purchase = context.services.purchase
     tracking = str(order.get("tracking_number", ""))
