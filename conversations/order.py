@@ -12,13 +12,14 @@ import logging
 from enum import StrEnum
 from typing import Any
 
-from telegram import InputFile, Update
-from telegram.error import BadRequest
+from telegram import InlineKeyboardMarkup, InputFile, Update
+from telegram.error import BadRequest, Forbidden, RetryAfter
 from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.context import BotContext
 from bot.i18n import I18n
 from bot.keyboards import Button, cancel_button, inline, main_menu
+from bot.receipts import render_receipt
 from bot.sessions import SessionConversationHandler
 from bot.telegram_errors import NOT_MODIFIED, TO_EDIT_NOT_FOUND, is_bad_request
 from conversations.common import cancel_handlers, conversation_key, leave_others
@@ -42,6 +43,7 @@ from services.orders import (
     options_of,
     skippable,
 )
+from services.receipts import receipt_of
 from services.shipping import CarrierUnavailable
 from storage.client import Document
 
@@ -892,32 +894,93 @@ async def pay(update: Update, context: BotContext) -> OrderState | int:
 async def deliver_label(
     update: Update, context: BotContext, order: Document, *, balance_cents: int | None = None
 ) -> None:
-    """Sends the tracking number and the PDF; keeps Telegram's file id for re-sending."""
+    """After the purchase (``balance_cents`` known): one message, the label PDF captioned
+    with the receipt, the refund window and a Save-template button (the receipt and a
+    note as text if the PDF cannot be fetched yet). Otherwise (My labels): the PDF again."""
     lang = lang_of(update, context)
     i18n = context.i18n
     chat = update.effective_chat
     assert chat is not None
+    if balance_cents is None:
+        caption = i18n.t(lang, "order.pdf_caption", tracking=str(order.get("tracking_number")))
+        try:
+            await send_label_document(context, chat.id, order, caption)
+        except ProviderError:
+            _LOGGER.warning("label PDF download failed; the delivery job will retry")
+            await reply(update, context, i18n.t(lang, "order.pdf_later"))
+        return
+    save = inline([[(i18n.t(lang, "order.save_template"), f"tpl:save:{order['_id']}")]])
+    await send_label_with_receipt(
+        context,
+        chat.id,
+        lang,
+        order,
+        balance_cents=balance_cents,
+        head=i18n.t(lang, "receipt.bought"),
+        tail=window_text(context, lang, context.services.refunds.window(order)),
+        markup=save,
+        text_if_no_pdf=i18n.t(lang, "order.pdf_later"),
+    )
+
+
+async def send_label_with_receipt(
+    context: BotContext,
+    chat_id: int,
+    lang: str,
+    order: Document,
+    *,
+    balance_cents: int | None = None,
+    head: str = "",
+    tail: str = "",
+    markup: InlineKeyboardMarkup | None = None,
+    text_if_no_pdf: str | None = None,
+) -> None:
+    """Delivers a bought label with its receipt in the caption, if this delivery is the
+    one that claims the receipt (``receipt_sent_at``: the receipt goes out once however
+    often delivery is retried).
+
+    The claim comes after the PDF is fetched and is given back when Telegram refused the
+    message, so the next delivery carries the receipt; after a timeout or a lost answer
+    the message may have arrived, so the claim stays (at most once, never twice). Without
+    the PDF, ``text_if_no_pdf`` sends the receipt as text (the job sends the PDF later),
+    else the download error is raised before anything is claimed."""
+    i18n = context.i18n
+    purchase = context.services.purchase
     tracking = str(order.get("tracking_number", ""))
-    if balance_cents is not None:
-        rate = order.get("rate") or {}
-        text = i18n.t(
-            lang,
-            "order.purchased",
-            tracking=tracking,
-            carrier=service_name(rate)[0],
-            service=service_name(rate)[1],
-            price=i18n.money(lang, int(order["price_cents"])),
-            balance=i18n.money(lang, balance_cents),
-        )
-        text += "\n" + window_text(context, lang, context.services.refunds.window(order))
-        save = inline([[(i18n.t(lang, "order.save_template"), f"tpl:save:{order['_id']}")]])
-        await reply(update, context, text, save)
-    caption = i18n.t(lang, "order.pdf_caption", tracking=tracking)
+    document: str | InputFile | None = order.get("label_file_id") or None
+    if document is None:
+        try:
+            pdf = await purchase.label_pdf(order)
+        except ProviderError:
+            if text_if_no_pdf is None:
+                raise
+            _LOGGER.warning("label PDF download failed; the delivery job will retry")
+        else:
+            document = InputFile(pdf, filename=f"label-{tracking}.pdf")
+    claimed_at = await purchase.claim_receipt(order["_id"])
+    if claimed_at is not None:
+        body = render_receipt(i18n, lang, receipt_of(order, balance_after_cents=balance_cents))
+    else:
+        body = i18n.t(lang, "order.pdf_caption", tracking=tracking)
+    caption = "\n".join(part for part in (head, body, tail) if part)
     try:
-        await send_label_document(context, chat.id, order, caption)
-    except ProviderError:
-        _LOGGER.warning("label PDF download failed; the delivery job will retry")
-        await reply(update, context, i18n.t(lang, "order.pdf_later"))
+        if document is None:
+            text = f"{caption}\n\n{text_if_no_pdf}"
+            await context.bot.send_message(chat_id, text, reply_markup=markup)
+            return
+        sent = await context.bot.send_document(
+            chat_id, document, caption=caption, reply_markup=markup
+        )
+    except (BadRequest, Forbidden, RetryAfter):
+        # Telegram answered and refused it: the next delivery carries the receipt. Any
+        # other failure (timeout, lost answer) may have delivered it: the claim stays.
+        if claimed_at is not None:
+            await purchase.release_receipt(order["_id"], claimed_at)
+        raise
+    if isinstance(document, InputFile) and sent.document is not None:
+        await purchase.save_file_id(order["_id"], sent.document.file_id)
+    if order.get("label_delivered_at") is None:
+        await purchase.mark_delivered(order["_id"])
 
 
 async def send_label_document(

@@ -2,8 +2,9 @@
 
 An active label shows the last day on which it can be refunded; the Refund button appears
 only where the refund rules (``RefundService.offers``) would accept a request now (not for
-a used label). "📍 Track" shows the carrier's latest events (``TrackingService``); a
-forged or foreign order id gets "label not found".
+a used label). "📍 Track" shows the carrier's latest events (``TrackingService``);
+"🧾 Receipt" sends the label's receipt again (also for a refunded label). A forged or
+foreign order id gets "label not found".
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 from bot.context import BotContext
 from bot.keyboards import Button, inline
 from bot.notices import tracking_place
+from bot.receipts import render_receipt
 from conversations.order import deliver_label
 from handlers.balance import format_when
 from handlers.common import ack, lang_of, reply
 from handlers.refunds import window_text
+from services.receipts import receipt_of
 
 # How many of the newest events the Track button shows.
 TRACK_EVENTS = 5
+
+# Orders that have a receipt: a label was bought (and may have been refunded since).
+_RECEIPT_STATUSES = ("purchased", "refunded")
 
 # Verdicts for which the refund window is worth showing: it is open, or still ahead.
 _OPEN = ("accepted", "too_recent")
@@ -70,6 +76,7 @@ async def show_labels(update: Update, context: BotContext) -> None:
                 label = i18n.t(lang, "labels.resend", tracking=tracking[-12:])
                 row.append((label, f"lbl:pdf:{order['_id']}"))
             row.append((i18n.t(lang, "tracking.button"), f"lbl:trk:{order['_id']}"))
+            row.append((i18n.t(lang, "labels.receipt"), f"lbl:rcp:{order['_id']}"))
             if offer is not None and offer.offered:
                 row.append(
                     (
@@ -77,8 +84,9 @@ async def show_labels(update: Update, context: BotContext) -> None:
                         f"rf:one:{order['_id']}",
                     )
                 )
-            if row:
-                rows.append(row)
+            rows.append(row)
+        elif order["status"] in _RECEIPT_STATUSES:
+            rows.append([(i18n.t(lang, "labels.receipt"), f"lbl:rcp:{order['_id']}")])
     nav: list[Button] = []
     if page > 1:
         nav.append((i18n.t(lang, "common.prev"), f"lbl:page:{page - 1}"))
@@ -100,6 +108,20 @@ async def resend_pdf(update: Update, context: BotContext) -> None:
         return
     await ack(update)
     await deliver_label(update, context, order)
+
+
+async def resend_receipt(update: Update, context: BotContext) -> None:
+    """🧾 Receipt: the label's receipt again (the customer's own labels only)."""
+    query = update.callback_query
+    user = update.effective_user
+    assert query is not None and query.data is not None and user is not None
+    lang = lang_of(update, context)
+    order = await context.services.orders.get(user.id, query.data.rsplit(":", 1)[-1])
+    if order is None or order["status"] not in _RECEIPT_STATUSES:
+        await ack(update, context.i18n.t(lang, "labels.not_found"), alert=True)
+        return
+    await ack(update)
+    await reply(update, context, render_receipt(context.i18n, lang, receipt_of(order)))
 
 
 async def track(update: Update, context: BotContext) -> None:
@@ -151,4 +173,5 @@ def build_handlers() -> list[BaseHandler[Update, BotContext, None]]:
         CallbackQueryHandler(show_labels, pattern=r"^(menu:labels|lbl:page:\d{1,4})$"),
         CallbackQueryHandler(resend_pdf, pattern=r"^lbl:pdf:[0-9a-f]{24}$"),
         CallbackQueryHandler(track, pattern=r"^lbl:trk:[0-9a-f]{24}$"),
+        CallbackQueryHandler(resend_receipt, pattern=r"^lbl:rcp:[0-9a-f]{24}$"),
     ]

@@ -8,7 +8,7 @@ from datetime import timedelta
 from telegram.error import Forbidden, TelegramError
 
 from bot.context import BotContext
-from conversations.order import send_label_document
+from conversations.order import send_label_with_receipt
 from providers.errors import ProviderError
 
 _LOGGER = logging.getLogger(__name__)
@@ -21,15 +21,15 @@ async def recover_purchases_job(context: BotContext) -> None:
 
 
 async def deliver_labels_job(context: BotContext) -> None:
-    """Every bought label reaches its customer: PDFs not yet in the chat are sent again."""
+    """Every bought label reaches its customer: PDFs not yet in the chat are sent again,
+    with the receipt unless an earlier delivery already carried it."""
     services = context.services
     i18n = context.i18n
     for order in await services.purchase.undelivered(older_than=timedelta(seconds=60)):
         user_id = int(order["user_id"])
         lang = await services.users.language_of(user_id, i18n.default)
-        caption = i18n.t(lang, "order.pdf_caption", tracking=str(order.get("tracking_number")))
         try:
-            await send_label_document(context, user_id, order, caption)
+            await send_label_with_receipt(context, user_id, lang, order)
         except Forbidden:
             await services.users.mark_bot_blocked(user_id)
             await services.purchase.mark_delivered(order["_id"])  # nothing more we can do

@@ -324,6 +324,16 @@ class PurchaseService:
         """The PDF reached the chat; until then ``undelivered`` keeps offering it."""
         await self._orders.set_fields(order_id, {"label_delivered_at": self._clock()})
 
+    async def claim_receipt(self, order_id: ObjectId) -> datetime | None:
+        """Claims the order's after-purchase receipt: the time of the claim, or None when
+        another delivery has it (the receipt is sent once)."""
+        now = self._clock()
+        return now if await self._orders.claim_receipt(order_id, now=now) else None
+
+    async def release_receipt(self, order_id: ObjectId, claimed_at: datetime) -> None:
+        """The message with the receipt was refused: the next delivery carries it."""
+        await self._orders.release_receipt(order_id, claimed_at=claimed_at)
+
     async def undelivered(self, *, older_than: timedelta, limit: int = 50) -> list[Document]:
         """Bought labels whose PDF never reached the chat (a crash or a Telegram outage)."""
         return await self._orders.undelivered_labels(

@@ -12,6 +12,9 @@ status, when it was checked, consecutive failures and why it ended; ``tracking_m
 the milestones already queued for the customer; ``first_scan_at`` the carrier's first scan
 (the label is used: no refund). Refund reminders and automatic refunds mark the order
 (``refund_reminded_at``, ``auto_refund_checked_at``) so each happens once.
+
+The after-purchase receipt is claimed once per order (``receipt_sent_at``) by whichever
+delivery sends it first: the purchase itself or the ``orders:deliver-labels`` job.
 """
 
 from __future__ import annotations
@@ -154,6 +157,24 @@ class OrdersRepo:
             }
         ).limit(limit)
         return [doc async for doc in cursor]
+
+    async def claim_receipt(self, order_id: ObjectId, *, now: datetime) -> bool:
+        """Claims the after-purchase receipt of a bought label; False when it was claimed
+        already (another delivery carries it)."""
+        doc: Document | None = await self.col.find_one_and_update(
+            {"_id": order_id, "status": "purchased", "receipt_sent_at": {"$exists": False}},
+            {"$set": {"receipt_sent_at": now}},
+            projection={"_id": 1},
+        )
+        return doc is not None
+
+    async def release_receipt(self, order_id: ObjectId, *, claimed_at: datetime) -> None:
+        """Gives a claim back whose message certainly did not reach the chat, so the next
+        delivery carries the receipt; only the claim made at ``claimed_at``."""
+        await self.col.update_one(
+            {"_id": order_id, "receipt_sent_at": claimed_at},
+            {"$unset": {"receipt_sent_at": ""}},
+        )
 
     async def history(
         self, user_id: int, *, limit: int, offset: int

@@ -29,6 +29,8 @@ from handlers.admin.access import ALL_ROLES, MANAGERS, admin_filter, requires, r
 from handlers.admin.console import join_limited, when
 from handlers.common import ack, lang_of, reply
 from services.admin import InputError, UserProfile, parse_adjustment, parse_percent
+from services.receipts import margin_cents, short_order_id
+from storage.client import Document
 
 NAME = "admin_user"
 
@@ -53,20 +55,31 @@ def _status(context: BotContext, lang: str, profile: UserProfile) -> str:
     return ", ".join(flags) or i18n.t(lang, "admin.user.status.active")
 
 
+def order_line(context: BotContext, lang: str, order: Document) -> str:
+    """One of the customer's orders: when, short id (as on the receipt), status, tracking,
+    and what it was sold for, what the carrier charged and the margin."""
+    i18n = context.i18n
+    cost = order.get("carrier_cost_cents")
+    margin = margin_cents(order)
+    return i18n.t(
+        lang,
+        "admin.user.order_line",
+        at=when(order.get("created_at")),
+        order=short_order_id(order["_id"]),
+        status=str(order.get("status")),
+        tracking=str(order.get("tracking_number") or "—"),
+        price=i18n.money(lang, int(order.get("price_cents") or 0)),
+        cost=i18n.money(lang, int(cost)) if isinstance(cost, int) else "—",
+        margin=i18n.money(lang, margin) if margin is not None else "—",
+    )
+
+
 def render_profile(context: BotContext, lang: str, profile: UserProfile) -> str:
     i18n = context.i18n
     user = profile.user
-    orders = [
-        i18n.t(
-            lang,
-            "admin.user.order_row",
-            at=when(o.get("created_at")),
-            status=str(o.get("status")),
-            price=i18n.money(lang, int(o.get("price_cents") or 0)),
-            tracking=str(o.get("tracking_number") or "—"),
-        )
-        for o in profile.orders
-    ] or [i18n.t(lang, "admin.user.none")]
+    orders = [order_line(context, lang, o) for o in profile.orders] or [
+        i18n.t(lang, "admin.user.none")
+    ]
     payments = [
         i18n.t(
             lang,

@@ -5,8 +5,8 @@ refund requests, OxaPay callbacks to the web endpoint), lets them run a random f
 milliseconds, then simulates ``kill -9`` (``BotHarness.crash``: every task cancelled where
 it stands, nothing flushed) and starts a new worker on the same database and emulator.
 Afterwards the jobs run once more and every invariant is checked: the ledger adds up,
-every paid invoice is credited exactly once, every bought label reached its customer,
-and no update was handled twice.
+every paid invoice is credited exactly once, every bought label reached its customer
+(with its receipt at most once), and no update was handled twice.
 
 The in-memory database suspends at every call (``storage.interleave``), as a real server
 does, so a kill can land between two writes of one money path. The test counts where its
@@ -34,6 +34,7 @@ from bot.harness import BotHarness
 from bot.settings import Secrets
 from sandbox.oxapay import FakeOxaPay
 from sandbox.shipstation import FakeShipStation
+from services.receipts import short_order_id
 from storage.client import Mongo
 from storage.interleave import InterleavingDatabase
 from tests.conftest import FakeClock, make_settings
@@ -330,6 +331,10 @@ async def test_kills_lose_and_duplicate_nothing(world: Any) -> None:
     assert bought, "the scenario bought no label"
     for order in bought:
         assert order.get("label_delivered_at") is not None, order["_id"]
+        # The receipt goes out at most once however often the label was delivered.
+        title = f"Receipt · order {short_order_id(order['_id'])}"
+        sent = harness.emulator.sent_messages(int(order["user_id"]))
+        assert sum(1 for m in sent if title in m.content) <= 1, order["_id"]
     assert not [uid for uid, n in handled.items() if n > 1], "an update was handled twice"
     await harness.close()
     if spots is not None:
