@@ -55,7 +55,9 @@ async def test_insure_200_shows_and_charges_the_total(shop: ShopEnv) -> None:
     assert shipment["insurance_provider"] == "carrier"
     assert shipment["confirmation"] == "none"
     replies = await shop.harness.press(USER, new, data=pay_button(new))
-    assert any("Label bought" in m.content for m in replies)
+    [receipt] = [m for m in replies if "Label bought" in m.content]
+    # The receipt (the label's caption) names the insurance it was charged for.
+    assert "$200.00" in receipt.content and "$3.80" in receipt.content
     order = await shop.mongo.db["orders"].find_one({"_id": draft["_id"]})
     assert order is not None and order["status"] == "purchased"
     [debit] = await shop.mongo.db["ledger"].find({"kind": "label"}).to_list(None)
