@@ -20,6 +20,7 @@ from providers.errors import (
     ProviderInvalidAddress,
     ProviderRateLimited,
     ProviderRejected,
+    ProviderResponseError,
     ProviderUnavailable,
 )
 from providers.shipping.shipstation import ShipStationClient
@@ -578,3 +579,20 @@ async def test_rates_and_label_send_residential_and_validate_address(
     assert fake_ss.labels[label.label_id].validate_address == "validate_and_clean"
     with pytest.raises(ValueError):
         await ss.create_label_from_rate(rates[0].rate_id, validate_address="clean")
+
+
+async def test_zpl_label_round_trip_with_the_fake(
+    ss: ShipStationClient, fake_ss: FakeShipStation
+) -> None:
+    rates = await ss.get_rates(SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS])
+    label = await ss.create_label_from_rate(rates[0].rate_id, label_format="zpl")
+    assert fake_ss.labels[label.label_id].label_format == "zpl"
+    assert label.label_format == "zpl" and label.file_url and label.file_url.endswith(".zpl")
+    assert {fmt for fmt, _ in label.downloads} == {"pdf", "png", "zpl"}
+    zpl = await ss.download_label(label.file_url, "zpl")
+    assert zpl.startswith(b"^XA") and zpl.rstrip().endswith(b"^XZ")
+    with pytest.raises(ProviderResponseError):
+        await ss.download_label(label.file_url, "pdf")  # a ZPL file is not a PDF
+    letter = await ss.create_label_from_rate(rates[1].rate_id, label_layout="letter")
+    assert dict(letter.downloads).keys() == {"pdf"}
+    assert (await ss.download_label(str(letter.file_url), "pdf")).startswith(b"%PDF-")
