@@ -385,6 +385,7 @@ async def _post_init(application: BotApplication) -> None:
             notices,
             recovery_after=timedelta(seconds=ship.recovery_after_seconds),
             clock=clock,
+            label_format_of=users.label_format_of,
         ),
     )
     data.services.bulk = build_bulk_service(settings, storage, data.services, clock=clock)

@@ -12,7 +12,7 @@ import logging
 from enum import StrEnum
 from typing import Any
 
-from telegram import InputFile, Update
+from telegram import Update
 from telegram.error import BadRequest
 from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
@@ -23,6 +23,7 @@ from bot.sessions import SessionConversationHandler
 from bot.telegram_errors import NOT_MODIFIED, TO_EDIT_NOT_FOUND, is_bad_request
 from conversations.common import cancel_handlers, conversation_key, leave_others
 from handlers.common import ack, lang_of, reply
+from handlers.label_files import send_label_document
 from handlers.refunds import window_text
 from providers.errors import ProviderError, ProviderRejected
 from services import addresses
@@ -739,26 +740,6 @@ async def deliver_label(
     except ProviderError:
         _LOGGER.warning("label PDF download failed; the delivery job will retry")
         await reply(update, context, i18n.t(lang, "order.pdf_later"))
-
-
-async def send_label_document(
-    context: BotContext, chat_id: int, order: Document, caption: str
-) -> None:
-    """Sends the label PDF (by Telegram file id once known) and records the delivery."""
-    purchase = context.services.purchase
-    file_id = order.get("label_file_id")
-    if file_id:
-        await context.bot.send_document(chat_id, file_id, caption=caption)
-    else:
-        pdf = await purchase.label_pdf(order)
-        tracking = str(order.get("tracking_number", ""))
-        sent = await context.bot.send_document(
-            chat_id, InputFile(pdf, filename=f"label-{tracking}.pdf"), caption=caption
-        )
-        if sent.document is not None:
-            await purchase.save_file_id(order["_id"], sent.document.file_id)
-    if order.get("label_delivered_at") is None:
-        await purchase.mark_delivered(order["_id"])
 
 
 async def text_expected(update: Update, context: BotContext) -> None:

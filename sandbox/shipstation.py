@@ -187,9 +187,10 @@ def _png(lines: list[str]) -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + crc.to_bytes(4, "big")
 
     text = "\n".join(lines).encode("latin-1", "replace")
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x00\x00\x00\x00"
     return (
         b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x00\x00\x00\x00")
+        + chunk(b"IHDR", header)
         + chunk(b"tEXt", b"Comment\x00" + text)
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
