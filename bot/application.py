@@ -40,6 +40,7 @@ from handlers import (
     balance,
     bulk,
     gates,
+    label_format,
     labels,
     legal,
     notifications,
@@ -236,6 +237,7 @@ def _register_handlers(application: BotApplication) -> None:
             *admin_refunds.build_handlers(settings),
             *admin_handlers,
             *notifications.build_handlers(),
+            *label_format.build_handlers(),
             *payments.build_fallback_handlers(),
             *start.build_fallback_handlers(),
         ],
@@ -387,6 +389,7 @@ async def _post_init(application: BotApplication) -> None:
             notices,
             recovery_after=timedelta(seconds=ship.recovery_after_seconds),
             clock=clock,
+            label_format_of=users.label_format_of,
         ),
     )
     data.services.bulk = build_bulk_service(settings, storage, data.services, clock=clock)

@@ -31,6 +31,7 @@ MAIN_MENU_ITEMS: tuple[tuple[str, str], ...] = (
     ("menu.refunds", "menu:refunds"),
     ("menu.support", "menu:support"),
     ("menu.language", "menu:language"),
+    ("menu.format", "menu:format"),
     ("menu.help", "menu:help"),
 )
 

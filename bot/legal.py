@@ -34,6 +34,7 @@ COMMANDS = (
     "cancel",
     "notifications",
     "autorefund",
+    "format",
 )
 
 

@@ -12,18 +12,18 @@ import logging
 from enum import StrEnum
 from typing import Any
 
-from telegram import InlineKeyboardMarkup, InputFile, Update
-from telegram.error import BadRequest, Forbidden, RetryAfter
+from telegram import Update
+from telegram.error import BadRequest
 from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.context import BotContext
 from bot.i18n import I18n
 from bot.keyboards import Button, cancel_button, inline, main_menu
-from bot.receipts import render_receipt
 from bot.sessions import SessionConversationHandler
 from bot.telegram_errors import NOT_MODIFIED, TO_EDIT_NOT_FOUND, is_bad_request
 from conversations.common import cancel_handlers, conversation_key, leave_others
 from handlers.common import ack, lang_of, reply
+from handlers.label_files import send_label_document, send_label_with_receipt
 from handlers.refunds import window_text
 from providers.errors import ProviderError, ProviderRejected
 from services import addresses
@@ -43,7 +43,6 @@ from services.orders import (
     options_of,
     skippable,
 )
-from services.receipts import receipt_of
 from services.shipping import CarrierUnavailable
 from storage.client import Document
 
@@ -921,86 +920,6 @@ async def deliver_label(
         markup=save,
         text_if_no_pdf=i18n.t(lang, "order.pdf_later"),
     )
-
-
-async def send_label_with_receipt(
-    context: BotContext,
-    chat_id: int,
-    lang: str,
-    order: Document,
-    *,
-    balance_cents: int | None = None,
-    head: str = "",
-    tail: str = "",
-    markup: InlineKeyboardMarkup | None = None,
-    text_if_no_pdf: str | None = None,
-) -> None:
-    """Delivers a bought label with its receipt in the caption, if this delivery is the
-    one that claims the receipt (``receipt_sent_at``: the receipt goes out once however
-    often delivery is retried).
-
-    The claim comes after the PDF is fetched and is given back when Telegram refused the
-    message, so the next delivery carries the receipt; after a timeout or a lost answer
-    the message may have arrived, so the claim stays (at most once, never twice). Without
-    the PDF, ``text_if_no_pdf`` sends the receipt as text (the job sends the PDF later),
-    else the download error is raised before anything is claimed."""
-    i18n = context.i18n
-    purchase = context.services.purchase
-    tracking = str(order.get("tracking_number", ""))
-    document: str | InputFile | None = order.get("label_file_id") or None
-    if document is None:
-        try:
-            pdf = await purchase.label_pdf(order)
-        except ProviderError:
-            if text_if_no_pdf is None:
-                raise
-            _LOGGER.warning("label PDF download failed; the delivery job will retry")
-        else:
-            document = InputFile(pdf, filename=f"label-{tracking}.pdf")
-    claimed_at = await purchase.claim_receipt(order["_id"])
-    if claimed_at is not None:
-        body = render_receipt(i18n, lang, receipt_of(order, balance_after_cents=balance_cents))
-    else:
-        body = i18n.t(lang, "order.pdf_caption", tracking=tracking)
-    caption = "\n".join(part for part in (head, body, tail) if part)
-    try:
-        if document is None:
-            text = f"{caption}\n\n{text_if_no_pdf}"
-            await context.bot.send_message(chat_id, text, reply_markup=markup)
-            return
-        sent = await context.bot.send_document(
-            chat_id, document, caption=caption, reply_markup=markup
-        )
-    except (BadRequest, Forbidden, RetryAfter):
-        # Telegram answered and refused it: the next delivery carries the receipt. Any
-        # other failure (timeout, lost answer) may have delivered it: the claim stays.
-        if claimed_at is not None:
-            await purchase.release_receipt(order["_id"], claimed_at)
-        raise
-    if isinstance(document, InputFile) and sent.document is not None:
-        await purchase.save_file_id(order["_id"], sent.document.file_id)
-    if order.get("label_delivered_at") is None:
-        await purchase.mark_delivered(order["_id"])
-
-
-async def send_label_document(
-    context: BotContext, chat_id: int, order: Document, caption: str
-) -> None:
-    """Sends the label PDF (by Telegram file id once known) and records the delivery."""
-    purchase = context.services.purchase
-    file_id = order.get("label_file_id")
-    if file_id:
-        await context.bot.send_document(chat_id, file_id, caption=caption)
-    else:
-        pdf = await purchase.label_pdf(order)
-        tracking = str(order.get("tracking_number", ""))
-        sent = await context.bot.send_document(
-            chat_id, InputFile(pdf, filename=f"label-{tracking}.pdf"), caption=caption
-        )
-        if sent.document is not None:
-            await purchase.save_file_id(order["_id"], sent.document.file_id)
-    if order.get("label_delivered_at") is None:
-        await purchase.mark_delivered(order["_id"])
 
 
 async def text_expected(update: Update, context: BotContext) -> None:

@@ -24,6 +24,8 @@ from services.bulk import RESULT_COLUMNS, ProgressCallback, csv_bytes, results_r
 from storage.client import Document
 
 _LOGGER = logging.getLogger(__name__)
+# Of the delivery files (Python's mimetypes knows no ZPL).
+_MIME = {"pdf": "application/pdf", "zpl": "application/zpl", "zip": "application/zip"}
 _LOCK = "bulk_lock"
 
 
@@ -110,7 +112,8 @@ def _dollars(cents: int) -> str:
 
 
 async def _deliver(context: BotContext, job: Document) -> None:
-    """The merged PDF, the results CSV and the final summary; then ``done``."""
+    """The labels (merged PDF, concatenated ZPL or zipped PNGs, by the format they were
+    bought in), the results CSV and the final summary; then ``done``."""
     bulk = context.services.bulk
     i18n = context.i18n
     user_id = int(job["user_id"])
@@ -120,15 +123,18 @@ async def _deliver(context: BotContext, job: Document) -> None:
     bought = [row for row in rows if row["status"] == "purchased"]
     failed = [row for row in rows if row["status"] == "failed"]
     await _edit_progress(context, job, len(bought), int(job.get("quoted_count") or 0))
-    parts = await bulk.merged_pdfs(rows)
-    pages = sum(count for _, count in parts)
+    parts = await bulk.label_files(rows)
+    pages = sum(part.count for part in parts)
     try:
-        for number, (pdf, count) in enumerate(parts, start=1):
+        for number, part in enumerate(parts, start=1):
             suffix = f"-{number}" if len(parts) > 1 else ""
+            name = f"labels-{job['_id']}{suffix}.{part.extension}"
+            upload = InputFile(part.data, filename=name)
+            upload.mimetype = _MIME[part.extension]
             await context.bot.send_document(
                 chat_id,
-                InputFile(pdf, filename=f"labels-{job['_id']}{suffix}.pdf"),
-                caption=i18n.t(lang, "bulk.pdf_caption", count=count),
+                upload,
+                caption=i18n.t(lang, f"bulk.{part.file_format}_caption", count=part.count),
             )
         results = csv_bytes(
             list(RESULT_COLUMNS), results_rows(rows, _dollars)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from telegram.error import Forbidden, TelegramError
 
 from bot.context import BotContext
-from conversations.order import send_label_with_receipt
+from handlers.label_files import send_label_with_receipt
 from providers.errors import ProviderError
 
 _LOGGER = logging.getLogger(__name__)

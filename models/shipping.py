@@ -175,6 +175,15 @@ class Label:
     tracking_status: str | None = None
     voided_at: datetime | None = None
     currency: str = "usd"
+    label_format: str = "pdf"
+    label_layout: str = "4x6"
+    # label_download per file format (pdf/png/zpl) with the links the carrier gave.
+    downloads: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def file_url(self) -> str | None:
+        """The download URL of the file in the format the label was bought in."""
+        return dict(self.downloads).get(self.label_format) or self.pdf_url
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,3 +230,48 @@ class TrackingInfo:
     estimated_delivery_date: datetime | None = None
     actual_delivery_date: datetime | None = None
     events: tuple[TrackingEvent, ...] = field(default=())
+
+
+# ShipStation v2 label files: `label_format` pdf/png/zpl and `label_layout` 4x6/letter;
+# "letter" exists for pdf only.
+LABEL_FILE_FORMATS = ("pdf", "png", "zpl")
+_MIME = {"pdf": "application/pdf", "png": "image/png", "zpl": "application/zpl"}
+
+
+@dataclass(frozen=True, slots=True)
+class LabelFormat:
+    """A customer's label format choice and what it means at the carrier."""
+
+    key: str  # stored on the user and the order: pdf_4x6, pdf_letter, png, zpl
+    file_format: str  # label_format
+    layout: str  # label_layout
+
+    @property
+    def extension(self) -> str:
+        return self.file_format
+
+    @property
+    def mime_type(self) -> str:
+        return _MIME[self.file_format]
+
+
+LABEL_FORMATS: dict[str, LabelFormat] = {
+    f.key: f
+    for f in (
+        LabelFormat("pdf_4x6", "pdf", "4x6"),
+        LabelFormat("pdf_letter", "pdf", "letter"),
+        LabelFormat("png", "png", "4x6"),
+        LabelFormat("zpl", "zpl", "4x6"),
+    )
+}
+DEFAULT_LABEL_FORMAT = "pdf_4x6"
+
+
+def label_format(key: object) -> LabelFormat:
+    """The format for a stored key; anything unknown (or missing) is the default."""
+    found = LABEL_FORMATS.get(key) if isinstance(key, str) else None
+    return found or LABEL_FORMATS[DEFAULT_LABEL_FORMAT]
+
+
+def file_mime_type(file_format: str) -> str:
+    return _MIME.get(file_format, "application/octet-stream")

@@ -73,6 +73,11 @@ OPERATIONS = frozenset(
     }
 )
 
+# v2 `label_format` / `label_layout`: "`4x6` is supported for all label formats, whereas
+# `letter` (8.5" x 11") is only supported for `pdf` format" (create-label request body).
+LABEL_FORMATS = ("pdf", "png", "zpl")
+LABEL_LAYOUTS = ("4x6", "letter")
+
 _US_ZIP = re.compile(r"^\d{5}(-\d{4})?$")
 _WEIGHT_TO_OZ = {
     "ounce": Decimal(1),
@@ -135,19 +140,20 @@ def _error(status: int, code: str, message: str, **kwargs: Any) -> web.Response:
     return _json(_error_envelope(code, message, **kwargs), status=status)
 
 
-def _pdf(lines: list[str]) -> bytes:
-    """A minimal valid one-page 4x6in PDF showing `lines` in Helvetica."""
+def _pdf(lines: list[str], *, letter: bool = False) -> bytes:
+    """A minimal valid one-page PDF (4x6in, or 8.5x11in for `letter`) showing `lines`."""
 
     def escape(text: str) -> str:
         ascii_text = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
         return ascii_text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
     text_ops = "".join(f"({escape(line)}) Tj T*\n" for line in lines)
-    content = f"BT /F1 12 Tf 18 400 Td 16 TL\n{text_ops}ET".encode("ascii")
+    top, box = (760, b"612 792") if letter else (400, b"288 432")
+    content = f"BT /F1 12 Tf 18 {top} Td 16 TL\n{text_ops}ET".encode("ascii")
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 288 432] "
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 " + box + b"] "
         b"/Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
         b"<< /Length " + str(len(content)).encode() + b" >>\nstream\n" + content + b"\nendstream",
@@ -166,6 +172,43 @@ def _pdf(lines: list[str]) -> bytes:
         f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref_at}\n%%EOF\n"
     ).encode()
     return bytes(out)
+
+
+def _png(lines: list[str]) -> bytes:
+    """A valid tiny greyscale PNG (4x6 aspect, 40x60 px); `lines` go into a tEXt chunk."""
+    width, height = 40, 60
+    rows = b"".join(
+        b"\x00" + bytes(0 if 4 <= y < 8 and 4 <= x < 36 else 255 for x in range(width))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return len(data).to_bytes(4, "big") + kind + data + crc.to_bytes(4, "big")
+
+    text = "\n".join(lines).encode("latin-1", "replace")
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x00\x00\x00\x00"
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"tEXt", b"Comment\x00" + text)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _zpl(lines: list[str]) -> bytes:
+    """One ZPL II label (4x6 at 203 dpi): ``^XA`` … ``^XZ``, one text field per line."""
+
+    def field(text: str) -> str:
+        return "".join(c if 32 <= ord(c) < 127 and c not in "^~" else "?" for c in text)
+
+    body = "".join(
+        f"^FO30,{30 + 40 * n}^A0N,28,28^FD{field(line)}^FS\n"
+        for n, line in enumerate(lines)
+        if line
+    )
+    return f"^XA\n^PW812\n^LL1218\n{body}^XZ\n".encode("ascii")
 
 
 # --------------------------------------------------------------------------- catalogue
@@ -401,6 +444,8 @@ class FakeLabel:
     validate_address: str = "no_validation"
     insurance_cents: int = 0  # `insurance_cost`; `cost_cents` is `shipment_cost`
     confirmation: str = "none"
+    label_format: str = "pdf"
+    label_layout: str = "4x6"
 
 
 # v2 tracking status codes (status_code) and their normalised words.
@@ -1381,6 +1426,9 @@ class FakeShipStation:
                 "validate_address must be no_validation, validate_only or validate_and_clean.",
                 field_name="validate_address",
             )
+        problem = _label_options_problem(options if isinstance(options, dict) else {})
+        if problem is not None:
+            return problem
         shipment = self._shipments[rate.shipment_id]
         # `shipment_cost` excludes insurance, which is charged as `insurance_cost`.
         cost = rate.shipping_cents + rate.other_cents + rate.confirmation_cents
@@ -1408,14 +1456,21 @@ class FakeShipStation:
             validate_address=str(validate),
             insurance_cents=rate.insurance_cents,
             confirmation=shipment.confirmation,
+            label_format=str(options.get("label_format") or "pdf"),
+            label_layout=str(options.get("label_layout") or "4x6"),
         )
         self.labels[label_id] = label
         return _json(self._label_json(label, request))
 
     def _label_json(self, label: FakeLabel, request: web.Request) -> dict[str, Any]:
         base = f"{request.scheme}://{request.host}"
-        pdf = f"{base}/v2/downloads/6/{label.token}/label-{label.label_id[3:]}.pdf"
-        download = {"href": pdf, "pdf": pdf, "png": None, "zpl": None}
+        stem = f"{base}/v2/downloads/6/{label.token}/label-{label.label_id[3:]}"
+        # As in the v2 reference's example response, a 4x6 label links every format and
+        # `href` is the one bought; a letter-size label exists as a PDF only.
+        links = {fmt: f"{stem}.{fmt}" for fmt in LABEL_FORMATS}
+        download: dict[str, str | None] = {"href": links[label.label_format]}
+        for fmt in LABEL_FORMATS:
+            download[fmt] = links[fmt] if label.label_layout == "4x6" or fmt == "pdf" else None
         return {
             "label_id": label.label_id,
             "status": label.status,
@@ -1436,9 +1491,9 @@ class FakeShipStation:
             "package_code": "package",
             "voided": label.voided,
             "voided_at": _iso(label.voided_at),
-            "label_format": "pdf",
+            "label_format": label.label_format,
             "display_scheme": "label",
-            "label_layout": "4x6",
+            "label_layout": label.label_layout,
             "trackable": True,
             "label_image_id": None,
             "carrier_code": label.carrier_code,
@@ -1664,7 +1719,14 @@ class FakeShipStation:
                 return response
         token = request.match_info["token"]
         label = next((lb for lb in self.labels.values() if lb.token == token), None)
-        if label is None:
+        filename = request.match_info["filename"]
+        fmt = filename.rsplit(".", 1)[-1] if "." in filename else ""
+        if (
+            label is None
+            or filename != f"label-{label.label_id[3:]}.{fmt}"
+            or fmt not in LABEL_FORMATS
+            or (label.label_layout == "letter" and fmt != "pdf")
+        ):
             record.status = 404
             return web.Response(status=404)
         to = label.ship_to
@@ -1691,7 +1753,14 @@ class FakeShipStation:
             f"{to.get('postal_code', '')}",
         ]
         record.status = 200
-        return web.Response(body=_pdf(lines), content_type="application/pdf")
+        if fmt == "png":
+            return web.Response(body=_png(lines), content_type="image/png")
+        if fmt == "zpl":
+            return web.Response(body=_zpl(lines), content_type="application/zpl")
+        return web.Response(
+            body=_pdf(lines, letter=label.label_layout == "letter"),
+            content_type="application/pdf",
+        )
 
     # ----------------------------------------------------------------- control (HTTP)
 
@@ -1852,6 +1921,35 @@ class FakeShipStation:
         except (KeyError, TypeError, ValueError):
             raise web.HTTPBadRequest(text="cents must be an integer") from None
         return _json({"cents": self.production_balance_cents})
+
+
+def _label_options_problem(options: Mapping[str, Any]) -> web.Response | None:
+    """The 400 ShipStation answers for a bad `label_format` / `label_layout` pair, or
+    None when they are acceptable."""
+    fmt = options.get("label_format", "pdf")
+    layout = options.get("label_layout", "4x6")
+    if fmt not in LABEL_FORMATS:
+        return _error(
+            400,
+            "invalid_field_value",
+            "label_format must be pdf, png or zpl.",
+            field_name="label_format",
+        )
+    if layout not in LABEL_LAYOUTS:
+        return _error(
+            400,
+            "invalid_field_value",
+            "label_layout must be 4x6 or letter.",
+            field_name="label_layout",
+        )
+    if layout == "letter" and fmt != "pdf":
+        return _error(
+            400,
+            "invalid_field_value",
+            "The letter label_layout is only supported for the pdf label_format.",
+            field_name="label_layout",
+        )
+    return None
 
 
 def _failure_to_funds() -> web.Response:

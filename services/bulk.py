@@ -21,7 +21,11 @@
 5. **Resume**: the job's rows are the orders' statuses. A restart runs the job again: only
    ``draft`` rows are bought (the purchase claims each conditionally), rows left
    ``purchasing`` are resolved by purchase recovery, and the job waits for them.
-6. **Deliver**: one merged PDF (pypdf) and a results CSV; then ``done``.
+6. **Deliver**: one merged PDF (pypdf) and a results CSV; then ``done``. Rows bought as ZPL
+   (the customer's ``/format``) come as one concatenated ``.zpl`` file (one ``^XA…^XZ``
+   block per label, in row order: thermal printers take it as is); rows bought as PNG as
+   one ZIP of the PNG files (no image library needed, and the customer gets the format they
+   chose). Each part stays under ``PDF_PART_BYTES`` (Telegram takes 50 MB).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from services.orders import (
     validation_of,
 )
 from services.parcel import parse_dimensions, parse_weight
-from services.purchase import PurchaseService
+from services.purchase import PurchaseService, label_file_format
 from services.shipping import CarrierUnavailable
 from storage.bulk_jobs import BulkJobsRepo
 from storage.client import Document
@@ -366,6 +370,20 @@ class Confirmation:
 
 
 ProgressCallback = Callable[[Document, int, int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BulkFile:
+    """One delivery file: ``file_format`` pdf (merged), zpl (concatenated) or png (a ZIP);
+    ``count`` labels (PDF pages for a PDF)."""
+
+    data: bytes
+    file_format: str
+    count: int
+
+    @property
+    def extension(self) -> str:
+        return "zip" if self.file_format == "png" else self.file_format
 
 
 class BulkService:
@@ -734,12 +752,77 @@ class BulkService:
     async def rows(self, job_id: ObjectId) -> list[Document]:
         return await self._orders.bulk_rows(job_id)
 
+    async def label_files(
+        self, rows: list[Document], *, part_bytes: int = PDF_PART_BYTES
+    ) -> list[BulkFile]:
+        """Every bought label of the job, one file per file format it was bought in (a
+        customer who changed ``/format`` during the job gets one of each): PDF merged, ZPL
+        concatenated, PNG zipped; each split in parts of at most about ``part_bytes``."""
+        bought = [row for row in rows if row["status"] == "purchased"]
+        files: list[BulkFile] = []
+        for fmt in ("pdf", "zpl", "png"):
+            mine = [row for row in bought if label_file_format(row) == fmt]
+            if not mine:
+                continue
+            if fmt == "pdf":
+                files += [
+                    BulkFile(data, "pdf", count)
+                    for data, count in await self.merged_pdfs(mine, part_bytes=part_bytes)
+                ]
+            elif fmt == "zpl":
+                files += await self._zpl_files(mine, part_bytes)
+            else:
+                files += await self._png_zips(mine, part_bytes)
+        return files
+
+    async def _zpl_files(self, rows: list[Document], part_bytes: int) -> list[BulkFile]:
+        """The rows' ZPL labels one after the other (each ``^XA…^XZ``, newline-separated)."""
+        files: list[BulkFile] = []
+        chunks: list[bytes] = []
+        size = 0
+        for row in rows:
+            data = (await self._purchase.label_file(row)).data.strip() + b"\n"
+            if chunks and size + len(data) > part_bytes:
+                files.append(BulkFile(b"".join(chunks), "zpl", len(chunks)))
+                chunks, size = [], 0
+            chunks.append(data)
+            size += len(data)
+        if chunks:
+            files.append(BulkFile(b"".join(chunks), "zpl", len(chunks)))
+        return files
+
+    async def _png_zips(self, rows: list[Document], part_bytes: int) -> list[BulkFile]:
+        """The rows' PNG labels in a ZIP, named ``<row>-<tracking>.png`` in row order."""
+        files: list[BulkFile] = []
+        out = io.BytesIO()
+        archive = zipfile.ZipFile(out, "w", zipfile.ZIP_STORED)
+        count = size = 0
+
+        def close() -> None:
+            archive.close()
+            files.append(BulkFile(out.getvalue(), "png", count))
+
+        for row in rows:
+            data = (await self._purchase.label_file(row)).data
+            if count and size + len(data) > part_bytes:
+                close()
+                out = io.BytesIO()
+                archive = zipfile.ZipFile(out, "w", zipfile.ZIP_STORED)
+                count = size = 0
+            name = f"{int(row.get('bulk_row') or 0):04d}-{row.get('tracking_number') or 'label'}"
+            archive.writestr(f"{name}.png", data)  # PNG is compressed already
+            count += 1
+            size += len(data)
+        if count:
+            close()
+        return files
+
     async def merged_pdfs(
         self, rows: list[Document], *, part_bytes: int = PDF_PART_BYTES
     ) -> list[tuple[bytes, int]]:
-        """Every bought label of the job merged in row order: one PDF, or several when the
-        labels add up to more than ``part_bytes`` (Telegram uploads at most 50 MB); a list
-        of (pdf, pages)."""
+        """Every bought PDF label of the job merged in row order: one PDF, or several when
+        the labels add up to more than ``part_bytes`` (Telegram uploads at most 50 MB); a
+        list of (pdf, pages)."""
         from pypdf import PdfReader, PdfWriter
 
         parts: list[tuple[bytes, int]] = []
@@ -751,7 +834,7 @@ class BulkService:
             parts.append((out.getvalue(), len(writer.pages)))
 
         for row in rows:
-            if row["status"] != "purchased":
+            if row["status"] != "purchased" or label_file_format(row) != "pdf":
                 continue
             data = await self._purchase.label_pdf(row)
             if size and size + len(data) > part_bytes:

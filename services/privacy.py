@@ -12,9 +12,9 @@ running): those need the data to finish. Otherwise, once the customer confirms:
 1. address templates deleted; drafts deleted (nothing was paid);
 2. every other order anonymised: addresses replaced by ``{"anonymised": True}`` (plus
    ``country`` when the address has one), the carrier's address checks
-   (``<side>_validation``, with its suggested address) and the label PDF's
-   ``label_file_id``/``label_url`` removed; amounts, dates, carrier, service, label id
-   and tracking number stay;
+   (``<side>_validation``, with its suggested address) and the label file's
+   ``label_file_id``/``label_url``/``label_downloads`` removed; amounts, dates, carrier,
+   service, label id and tracking number stay;
    a bulk job's copy of the uploaded rows and its sender removed (``bulk_jobs``; a job
    still quoting, buying or delivering blocks the deletion like a purchase in flight);
 3. the account's name and username erased (balance, ledger, language and the terms

@@ -9,6 +9,10 @@
 3. Buy the label from the rate (never retried blindly).
 4. Store label id, tracking number and cost: ``purchased``.
 
+The label is bought in the customer's label format (``/format``), read when the draft is
+claimed and stored on the order (``label_format``), so recovery and re-sending use what
+was bought; ``label_downloads`` keeps the carrier's link per file format.
+
 Failing an order always wins the transition first and credits after: ``purchasing`` →
 ``failed`` (with ``compensation_pending``), then the compensation ``compensation:<id>``
 (only if the debit exists), then the flag is cleared. A crash between the two writes
@@ -27,13 +31,14 @@ their money back) is voided and admins are alerted, never kept silently.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from bson import ObjectId
 
-from models.shipping import Label
+from models.shipping import LABEL_FILE_FORMATS, Label, label_format
 from providers.errors import ProviderError, ProviderRejected, ProviderUnavailable
 from services.clock import Clock, utc_now
 from services.shipping import CarrierUnavailable, ShippingGateway
@@ -69,6 +74,32 @@ class PurchaseResult:
     balance_cents: int = 0
 
 
+@dataclass(frozen=True)
+class LabelFile:
+    data: bytes
+    file_format: str  # pdf, png or zpl
+
+
+def label_file_format(order: Document) -> str:
+    """The file format an order's label was bought in (orders from before formats: pdf)."""
+    fmt = order.get("label_file_format")
+    return fmt if fmt in LABEL_FILE_FORMATS else "pdf"
+
+
+def label_downloads(order: Document) -> dict[str, str]:
+    """The label's download link per file format, as the carrier gave them; the bought
+    format is always there while the order has its ``label_url``."""
+    links = order.get("label_downloads")
+    found = {
+        fmt: url
+        for fmt, url in (links.items() if isinstance(links, dict) else ())
+        if fmt in LABEL_FILE_FORMATS and isinstance(url, str) and url
+    }
+    if order.get("label_url"):
+        found[label_file_format(order)] = str(order["label_url"])
+    return {fmt: found[fmt] for fmt in LABEL_FILE_FORMATS if fmt in found}
+
+
 def _failure_reason(exc: ProviderError) -> str:
     if isinstance(exc, ProviderRejected):
         return exc.code or "rejected"
@@ -87,7 +118,9 @@ class PurchaseService:
         *,
         recovery_after: timedelta,
         clock: Clock = utc_now,
+        label_format_of: Callable[[int], Awaitable[str]] | None = None,
     ) -> None:
+        self._label_format_of = label_format_of
         self._orders = orders
         self._ledger = ledger
         self._gateway = gateway
@@ -99,13 +132,20 @@ class PurchaseService:
         self, user_id: int, order_id: ObjectId, *, offer_id: str, price_cents: int
     ) -> PurchaseResult:
         """Buys the draft's chosen rate if it still is ``offer_id`` at ``price_cents``."""
+        fmt = label_format(
+            await self._label_format_of(user_id) if self._label_format_of is not None else None
+        )
         now = self._clock()
         order = await self._orders.transition(
             order_id,
             from_status="draft",
             to_status="purchasing",
             now=now,
-            fields={"purchase_key": f"label:{order_id}", "purchase_started_at": now},
+            fields={
+                "purchase_key": f"label:{order_id}",
+                "purchase_started_at": now,
+                "label_format": fmt.key,
+            },
             extra_filter={
                 "user_id": user_id,
                 "rate": {"$exists": True},
@@ -154,6 +194,8 @@ class PurchaseService:
                 mode,
                 str(order["rate"]["rate_id"]),
                 validate_address=str(order.get("validate_address") or "no_validation"),
+                label_format=fmt.file_format,
+                label_layout=fmt.layout,
             )
         except (ProviderError, CarrierUnavailable) as exc:
             if isinstance(exc, ProviderUnavailable) and exc.outcome_unknown:
@@ -182,7 +224,10 @@ class PurchaseService:
                 "tracking_number": label.tracking_number,
                 "shipment_id": label.shipment_id,
                 "carrier_cost_cents": label.cost_cents,
-                "label_url": label.pdf_url,
+                "label_url": label.file_url,
+                "label_file_format": label.label_format,
+                "label_layout": label.label_layout,
+                "label_downloads": dict(label.downloads),
                 "carrier_code": label.carrier_code,
                 "service_code": label.service_code,
                 "purchased_at": now,
@@ -315,7 +360,20 @@ class PurchaseService:
         return "completed"
 
     async def label_pdf(self, order: Document) -> bytes:
-        return await self._gateway.download(str(order.get("api_mode", "test")), order["label_url"])
+        """The label file as bought (a PDF unless the customer chose PNG or ZPL)."""
+        return (await self.label_file(order)).data
+
+    async def label_file(self, order: Document, file_format: str | None = None) -> LabelFile:
+        """The bought label as a file: in its own format, or in ``file_format`` when the
+        carrier's ``label_download`` has a link for it (``LookupError`` otherwise)."""
+        own = label_file_format(order)
+        wanted = file_format or own
+        url = order.get("label_url") if wanted == own else None
+        url = url or label_downloads(order).get(wanted)
+        if not url:
+            raise LookupError(wanted)
+        data = await self._gateway.download(str(order.get("api_mode", "test")), url, wanted)
+        return LabelFile(data, wanted)
 
     async def save_file_id(self, order_id: ObjectId, file_id: str) -> None:
         await self._orders.set_fields(order_id, {"label_file_id": file_id})

@@ -92,10 +92,19 @@ class ShippingGateway:
         return await self.client(mode).validate_addresses(addresses)
 
     async def buy(
-        self, mode: str, rate_id: str, *, validate_address: str = "no_validation"
+        self,
+        mode: str,
+        rate_id: str,
+        *,
+        validate_address: str = "no_validation",
+        label_format: str = "pdf",
+        label_layout: str = "4x6",
     ) -> Label:
         return await self.client(mode).create_label_from_rate(
-            rate_id, validate_address=validate_address
+            rate_id,
+            validate_address=validate_address,
+            label_format=label_format,
+            label_layout=label_layout,
         )
 
     async def find_label(
@@ -104,8 +113,8 @@ class ShippingGateway:
         """The label bought from ``rate_id`` (what the order tried to buy), or None."""
         return await self.client(mode).find_label_by_rate_id(rate_id, shipment_id=shipment_id)
 
-    async def download(self, mode: str, url: str) -> bytes:
-        return await self.client(mode).download_label_pdf(url)
+    async def download(self, mode: str, url: str, file_format: str = "pdf") -> bytes:
+        return await self.client(mode).download_label(url, file_format)
 
     async def void(self, mode: str, label_id: str) -> VoidResult:
         return await self.client(mode).void_label(label_id)

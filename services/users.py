@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.shipping import LABEL_FORMATS, label_format
 from services.clock import Clock, utc_now
 from storage.users import UsersRepo
 
@@ -70,3 +71,16 @@ class UserService:
     async def auto_refund_enabled(self, user_id: int) -> bool:
         doc = await self._users.get(user_id)
         return bool((doc or {}).get("auto_refund", False))
+
+    async def set_label_format(self, user_id: int, key: str) -> bool:
+        """``/format``: the label format of the customer's next labels; False (nothing
+        stored) for a key that is not one of ``LABEL_FORMATS``."""
+        if key not in LABEL_FORMATS:
+            return False
+        await self._users.set_label_format(user_id, key)
+        return True
+
+    async def label_format_of(self, user_id: int) -> str:
+        """The customer's label format key (``pdf_4x6`` unless they chose another)."""
+        doc = await self._users.get(user_id)
+        return label_format((doc or {}).get("label_format")).key

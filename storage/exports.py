@@ -23,6 +23,7 @@ _PROJECTIONS: dict[str, Document] = {
         "rates": 0,
         "history": 0,
         "label_url": 0,
+        "label_downloads": 0,
     },
     "payments": {"history": 0},
     "users": {},

@@ -351,6 +351,7 @@ class OrdersRepo:
                 "$unset": {
                     "label_file_id": "",
                     "label_url": "",
+                    "label_downloads": "",
                     "from_validation": "",
                     "to_validation": "",
                 },

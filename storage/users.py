@@ -114,5 +114,8 @@ class UsersRepo:
         await self.col.update_one({"_id": user_id}, {"$set": {"notify_opt_out": opt_out}})
 
 
+    async def set_label_format(self, user_id: int, key: str) -> None:
+        await self.col.update_one({"_id": user_id}, {"$set": {"label_format": key}})
+
     async def set_auto_refund(self, user_id: int, enabled: bool) -> None:
         await self.col.update_one({"_id": user_id}, {"$set": {"auto_refund": enabled}})

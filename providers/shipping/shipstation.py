@@ -13,6 +13,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from models.money import decimal_to_cents
 from models.shipping import (
     CONFIRMATIONS,
+    LABEL_FILE_FORMATS,
     VALIDATION_STATUSES,
     Address,
     AddressValidation,
@@ -221,12 +222,35 @@ def _parse_rate(raw: Any, shipment_id: str | None) -> Rate:
     )
 
 
+LABEL_LAYOUTS = ("4x6", "letter")
+
+
+def _looks_like(body: bytes, file_format: str) -> bool:
+    """A PDF starts with %PDF-, a PNG with its signature; ZPL is printable text holding
+    at least one ^XA … ^XZ label (carriers may put ~ commands before the first ^XA)."""
+    if file_format == "pdf":
+        return body.startswith(b"%PDF-")
+    if file_format == "png":
+        return body.startswith(b"\x89PNG\r\n\x1a\n")
+    upper = body.upper()
+    return b"\x00" not in body and b"^XA" in upper and upper.rstrip().endswith(b"^XZ")
+
+
 def _parse_label(raw: Any) -> Label:
     obj = as_dict(raw, "label")
     download = obj.get("label_download")
+    label_format = (opt_str(obj, "label_format") or "pdf").lower()
     pdf_url = None
+    downloads: list[tuple[str, str]] = []
     if isinstance(download, dict):
-        pdf_url = opt_str(download, "pdf") or opt_str(download, "href")
+        for fmt in LABEL_FILE_FORMATS:
+            url = opt_str(download, fmt)
+            if url:
+                downloads.append((fmt, url))
+        href = opt_str(download, "href")
+        if href and label_format in LABEL_FILE_FORMATS and not opt_str(download, label_format):
+            downloads.append((label_format, href))  # `href` is the file in label_format
+        pdf_url = dict(downloads).get("pdf")
     cost = obj.get("shipment_cost")
     currency = "usd"
     if isinstance(cost, dict):
@@ -248,6 +272,9 @@ def _parse_label(raw: Any) -> Label:
         tracking_status=opt_str(obj, "tracking_status"),
         voided_at=opt_iso_datetime(obj, "voided_at"),
         currency=currency,
+        label_format=label_format,
+        label_layout=(opt_str(obj, "label_layout") or "4x6").lower(),
+        downloads=tuple(downloads),
     )
 
 
@@ -573,15 +600,25 @@ class ShipStationClient(BaseProviderClient):
         return rates
 
     async def create_label_from_rate(
-        self, rate_id: str, *, validate_address: str = "no_validation"
+        self,
+        rate_id: str,
+        *,
+        validate_address: str = "no_validation",
+        label_format: str = "pdf",
+        label_layout: str = "4x6",
     ) -> Label:
         """POST /v2/labels/rates/{rate_id}. Buys postage: never retried. On
-        ProviderUnavailable with `outcome_unknown`, look it up with find_label_by_rate_id."""
+        ProviderUnavailable with `outcome_unknown`, look it up with find_label_by_rate_id.
+        ``letter`` layout exists for ``pdf`` only (v2 reference)."""
         if validate_address not in VALIDATE_ADDRESS:
             raise ValueError(f"unknown validate_address {validate_address!r}")
+        if label_format not in LABEL_FILE_FORMATS or label_layout not in LABEL_LAYOUTS:
+            raise ValueError(f"unknown label format {label_format!r}/{label_layout!r}")
+        if label_layout == "letter" and label_format != "pdf":
+            raise ValueError("the letter layout exists for pdf labels only")
         body = {
-            "label_format": "pdf",
-            "label_layout": "4x6",
+            "label_format": label_format,
+            "label_layout": label_layout,
             "label_download_type": "url",
             "validate_address": validate_address,
         }
@@ -658,8 +695,14 @@ class ShipStationClient(BaseProviderClient):
         return candidates[0] if candidates else None
 
     async def download_label_pdf(self, url: str) -> bytes:
-        """Downloads a label PDF. The API key is sent only to ShipStation's own origin;
-        redirects are followed manually (at most 3) without the key."""
+        return await self.download_label(url, "pdf")
+
+    async def download_label(self, url: str, file_format: str) -> bytes:
+        """Downloads a label file (pdf, png or zpl) and checks it is one. The API key is
+        sent only to ShipStation's own origin; redirects are followed manually (at most 3)
+        without the key."""
+        if file_format not in LABEL_FILE_FORMATS:
+            raise ValueError(f"unknown label file format {file_format!r}")
         current = url
         for _ in range(_MAX_REDIRECTS + 1):
             same_origin = self._same_origin(current)
@@ -681,9 +724,11 @@ class ShipStationClient(BaseProviderClient):
                     break
                 current = urljoin(current, location)
                 continue
-            if not result.body.startswith(b"%PDF-"):
+            if not _looks_like(result.body, file_format):
                 raise ProviderResponseError(
-                    PROVIDER, "label download is not a PDF", operation="download_label"
+                    PROVIDER,
+                    f"label download is not a {file_format.upper()} file",
+                    operation="download_label",
                 )
             return result.body
         raise ProviderResponseError(

@@ -563,3 +563,53 @@ async def test_a_bulk_customer_can_delete_their_data_once_the_job_is_done(
     job = await env.mongo.db["bulk_jobs"].find_one({"user_id": USER})
     assert job is not None and "rows" not in job and "sender" not in job
     assert job["status"] == "done" and job["bought_count"] == 3
+
+
+@pytest.mark.parametrize("fmt", ["zpl", "png"])
+async def test_zpl_and_png_customers_get_one_file_of_their_format(env: BulkEnv, fmt: str) -> None:
+    """ZPL: one concatenated .zpl with one ^XA…^XZ block per label, in row order; PNG: one
+    ZIP of the PNG labels. The results CSV is the same as for PDFs."""
+    import zipfile
+
+    h = env.harness
+    [screen] = await h.say(USER, "/format")
+    await h.press(USER, screen, "ZPL" if fmt == "zpl" else "PNG")
+    _, quote = await _upload_and_quote(env, sheet(12, BAD_ROWS[:2]))
+    total = int(quote.callback_data_for("Pay").rsplit(":", 1)[1])
+    await env.fund(total)
+    await h.press(USER, quote, data=quote.callback_data_for("Pay"))
+    mark = h.emulator.cursor(USER)
+    await env.run_job()
+    out = h.emulator.sent_messages(USER, since=mark)
+    labels = [m for m in out if m.document and m.document.filename.startswith("labels-")]
+    assert len(labels) == 1
+    doc = labels[0].document
+    assert doc is not None
+    rows = await env.mongo.db["orders"].find(
+        {"user_id": USER, "status": "purchased"}
+    ).sort("bulk_row", 1).to_list(None)
+    assert len(rows) == 12 and {row["label_file_format"] for row in rows} == {fmt}
+    assert all(env.carrier.labels[row["label_id"]].label_format == fmt for row in rows)
+    if fmt == "zpl":
+        assert doc.filename.endswith(".zpl") and doc.mime_type == "application/zpl"
+        text = doc.data.decode("ascii")
+        blocks = [b for b in text.split("^XZ") if b.strip()]
+        assert len(blocks) == 12 and all(b.strip().startswith("^XA") for b in blocks)
+        assert text.count("^XA") == text.count("^XZ") == 12
+        # in row order: each block carries its row's tracking number
+        for block, row in zip(blocks, rows, strict=True):
+            assert str(row["tracking_number"]) in block
+        assert "12 labels in one ZPL file" in (labels[0].caption or "")
+    else:
+        assert doc.filename.endswith(".zip") and doc.mime_type == "application/zip"
+        with zipfile.ZipFile(io.BytesIO(doc.data)) as archive:
+            names = archive.namelist()
+            assert len(names) == 12
+            assert all(archive.read(name).startswith(b"\x89PNG\r\n\x1a\n") for name in names)
+        assert names == [f"{r['bulk_row']:04d}-{r['tracking_number']}.png" for r in rows]
+    results = _document(out, "results-")
+    assert results.document is not None
+    table = list(csv.DictReader(io.StringIO(results.document.data.decode("utf-8-sig"))))
+    assert len(table) == 12 and all(r["status"] == "purchased" for r in table)
+    _, mismatches = await env.storage.ledger.audit()
+    assert mismatches == []

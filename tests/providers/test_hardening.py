@@ -149,3 +149,93 @@ async def test_malformed_json_is_a_response_error(
             await client.list_carriers()
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(
+    ("file_format", "layout"), [("pdf", "4x6"), ("pdf", "letter"), ("png", "4x6"), ("zpl", "4x6")]
+)
+async def test_label_request_body_carries_format_and_layout(
+    serve: Callable[[list[tuple[str, str, Handler]]], Awaitable[str]],
+    file_format: str,
+    layout: str,
+) -> None:
+    bodies: list[dict[str, object]] = []
+
+    async def create(request: web.Request) -> web.Response:
+        bodies.append(await request.json())
+        base = f"http://{request.host}/v2/downloads/6/t/label-1"
+        return web.json_response(
+            {
+                "label_id": "se-1",
+                "status": "completed",
+                "tracking_number": "9400",
+                "label_format": file_format,
+                "label_layout": layout,
+                "label_download": {"href": f"{base}.{file_format}", "pdf": f"{base}.pdf"},
+            }
+        )
+
+    base = await serve([("POST", "/v2/labels/rates/se-r1", create)])
+    client = ShipStationClient(base, lambda: SECRET)
+    try:
+        label = await client.create_label_from_rate(
+            "se-r1", label_format=file_format, label_layout=layout
+        )
+    finally:
+        await client.close()
+    assert bodies == [
+        {
+            "label_format": file_format,
+            "label_layout": layout,
+            "label_download_type": "url",
+            "validate_address": "no_validation",
+        }
+    ]
+    assert label.label_format == file_format and label.label_layout == layout
+    assert label.file_url is not None and label.file_url.endswith(f"label-1.{file_format}")
+    assert dict(label.downloads)["pdf"].endswith("label-1.pdf")
+
+
+async def test_label_format_checked_before_buying() -> None:
+    client = ShipStationClient("http://127.0.0.1:9", lambda: SECRET)
+    try:
+        for file_format, layout in (("zpl", "letter"), ("png", "letter"), ("gif", "4x6")):
+            with pytest.raises(ValueError):
+                await client.create_label_from_rate(
+                    "se-r1", label_format=file_format, label_layout=layout
+                )
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    ("file_format", "body", "ok"),
+    [
+        ("zpl", b"^XA^FDhi^FS^XZ\n", True),
+        ("zpl", b"CT~~CD,~CC^~CT~\n^XA^FDhi^FS^XZ", True),
+        ("zpl", b"%PDF-1.4 not zpl", False),
+        ("zpl", b"^XA unterminated", False),
+        ("png", b"\x89PNG\r\n\x1a\nrest", True),
+        ("png", b"<html>", False),
+        ("pdf", b"\x89PNG\r\n\x1a\n", False),
+    ],
+)
+async def test_download_checks_the_file_format(
+    serve: Callable[[list[tuple[str, str, Handler]]], Awaitable[str]],
+    file_format: str,
+    body: bytes,
+    ok: bool,
+) -> None:
+    async def file(_: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    base = await serve([("GET", "/v2/downloads/6/t/label", file)])
+    client = ShipStationClient(base, lambda: SECRET)
+    try:
+        if ok:
+            assert await client.download_label(f"{base}/v2/downloads/6/t/label", file_format)
+        else:
+            with pytest.raises(ProviderResponseError):
+                await client.download_label(f"{base}/v2/downloads/6/t/label", file_format)
+    finally:
+        await client.close()

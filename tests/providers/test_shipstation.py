@@ -20,6 +20,7 @@ from providers.errors import (
     ProviderInvalidAddress,
     ProviderRateLimited,
     ProviderRejected,
+    ProviderResponseError,
     ProviderUnavailable,
 )
 from providers.shipping.shipstation import ShipStationClient
@@ -624,3 +625,20 @@ async def test_insurance_and_confirmation_are_sent_and_split_in_the_rate(
         await ss.get_rates(SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], confirmation="sig")
     with pytest.raises(ValueError):
         await ss.get_rates(SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS], insured_value_cents=-1)
+
+
+async def test_zpl_label_round_trip_with_the_fake(
+    ss: ShipStationClient, fake_ss: FakeShipStation
+) -> None:
+    rates = await ss.get_rates(SHIP_FROM, SHIP_TO, PARCEL, carrier_ids=[USPS])
+    label = await ss.create_label_from_rate(rates[0].rate_id, label_format="zpl")
+    assert fake_ss.labels[label.label_id].label_format == "zpl"
+    assert label.label_format == "zpl" and label.file_url and label.file_url.endswith(".zpl")
+    assert {fmt for fmt, _ in label.downloads} == {"pdf", "png", "zpl"}
+    zpl = await ss.download_label(label.file_url, "zpl")
+    assert zpl.startswith(b"^XA") and zpl.rstrip().endswith(b"^XZ")
+    with pytest.raises(ProviderResponseError):
+        await ss.download_label(label.file_url, "pdf")  # a ZPL file is not a PDF
+    letter = await ss.create_label_from_rate(rates[1].rate_id, label_layout="letter")
+    assert dict(letter.downloads).keys() == {"pdf"}
+    assert (await ss.download_label(str(letter.file_url), "pdf")).startswith(b"%PDF-")

@@ -690,3 +690,98 @@ async def test_bad_insurance_and_confirmation_values_are_refused(
     body["shipment"]["packages"][0]["insured_value"] = {"currency": "usd", "amount": 200}
     _, quote, _ = await call(http, "POST", url, body=body)
     assert all(_amount(r["insurance_amount"]) == 0 for r in quote["rate_response"]["rates"])
+
+
+async def _buy_with(
+    http: aiohttp.ClientSession, fake: FakeShipStation, options: dict[str, Any]
+) -> tuple[int, Any]:
+    _, quote, _ = await call(http, "POST", f"{fake.base_url}/v2/rates", body=rate_body())
+    rate_id = quote["rate_response"]["rates"][0]["rate_id"]
+    status, data, _ = await call(
+        http, "POST", f"{fake.base_url}/v2/labels/rates/{rate_id}", body=options
+    )
+    return status, data
+
+
+async def _get(http: aiohttp.ClientSession, url: str) -> tuple[int, str, bytes]:
+    async with http.get(url) as response:
+        return response.status, response.content_type, await response.read()
+
+
+async def test_label_formats_png_and_zpl(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    status, label = await _buy_with(http, fake, {"label_format": "zpl", "label_layout": "4x6"})
+    assert status == 200, label
+    assert label["label_format"] == "zpl" and label["label_layout"] == "4x6"
+    links = label["label_download"]
+    assert links["href"] == links["zpl"] and links["zpl"].endswith(".zpl")
+    status, kind, zpl = await _get(http, links["zpl"])
+    assert status == 200
+    text = zpl.decode("ascii").strip()
+    assert text.startswith("^XA") and text.endswith("^XZ") and text.count("^XA") == 1
+    assert label["tracking_number"] in text
+    # a 4x6 label links the other formats too (as in the reference's example response)
+    status, kind, png = await _get(http, links["png"])
+    assert status == 200 and kind == "image/png"
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png.endswith(b"IEND\xaeB`\x82")
+    status, kind, pdf = await _get(http, links["pdf"])
+    assert status == 200 and pdf.startswith(b"%PDF-")
+
+
+async def test_png_is_well_formed(fake: FakeShipStation, http: aiohttp.ClientSession) -> None:
+    import struct
+    import zlib
+
+    status, label = await _buy_with(http, fake, {"label_format": "png"})
+    assert status == 200 and label["label_layout"] == "4x6"
+    status, _, png = await _get(http, label["label_download"]["href"])
+    assert status == 200
+    at, chunks = 8, []
+    while at < len(png):
+        (length,) = struct.unpack(">I", png[at : at + 4])
+        kind, data = png[at + 4 : at + 8], png[at + 8 : at + 8 + length]
+        (crc,) = struct.unpack(">I", png[at + 8 + length : at + 12 + length])
+        assert zlib.crc32(kind + data) & 0xFFFFFFFF == crc
+        chunks.append((kind, data))
+        at += 12 + length
+    assert [kind for kind, _ in chunks][0] == b"IHDR" and chunks[-1][0] == b"IEND"
+    width, height = struct.unpack(">II", chunks[0][1][:8])
+    raw = zlib.decompress(b"".join(data for kind, data in chunks if kind == b"IDAT"))
+    assert len(raw) == height * (width + 1)
+
+
+async def test_letter_layout_is_pdf_only(
+    fake: FakeShipStation, http: aiohttp.ClientSession
+) -> None:
+    status, label = await _buy_with(http, fake, {"label_format": "pdf", "label_layout": "letter"})
+    assert status == 200 and label["label_layout"] == "letter"
+    links = label["label_download"]
+    assert links["png"] is None and links["zpl"] is None
+    status, _, pdf = await _get(http, links["pdf"])
+    assert status == 200 and b"/MediaBox [0 0 612 792]" in pdf
+    # the other formats of a letter label do not exist
+    assert (await _get(http, links["pdf"][: -len("pdf")] + "zpl"))[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"label_format": "zpl", "label_layout": "letter"}, "label_layout"),
+        ({"label_format": "png", "label_layout": "letter"}, "label_layout"),
+        ({"label_format": "gif"}, "label_format"),
+        ({"label_format": "PDF"}, "label_format"),
+        ({"label_layout": "a4"}, "label_layout"),
+        ({"label_format": None}, "label_format"),
+    ],
+)
+async def test_bad_label_options_rejected(
+    fake: FakeShipStation, http: aiohttp.ClientSession, options: dict[str, Any], field: str
+) -> None:
+    status, data = await _buy_with(http, fake, options)
+    assert status == 400
+    assert data["request_id"]
+    error = data["errors"][0]
+    assert error["error_code"] == "invalid_field_value" and error["field_name"] == field
+    assert error["error_source"] == "ShipStation" and error["error_type"] == "validation"
+    assert fake.labels == {}

@@ -166,3 +166,67 @@ async def test_labels_are_merged_in_row_order_and_split_by_size() -> None:
         int(p.mediabox.width) - 288 for pdf, _ in parts for p in PdfReader(io.BytesIO(pdf)).pages
     ]
     assert merged == [2, 3, 5, 6, 7, 8]
+
+
+async def test_label_files_by_format_zpl_concatenated_png_zipped() -> None:
+    import zipfile
+
+    from pypdf import PdfReader, PdfWriter
+
+    from services.bulk import BulkService
+    from services.purchase import LabelFile
+
+    def pdf(n: int) -> bytes:
+        writer = PdfWriter()
+        writer.add_blank_page(width=288 + n, height=432)
+        out = io.BytesIO()
+        writer.write(out)
+        return out.getvalue()
+
+    class Purchase:
+        async def label_pdf(self, order: dict[str, object]) -> bytes:
+            return (await self.label_file(order)).data
+
+        async def label_file(self, order: dict[str, object]) -> LabelFile:
+            n = int(order["bulk_row"])  # type: ignore[call-overload]
+            fmt = str(order["label_file_format"])
+            if fmt == "zpl":
+                return LabelFile(f"^XA\n^FDrow {n}^FS\n^XZ\n\n".encode(), "zpl")
+            if fmt == "png":
+                return LabelFile(b"\x89PNG\r\n\x1a\n" + bytes([n]), "png")
+            return LabelFile(pdf(n), "pdf")
+
+    service = BulkService(None, None, None, Purchase(), None, CONFIG)  # type: ignore[arg-type]
+    formats = {2: "zpl", 3: "zpl", 4: "pdf", 5: "png", 6: "zpl", 7: "png", 8: "zpl"}
+    rows = [
+        {
+            "bulk_row": n,
+            "status": "failed" if n == 8 else "purchased",
+            "label_file_format": fmt,
+            "tracking_number": f"94{n}",
+        }
+        for n, fmt in formats.items()
+    ]
+    files = await service.label_files(rows)
+    assert [(f.file_format, f.extension, f.count) for f in files] == [
+        ("pdf", "pdf", 1),
+        ("zpl", "zpl", 3),
+        ("png", "zip", 2),
+    ]
+    [merged] = PdfReader(io.BytesIO(files[0].data)).pages
+    assert int(merged.mediabox.width) == 292
+    zpl = files[1].data.decode()
+    assert zpl.count("^XA") == 3 and zpl.count("^XZ") == 3
+    assert [line for line in zpl.splitlines() if "row" in line] == [
+        "^FDrow 2^FS", "^FDrow 3^FS", "^FDrow 6^FS"
+    ]
+    assert "\n\n" not in zpl and zpl.endswith("^XZ\n")
+    with zipfile.ZipFile(io.BytesIO(files[2].data)) as archive:
+        assert archive.namelist() == ["0005-945.png", "0007-947.png"]
+        assert archive.read("0007-947.png").endswith(bytes([7]))
+    # split by size like the PDFs
+    parts = await service.label_files(
+        [r for r in rows if r["label_file_format"] == "zpl"], part_bytes=40
+    )
+    assert [p.count for p in parts] == [2, 1]
+    assert b"".join(p.data for p in parts) == zpl.encode()

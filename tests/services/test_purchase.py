@@ -40,15 +40,23 @@ class ScriptedCarrier(ShippingGateway):
         self.bought: dict[str, Label] = {}
         self.voided: list[str] = []
         self.validate_options: list[str] = []
+        self.formats: list[tuple[str, str]] = []
         self.buying = asyncio.Event()
         self.release_buy: asyncio.Event | None = None
         self.refuse: Exception | None = None
         self.after_lookup: Callable[[], Awaitable[None]] | None = None
 
     async def buy(
-        self, mode: str, rate_id: str, *, validate_address: str = "no_validation"
+        self,
+        mode: str,
+        rate_id: str,
+        *,
+        validate_address: str = "no_validation",
+        label_format: str = "pdf",
+        label_layout: str = "4x6",
     ) -> Label:
         self.validate_options.append(validate_address)
+        self.formats.append((label_format, label_layout))
         self.buying.set()
         if self.refuse is not None:
             raise self.refuse
@@ -410,4 +418,40 @@ async def test_a_refused_purchase_is_compensated_at_once(world: World) -> None:
     assert world.notices.compensated == [(draft["_id"], "insufficient_funds", False)]
     world.clock.advance(seconds=RECOVERY_AFTER.total_seconds() + 1)
     assert await world.purchase.recover_stuck() == {}
+    await world.audit_ok()
+
+
+@pytest.mark.parametrize(
+    ("preference", "bought", "stored"),
+    [
+        ("zpl", ("zpl", "4x6"), "zpl"),
+        ("pdf_letter", ("pdf", "letter"), "pdf_letter"),
+        ("png", ("png", "4x6"), "png"),
+        ("tiff", ("pdf", "4x6"), "pdf_4x6"),  # an unknown stored value is the default
+    ],
+)
+async def test_label_bought_in_the_customers_format(
+    world: World, preference: str, bought: tuple[str, str], stored: str
+) -> None:
+    async def format_of(user_id: int) -> str:
+        assert user_id == USER
+        return preference
+
+    service = PurchaseService(
+        world.orders,
+        world.ledger,
+        world.carrier,
+        world.notices,
+        recovery_after=RECOVERY_AFTER,
+        clock=world.clock,
+        label_format_of=format_of,
+    )
+    draft = await world.draft()
+    result = await service.purchase(USER, draft["_id"], offer_id="1-0", price_cents=804)
+    assert result.status == "purchased"
+    assert world.carrier.formats == [bought]
+    order = await world.order(draft["_id"])
+    assert order["label_format"] == stored
+    assert order["label_file_format"] == "pdf"  # what the carrier answered it bought
+    assert order["label_downloads"] == {}
     await world.audit_ok()
