@@ -742,14 +742,14 @@ def foreign_country(text: str) -> bool:
     order ("Unter den Linden 5", "10115 Berlin") with no US state before a ZIP."""
     if not isinstance(text, str):
         return False
-    parts = [" ".join(unicodedata.normalize("NFKC", p).casefold().split()) for p in _segments(text)]
-    if not parts:
-        return False
-    if any(part.strip(".") in _COUNTRY_NAMES for part in parts):
-        return True
-    if parts[-1] in _COUNTRY_CODES:
-        return True
     parts = _segments(text)
+    folded = [" ".join(unicodedata.normalize("NFKC", p).casefold().split()) for p in parts]
+    if not folded:
+        return False
+    if any(part.strip(".") in _COUNTRY_NAMES for part in folded):
+        return True
+    if folded[-1] in _COUNTRY_CODES:
+        return True
     if any(_state_before_zip(part) is not None for part in parts):
         return False
     if any(_UK_POSTCODE.search(part.upper()) for part in parts[1:]):

@@ -489,9 +489,12 @@ class OrderService:
         if doc is not None:
             return doc
         current = await self.draft(int(draft["user_id"]))
-        if current is not None and current["_id"] == draft["_id"]:
-            if current.get("rate_pick") == pick:
-                return None
+        if (
+            current is not None
+            and current["_id"] == draft["_id"]
+            and current.get("rate_pick") == pick
+        ):
+            return None
         raise LookupError("the draft is closed or its quotes changed")
 
     @staticmethod
