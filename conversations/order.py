@@ -478,6 +478,9 @@ async def receive_text(update: Update, context: BotContext) -> OrderState | int:
                 i18n.t(lang, "order.understood", side=side_name, address=understood),
             )
         for error in errors.values():
+            if error.field == addresses.WHOLE_ADDRESS:  # e.g. "US addresses only for now"
+                await reply(update, context, field_error(i18n, lang, error))
+                continue
             label = i18n.t(lang, f"order.field.{error.field}")
             await reply(update, context, f"{label}: {field_error(i18n, lang, error)}")
         return await _advance(update, context, draft)

@@ -487,7 +487,10 @@ class ParsedAddress:
 
     @property
     def missing(self) -> tuple[str, ...]:
-        """Required fields neither understood nor found invalid, in ``ADDRESS_FIELDS`` order."""
+        """Required fields neither understood nor found invalid, in ``ADDRESS_FIELDS`` order
+        (none when the text as a whole was refused: that is the one thing to say)."""
+        if WHOLE_ADDRESS in self.errors:
+            return ()
         return tuple(f for f in REQUIRED_FIELDS if f not in self.values and f not in self.errors)
 
     @property

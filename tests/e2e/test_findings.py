@@ -104,6 +104,15 @@ async def test_a_non_us_address_gets_us_only(shop: ShopEnv, address: str) -> Non
     assert "Step 1 of 6" in replies[-1].content  # the sender is asked again, from the start
 
 
+async def test_a_non_us_template_address_gets_us_only_and_nothing_else(shop: ShopEnv) -> None:
+    h = shop.harness
+    [empty] = await h.say(USER, "/templates")
+    [ask] = await h.press(USER, empty, "New template")
+    [refused] = await h.say(USER, GERMAN)
+    assert "US addresses only for now" in refused.content
+    assert "required" not in refused.content  # not seven "missing" fields besides
+
+
 async def test_a_one_letter_street_and_a_digits_only_name_get_specific_messages(
     shop: ShopEnv,
 ) -> None:
