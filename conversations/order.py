@@ -39,6 +39,7 @@ from services.orders import (
     OptionNotOffered,
     RatesUnavailable,
     address_of,
+    has_progress,
     missing_fields,
     options_of,
     skippable,
@@ -100,12 +101,14 @@ def format_weight(ounces: int) -> str:
     return f"{pounds} lb" if pounds else f"{rest} oz"
 
 
-def service_name(rate: dict[str, Any]) -> tuple[str, str]:
-    """(carrier, service) without repeating the carrier ("USPS USPS Ground Advantage")."""
-    carrier, service = str(rate.get("carrier", "")), str(rate.get("service", ""))
-    if carrier and service.lower().startswith(carrier.lower()):
-        return "", service
-    return carrier, service
+def service_name(rate: dict[str, Any]) -> str:
+    """The carrier and service in one name, the carrier said once ("USPS Ground
+    Advantage", not "USPS USPS Ground Advantage"), with single spaces only."""
+    carrier = " ".join(str(rate.get("carrier") or "").split())
+    service = " ".join(str(rate.get("service") or "").split())
+    if not carrier or service.lower().startswith(carrier.lower()):
+        return service or carrier
+    return f"{carrier} {service}".strip()
 
 
 def _days(i18n: I18n, lang: str, days: object) -> str:
@@ -148,7 +151,9 @@ async def _advance(update: Update, context: BotContext, draft: Document) -> Orde
         )
         return OrderState.AWAITING_WEIGHT
     if "length_in" not in parcel:
-        text = i18n.t(lang, "order.ask_dimensions", steps=STEPS)
+        # The weight as understood ("2 kg" -> 4 lb 7 oz), so a misreading shows at once.
+        weight = i18n.t(lang, "order.weight_understood", weight=format_weight(parcel["weight_oz"]))
+        text = weight + "\n\n" + i18n.t(lang, "order.ask_dimensions", steps=STEPS)
         await reply(update, context, text, inline([cancel]))
         return OrderState.AWAITING_DIMENSIONS
     if not draft.get("rates") or not draft.get("quote_id"):
@@ -279,13 +284,11 @@ async def _show_rates(update: Update, context: BotContext, draft: Document) -> O
     i18n = context.i18n
     rows: list[list[Button]] = []
     for index, rate in enumerate(draft.get("rates") or []):
-        carrier, service = service_name(rate)
         label = i18n.t(
             lang,
             "order.rate_button",
             price=i18n.money(lang, rate["price_cents"]),
-            carrier=carrier,
-            service=service,
+            service=service_name(rate),
             days=_days(i18n, lang, rate.get("delivery_days")),
         )
         rows.append([(label[:64], f"order:rate:{draft['_id']}:{index}")])
@@ -326,8 +329,7 @@ async def _show_summary(
         to_address=format_address(address_of(draft, "to")),
         weight=format_weight(parcel["weight_oz"]),
         dimensions=f"{parcel['length_in']}×{parcel['width_in']}×{parcel['height_in']}",
-        carrier=service_name(rate)[0],
-        service=service_name(rate)[1],
+        service=service_name(rate),
         days=_days(i18n, lang, rate.get("delivery_days")),
         price=price,
         balance=i18n.money(lang, balance),
@@ -434,13 +436,42 @@ async def _lost_draft(update: Update, context: BotContext) -> int:
     return SessionConversationHandler.END
 
 
+def open_draft_markup(i18n: I18n, lang: str) -> Any:
+    """An unfinished order: continue it, or start over (which discards it)."""
+    return inline(
+        [
+            [
+                (i18n.t(lang, "order.continue"), "order:resume"),
+                (i18n.t(lang, "order.start_over"), "order:new"),
+            ],
+            [(i18n.t(lang, "common.menu"), "menu:main")],
+        ]
+    )
+
+
 async def start(update: Update, context: BotContext) -> OrderState:
-    """Starts a new draft and asks for the sender's name (or a pasted address)."""
+    """Starts a new draft and asks for the sender's name (or a pasted address). An
+    unfinished order (anything typed into it) is discarded, and the customer is told so
+    (/start offers "Continue order" instead; ``order:new`` is its "Start over")."""
     await ack(update)
     user = update.effective_user
     assert user is not None
     leave_others(context, conversation_key(update), keep={NAME})
-    draft = await context.services.orders.start_draft(user.id)
+    orders = context.services.orders
+    current = await orders.draft(user.id)
+    if current is not None and has_progress(current):
+        await reply(update, context, context.i18n.t(lang_of(update, context), "order.discarded"))
+    draft = await orders.start_draft(user.id)
+    return await _advance(update, context, draft)
+
+
+async def resume(update: Update, context: BotContext) -> OrderState | int:
+    """"Continue order": the unfinished order's current step, asked again."""
+    await ack(update)
+    draft = await _current_draft(update, context)
+    if draft is None:
+        return await _lost_draft(update, context)
+    leave_others(context, conversation_key(update), keep={NAME})
     return await _advance(update, context, draft)
 
 
@@ -486,6 +517,9 @@ async def receive_text(update: Update, context: BotContext) -> OrderState | int:
                 i18n.t(lang, "order.understood", side=side_name, address=understood),
             )
         for error in errors.values():
+            if error.field == addresses.WHOLE_ADDRESS:  # e.g. "US addresses only for now"
+                await reply(update, context, field_error(i18n, lang, error))
+                continue
             label = i18n.t(lang, f"order.field.{error.field}")
             await reply(update, context, f"{label}: {field_error(i18n, lang, error)}")
         return await _advance(update, context, draft)
@@ -594,32 +628,84 @@ async def choose_rate(update: Update, context: BotContext) -> OrderState | int:
         return OrderState.AWAITING_RATE
     query = update.callback_query
     assert query is not None and query.data is not None
+    index = int(query.data.rsplit(":", 1)[-1])
+    pick = f"{query.message.message_id if query.message else 0}:{index}"
     try:
-        draft = await context.services.orders.choose_rate(
-            draft, int(query.data.rsplit(":", 1)[-1])
-        )
+        chosen = await context.services.orders.claim_rate(draft, index, pick)
     except (LookupError, ValueError):
-        return await _show_rates(update, context, draft)
-    return await _advance(update, context, draft)
+        current = await _current_draft(update, context)
+        if current is None:
+            return await _lost_draft(update, context)
+        return await _advance(update, context, current)
+    if chosen is None:  # the same button pressed again (a double tap): one review
+        return OrderState.AWAITING_CONFIRMATION
+    return await _advance(update, context, chosen)
+
+
+PARCEL_PARTS = ("weight", "size")
 
 
 async def edit_part(update: Update, context: BotContext) -> OrderState | int:
-    """Clears one part of the draft; the flow asks for it again, then returns here."""
+    """Shows the part's current values with a ✏️ button per field and "Keep" (back to the
+    review); the rate shows the rate list."""
     draft = await _draft_from_button(update, context)
     if draft is None:
         return OrderState.AWAITING_CONFIRMATION
     query = update.callback_query
     assert query is not None and query.data is not None
     action = query.data.split(":")[1]
-    orders = context.services.orders
-    if action == "edit-from":
-        draft = await orders.clear_address(draft, "from")
-    elif action == "edit-to":
-        draft = await orders.clear_address(draft, "to")
-    elif action == "edit-parcel":
-        draft = await orders.clear_parcel(draft)
-    elif action == "edit-rate":
+    if action == "edit-rate":
         return await _show_rates(update, context, draft)
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    rows: list[list[Button]] = []
+    if action == "edit-parcel":
+        parcel = draft.get("parcel") or {}
+        current = i18n.t(
+            lang,
+            "order.edit_parcel_now",
+            weight=format_weight(int(parcel.get("weight_oz") or 0)),
+            dimensions=f"{parcel.get('length_in')}×{parcel.get('width_in')}×"
+            f"{parcel.get('height_in')}",
+        )
+        buttons = [
+            (i18n.t(lang, f"order.fix.{part}"), f"order:fix:{draft['_id']}:parcel:{part}")
+            for part in PARCEL_PARTS
+        ]
+        rows.append(buttons)
+    else:
+        side = "from" if action == "edit-from" else "to"
+        current = i18n.t(
+            lang,
+            "order.edit_address_now",
+            side=i18n.t(lang, f"order.side.{side}"),
+            address=format_address(address_of(draft, side)),
+        )
+        buttons = [
+            (i18n.t(lang, f"order.fix.{name}"), f"order:fix:{draft['_id']}:{side}:{name}")
+            for name in addresses.ADDRESS_FIELDS
+        ]
+        rows.extend(buttons[i : i + 2] for i in range(0, len(buttons), 2))
+        rows.append([(i18n.t(lang, "order.fix.all"), f"order:reset:{draft['_id']}:{side}")])
+    rows.append([(i18n.t(lang, "order.fix.keep"), "order:summary")])
+    await reply(update, context, current, inline(rows))
+    return OrderState.AWAITING_CONFIRMATION
+
+
+async def fix_field(update: Update, context: BotContext) -> OrderState | int:
+    """✏️ on one field: only that field is asked again (the rest is kept), then the flow
+    re-quotes and comes back to the review. "Re-enter all" asks the whole address."""
+    draft = await _draft_from_button(update, context)
+    if draft is None:
+        return OrderState.AWAITING_CONFIRMATION
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    parts = query.data.split(":")
+    orders = context.services.orders
+    if parts[1] == "reset":
+        draft = await orders.clear_address(draft, parts[3])
+    else:
+        draft = await orders.clear_field(draft, parts[3], parts[4])
     return await _advance(update, context, draft)
 
 
@@ -908,7 +994,6 @@ async def deliver_label(
             _LOGGER.warning("label PDF download failed; the delivery job will retry")
             await reply(update, context, i18n.t(lang, "order.pdf_later"))
         return
-    save = inline([[(i18n.t(lang, "order.save_template"), f"tpl:save:{order['_id']}")]])
     await send_label_with_receipt(
         context,
         chat.id,
@@ -917,8 +1002,22 @@ async def deliver_label(
         balance_cents=balance_cents,
         head=i18n.t(lang, "receipt.bought"),
         tail=window_text(context, lang, context.services.refunds.window(order)),
-        markup=save,
+        markup=purchased_markup(i18n, lang, order),
         text_if_no_pdf=i18n.t(lang, "order.pdf_later"),
+    )
+
+
+def purchased_markup(i18n: I18n, lang: str, order: Document) -> Any:
+    """After a purchase: save the recipient, and a way on (menu, another label, labels)."""
+    return inline(
+        [
+            [(i18n.t(lang, "order.save_template"), f"tpl:save:{order['_id']}")],
+            [
+                (i18n.t(lang, "order.buy_another"), "menu:order"),
+                (i18n.t(lang, "menu.labels"), "menu:labels"),
+            ],
+            [(i18n.t(lang, "common.menu"), "menu:main")],
+        ]
     )
 
 
@@ -939,11 +1038,17 @@ def build_order_conversation() -> SessionConversationHandler:
             choose_confirmation, pattern=rf"^order:sign:{draft_button}:({kinds})$"
         ),
     ]
+    fields = "|".join(addresses.ADDRESS_FIELDS)
+    fix_button = (
+        rf"^order:(fix:{draft_button}:((from|to):({fields})|parcel:(weight|size))"
+        rf"|reset:{draft_button}:(from|to))$"
+    )
     return SessionConversationHandler(
         name=NAME,
         entry_points=[
             CommandHandler("order", start),
-            CallbackQueryHandler(start, pattern=r"^menu:order$"),
+            CallbackQueryHandler(start, pattern=r"^(menu:order|order:new)$"),
+            CallbackQueryHandler(resume, pattern=r"^order:resume$"),
             CallbackQueryHandler(start_from_template, pattern=rf"^order:usetpl:{draft_button}$"),
         ],
         states={
@@ -974,6 +1079,7 @@ def build_order_conversation() -> SessionConversationHandler:
                 CallbackQueryHandler(retry_rates, pattern=rf"^order:retry:{draft_button}$"),
                 CallbackQueryHandler(show_summary, pattern=r"^order:summary$"),
                 *option_handlers,
+                CallbackQueryHandler(fix_field, pattern=fix_button),
             ],
             OrderState.AWAITING_INSURED_VALUE: [
                 MessageHandler(text, receive_insured_value),
@@ -992,5 +1098,6 @@ def build_order_conversation() -> SessionConversationHandler:
             ),
             CallbackQueryHandler(choose_rate, pattern=rf"^order:rate:{draft_button}:\d$"),
             CallbackQueryHandler(retry_rates, pattern=rf"^order:retry:{draft_button}$"),
+            CallbackQueryHandler(fix_field, pattern=fix_button),
         ],
     )

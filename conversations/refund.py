@@ -15,7 +15,7 @@ from bot.keyboards import cancel_button, inline, main_menu
 from bot.sessions import SessionConversationHandler
 from conversations.common import cancel_handlers, conversation_key, leave_others
 from handlers.common import ack, lang_of, reply
-from handlers.refunds import verdict_text
+from handlers.refunds import my_refunds, verdict_text
 from services.refunds import split_numbers
 
 NAME = "refund"
@@ -25,8 +25,15 @@ class RefundState(StrEnum):
     AWAITING_TRACKING_NUMBERS = "awaiting_tracking_numbers"
 
 
-async def ask_numbers(update: Update, context: BotContext) -> RefundState:
-    """Asks for one or many tracking numbers."""
+# ``/refund status``: the customer's requests and their statuses, not a new request.
+STATUS_WORDS = frozenset({"status", "statuses", "статус", "статуси", "статусы"})
+
+
+async def ask_numbers(update: Update, context: BotContext) -> RefundState | int:
+    """Asks for one or many tracking numbers (``/refund status``: lists the requests)."""
+    if context.args and context.args[0].casefold() in STATUS_WORDS:
+        await my_refunds(update, context)
+        return SessionConversationHandler.END
     await ack(update)
     leave_others(context, conversation_key(update), keep={NAME})
     lang = lang_of(update, context)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from telegram import Update
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 
@@ -73,8 +75,9 @@ async def my_refunds(update: Update, context: BotContext) -> None:
     lang = lang_of(update, context)
     i18n = context.i18n
     refunds = await context.services.refunds.for_user(user.id)
+    markup = my_refunds_markup(context, lang)
     if not refunds:
-        await reply(update, context, i18n.t(lang, "refund.list_empty"))
+        await reply(update, context, i18n.t(lang, "refund.list_empty"), markup)
         return
     lines = [i18n.t(lang, "refund.list_title")]
     for refund in refunds:
@@ -87,7 +90,19 @@ async def my_refunds(update: Update, context: BotContext) -> None:
                 amount=i18n.money(lang, int(refund["amount_cents"])),
             )
         )
-    await reply(update, context, "\n".join(lines))
+    await reply(update, context, "\n".join(lines), markup)
+
+
+def my_refunds_markup(context: BotContext, lang: str) -> Any:
+    """My refunds leads on: a new request, My labels, the menu."""
+    i18n = context.i18n
+    return inline(
+        [
+            [(i18n.t(lang, "refund.request_button"), "rf:request")],
+            [(i18n.t(lang, "menu.labels"), "menu:labels")],
+            [(i18n.t(lang, "common.menu"), "menu:main")],
+        ]
+    )
 
 
 async def refund_one(update: Update, context: BotContext) -> None:

@@ -14,7 +14,9 @@ from telegram.ext import (
 from bot.context import BotContext
 from bot.current import current_user
 from bot.keyboards import language_menu, main_menu
+from conversations.order import open_draft_markup
 from handlers.common import ack, lang_of, reply
+from services.orders import has_progress
 
 
 async def start(update: Update, context: BotContext) -> None:
@@ -26,6 +28,11 @@ async def start(update: Update, context: BotContext) -> None:
     i18n = context.i18n
     await reply(update, context, i18n.t(lang, key, name=name))
     await reply(update, context, i18n.t(lang, "menu.title"), main_menu(i18n, lang))
+    user = update.effective_user
+    draft = await context.services.orders.draft(user.id) if user else None
+    if draft is not None and has_progress(draft):  # an order left in the middle
+        text = i18n.t(lang, "order.open_draft")
+        await reply(update, context, text, open_draft_markup(i18n, lang))
 
 
 async def show_menu(update: Update, context: BotContext) -> None:

@@ -239,17 +239,25 @@ def _is_skip(raw: str | None) -> bool:
 
 
 def validate_name(raw: str | None) -> str:
-    """Recipient or sender name: 1-35 Latin characters with at least one letter."""
+    """Recipient or sender name: 1-35 Latin characters with at least one letter
+    (``name_letters`` when there is none, e.g. only digits)."""
     text = clean_text(raw, "name", NAME_MAX)
     if not any(c.isalpha() for c in text):
-        raise FieldError("name", "invalid")
+        raise FieldError("name", "name_letters")
     return text
 
 
+STREET_MIN_CHARS = 3  # letters and digits: "A" or "12" alone is no street line
+
+
 def validate_street1(raw: str | None) -> str:
+    """At least ``STREET_MIN_CHARS`` letters or digits (``street_too_short``: a house
+    number and a street name, "A" alone is no street)."""
     text = clean_text(raw, "street1", STREET_MAX)
     if not any(c.isalnum() for c in text):
         raise FieldError("street1", "invalid")
+    if sum(c.isalnum() for c in text) < STREET_MIN_CHARS:
+        raise FieldError("street1", "street_too_short", min=STREET_MIN_CHARS)
     return text
 
 
@@ -479,7 +487,10 @@ class ParsedAddress:
 
     @property
     def missing(self) -> tuple[str, ...]:
-        """Required fields neither understood nor found invalid, in ``ADDRESS_FIELDS`` order."""
+        """Required fields neither understood nor found invalid, in ``ADDRESS_FIELDS`` order
+        (none when the text as a whole was refused: that is the one thing to say)."""
+        if WHOLE_ADDRESS in self.errors:
+            return ()
         return tuple(f for f in REQUIRED_FIELDS if f not in self.values and f not in self.errors)
 
     @property
@@ -707,6 +718,50 @@ def _split(text: str) -> dict[str, str]:
     return found
 
 
+# -- addresses outside the US ------------------------------------------------------------
+
+_COUNTRY_NAMES = frozenset((
+    "germany", "deutschland", "united kingdom", "great britain", "england", "scotland",
+    "wales", "northern ireland", "france", "canada", "mexico", "spain", "italy",
+    "netherlands", "poland", "austria", "switzerland", "ukraine", "russia", "israel",
+    "australia", "japan", "china", "india", "brazil",
+    "германия", "великобритания", "англия", "франция", "канада", "украина", "россия",
+    "німеччина", "велика британія", "англія", "франція", "україна",
+))  # fmt: skip
+# Codes only as a whole last line or comma part: "DE", "CA", "IN" are US states too.
+_COUNTRY_CODES = frozenset({"uk", "u.k.", "gb", "gbr", "deu", "d", "fr", "fra", "ua", "ukr"})
+# A UK postcode: "SW1A 1AA", "M1 1AE", "EC1A 1BB" (outward code, inward code).
+_UK_POSTCODE = re.compile(r"(?<![A-Z0-9])[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}(?![A-Z0-9])")
+# German (and most of Europe's) order: "Unter den Linden 5" then "10115 Berlin".
+_POSTCODE_FIRST = re.compile(r"^[0-9]{4,5}\s+[^\W\d_][^\d]*$")
+_NUMBER_LAST = re.compile(r"^[^\W\d_][^\d]*\s[0-9]+[a-z]?$", re.IGNORECASE)
+
+
+def foreign_country(text: str) -> bool:
+    """Whether a pasted address is plainly outside the US: a line (or comma part) that is
+    a country name ("Germany", "Deutschland", "United Kingdom"; a whole part only, so
+    "New Mexico" or "France Ave" are no countries), a country code as the last part ("UK",
+    "GB"), a UK postcode ("SW1A 1AA"), or the European "street number" / "postcode city"
+    order ("Unter den Linden 5", "10115 Berlin") with no US state before a ZIP."""
+    if not isinstance(text, str):
+        return False
+    parts = _segments(text)
+    folded = [" ".join(unicodedata.normalize("NFKC", p).casefold().split()) for p in parts]
+    if not folded:
+        return False
+    if any(part.strip(".") in _COUNTRY_NAMES for part in folded):
+        return True
+    if folded[-1] in _COUNTRY_CODES:
+        return True
+    if any(_state_before_zip(part) is not None for part in parts):
+        return False
+    if any(_UK_POSTCODE.search(part.upper()) for part in parts[1:]):
+        return True
+    return any(_POSTCODE_FIRST.match(part) for part in parts) and any(
+        _NUMBER_LAST.match(part) for part in parts
+    )
+
+
 def parse_address(text: str) -> ParsedAddress:
     """Splits a pasted address into fields; never raises.
 
@@ -726,6 +781,8 @@ def parse_address(text: str) -> ParsedAddress:
                 errors={WHOLE_ADDRESS: FieldError(WHOLE_ADDRESS, "invalid_characters")}
             )
     text = "".join(c for c in text if c not in _STRIPPED)
+    if foreign_country(text):
+        return ParsedAddress(errors={WHOLE_ADDRESS: FieldError(WHOLE_ADDRESS, "not_us")})
     raw = _split(text)
     values: dict[str, str] = {}
     errors: dict[str, FieldError] = {}
@@ -761,6 +818,8 @@ def looks_like_full_address(text: str) -> bool:
         score += 1
     if any(_STREET_START.match(part) and re.search(r"[A-Za-z]", part) for part in _segments(text)):
         score += 1
+    if score >= 1 and foreign_country(text):
+        score += 1  # several parts and a country or postcode: an address, if not a US one
     return score >= 2
 
 

@@ -101,6 +101,11 @@ def address_of(draft: Document, side: str) -> dict[str, Any]:
     return dict(draft.get(f"{side}_address") or {})
 
 
+def has_progress(draft: Document) -> bool:
+    """Whether the customer has put anything into the draft (starting over loses it)."""
+    return bool(address_of(draft, "from") or address_of(draft, "to") or draft.get("parcel"))
+
+
 def skippable(side: str, field: str) -> bool:
     """Whether the customer may skip ``field`` of the ``side`` address.
 
@@ -377,6 +382,22 @@ class OrderService:
             match=match,
         )
 
+    async def clear_field(self, draft: Document, side: str, field: str) -> Document:
+        """Clears one field to ask it again, keeping the rest: an address field of
+        ``side`` ("from"/"to"), or the parcel's ``weight`` or ``size``. The quotes go (and
+        an address's carrier check), since they were for the old value."""
+        if side == "parcel":
+            names = {
+                "weight": ("parcel.weight_oz",),
+                "size": ("parcel.length_in", "parcel.width_in", "parcel.height_in"),
+            }[field]
+            return await self._update(draft["_id"], {}, unset=(*names, *_rates_fields()))
+        if side not in SIDES or field not in addresses.ADDRESS_FIELDS:
+            raise KeyError(f"{side}.{field}")
+        return await self._update(
+            draft["_id"], {}, unset=(f"{side}_address.{field}", *_address_fields(side))
+        )
+
     async def clear_parcel(self, draft: Document) -> Document:
         return await self._update(draft["_id"], {"parcel": {}}, unset=_rates_fields())
 
@@ -585,6 +606,41 @@ class OrderService:
             draft["_id"],
             _choice(rates[index], draft.get("quote_id"), index, insured, confirmation),
         )
+
+    async def claim_rate(self, draft: Document, index: int, pick: str) -> Document | None:
+        """Chooses rate ``index`` for the press ``pick`` (the rates message and the index):
+        the press is claimed atomically, so of two presses of one button (a double tap)
+        only the first changes the draft and shows a review; the repeat gets None. The
+        same rate pressed on a newer rates message ("Change rate") is a new press.
+        ``LookupError`` when the draft is closed or its quotes changed meanwhile."""
+        rates = draft.get("rates") or []
+        if not 0 <= index < len(rates):
+            raise LookupError("no such rate")
+        rate = rates[index]
+        now = self._clock()
+        doc = await self._orders.update_draft(
+            draft["_id"],
+            set_fields={
+                "rate": rate,
+                "price_cents": rate["price_cents"],
+                "carrier_cost_cents": rate["cost_cents"],
+                "offer_id": offer_id(draft.get("quote_id"), index),
+                "rate_pick": pick,
+            },
+            now=now,
+            expires_at=now + self._config.session_ttl,
+            match={"quote_id": draft.get("quote_id"), "rate_pick": {"$ne": pick}},
+        )
+        if doc is not None:
+            return doc
+        current = await self.draft(int(draft["user_id"]))
+        if (
+            current is not None
+            and current["_id"] == draft["_id"]
+            and current.get("rate_pick") == pick
+        ):
+            return None
+        raise LookupError("the draft is closed or its quotes changed")
 
     @staticmethod
     def offer_matches(draft: Document, offer: str | None, price_cents: int | None) -> bool:

@@ -51,7 +51,10 @@ from storage.refunds import AlreadyRequested, RefundsRepo
 _LOGGER = logging.getLogger(__name__)
 
 _SEPARATORS = re.compile(r"[\s,;]+")
-_TOKEN = re.compile(r"^[A-Za-z0-9-]{4,64}$")
+# A tracking number or label id: 4-64 letters, digits or hyphens, at least one digit
+# (every carrier's tracking numbers and ShipStation's "se-…" label ids have digits), so a
+# word like "hello" is "not a tracking number" rather than "not found".
+_TOKEN = re.compile(r"^(?=[A-Za-z-]*[0-9])[A-Za-z0-9-]{4,64}$")
 REJECT_REASONS = ("label_already_used", "label_not_found_within_void_period")
 ACTIVE = ("requested", "voiding", "approved", "needs_review")
 # What an admin may decide on: waiting for the carrier, or back from it for a decision.

@@ -36,7 +36,8 @@ async def test_edit_recipient_from_summary_returns_to_summary(shop: ShopEnv) -> 
     await shop.fund(USER, 10_000)
     summary = await shop.to_summary()
     h = shop.harness
-    replies = await h.press(USER, summary, data=summary.callback_data_for("Recipient"))
+    [choose] = await h.press(USER, summary, data=summary.callback_data_for("Recipient"))
+    replies = await h.press(USER, choose, "Re-enter the whole address")
     assert "Step 2 of 6" in replies[-1].content
     replies = await h.say(USER, "Mary Major, 1600 Pennsylvania Ave NW, Washington, DC 20500")
     rates = replies[-1]
@@ -309,10 +310,10 @@ async def test_requotes_use_their_own_shipment_ids(shop: ShopEnv, clock: FakeClo
     await shop.fund(USER, 10_000)
     h = shop.harness
     summary = await shop.to_summary()
-    replies = await h.press(USER, summary, "✏️ Parcel")
+    [choose] = await h.press(USER, summary, "✏️ Parcel")
+    replies = await h.press(USER, choose, "✏️ Weight")
     assert "Step 3 of 6" in replies[-1].content
-    await h.say(USER, "3 lb")
-    [rates] = await h.say(USER, "10x8x4")
+    [rates] = await h.say(USER, "3 lb")  # the size is kept
     assert "Step 5 of 6" in rates.content  # re-quoted after the edit
     replies = await h.press(USER, rates, data=rates.buttons[0][1])
     review = replies[-1]

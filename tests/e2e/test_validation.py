@@ -297,7 +297,8 @@ async def test_field_by_field_address_is_checked_and_again_after_an_edit(
     summary = await finish_parcel(shop)
     assert "123 Main Street" in summary.content
     # Editing the recipient from the review: the new address is checked again.
-    replies = await h.press(EN, summary, "Recipient")
+    [choose] = await h.press(EN, summary, "Recipient")
+    replies = await h.press(EN, choose, "Re-enter the whole address")
     assert "Step 2 of 6" in replies[-1].content
     replies = await h.say(EN, "Ann Lee, 9 Oak Avenue, Austin, TX 78701")
     assert "9 Oak Ave" in replies[-1].content and "corrected form" in replies[-1].content

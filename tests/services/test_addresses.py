@@ -91,8 +91,8 @@ def test_name_valid(raw: str, expected: str) -> None:
         ("J" * 5000, "too_long", {"limit": 35}),
         ("A" * 36, "too_long", {"limit": 35}),
         ("A" * 201, "too_long", {"limit": 35}),
-        ("12345", "invalid", {}),
-        ("...", "invalid", {}),
+        ("12345", "name_letters", {}),
+        ("...", "name_letters", {}),
         ("john@example.com", "invalid_characters", {}),
         ("a; DROP TABLE", "invalid_characters", {}),
         ('"quoted"', "invalid_characters", {}),
@@ -592,3 +592,42 @@ def test_validate_and_clean_only_when_a_correction_was_accepted_and_none_kept() 
     assert validate_address_option(draft("kept", "accepted")) == "no_validation"
     assert validate_address_option(draft(None, None)) == "no_validation"
     assert validate_address_option({}) == "no_validation"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hans Müller\nUnter den Linden 5\n10115 Berlin\nDeutschland",
+        "Hans Müller, Unter den Linden 5, 10115 Berlin",
+        "John Smith\n10 Downing Street\nLondon SW1A 2AA",
+        "John Smith, 10 Downing Street, London, UK",
+        "Jane Roe, 1 Rue de Rivoli, 75001 Paris, France",
+    ],
+)
+def test_addresses_outside_the_us_are_refused_as_such(text: str) -> None:
+    assert addresses.foreign_country(text)
+    parsed = addresses.parse_address(text)
+    assert parsed.errors == {
+        addresses.WHOLE_ADDRESS: FieldError(addresses.WHOLE_ADDRESS, "not_us")
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Jane Doe\n500 W 5th Ave Suite 200\nNew York, NY 10001",
+        "John Smith, 12345 Broadway Apt 4, Springfield, IL 62704",
+        "Bob Roe, 1 Paris Rd, Paris, TX 75460",
+        "Jo Roe, 5 France Ave, Santa Fe, New Mexico 87501",
+        "Jo Roe, 5 Main St, Dover, DE 19901",
+    ],
+)
+def test_us_addresses_with_foreign_looking_words_stay_us(text: str) -> None:
+    assert not addresses.foreign_country(text)
+
+
+@pytest.mark.parametrize("street", ["A", "12", "A-"])
+def test_a_street_of_a_letter_or_two_is_too_short(street: str) -> None:
+    with pytest.raises(FieldError) as caught:
+        addresses.validate_street1(street)
+    assert caught.value.code == "street_too_short"
