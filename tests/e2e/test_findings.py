@@ -45,7 +45,7 @@ async def test_rate_names_review_and_receipt_have_no_double_space(shop: ShopEnv)
     assert "Service: " in review.content
     replies = await h.press(USER, review, data=pay_button(review))
     [receipt] = [m for m in replies if "Label bought" in m.content]
-    assert "  " not in receipt.content and "Carrier: " in receipt.content
+    assert "  " not in receipt.content and "Service: USPS Ground Advantage" in receipt.content
 
 
 async def test_a_double_press_on_a_rate_shows_one_review(shop: ShopEnv) -> None:
