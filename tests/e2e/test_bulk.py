@@ -563,3 +563,23 @@ async def test_a_bulk_customer_can_delete_their_data_once_the_job_is_done(
     job = await env.mongo.db["bulk_jobs"].find_one({"user_id": USER})
     assert job is not None and "rows" not in job and "sender" not in job
     assert job["status"] == "done" and job["bought_count"] == 3
+
+
+async def test_the_default_sender_comes_first_and_is_the_jobs_sender(env: BulkEnv) -> None:
+    """Issue #16 item 1: the sender is the default sender (offered first, marked), or a
+    chosen template; pressing it quotes every row from that address."""
+    h = env.harness
+    office = {**SENDER, "name": "Fox Mulder", "city": "Washington", "state": "DC",
+              "postal_code": "20001"}
+    doc = await env.storage.templates.create(USER, "Office", office, now=env.clock())
+    await env.storage.templates.set_default(USER, doc["_id"])
+    replies = await h.send_document(USER, sheet(2, []), "parcels.csv")
+    report = next(m for m in replies if "Validation report" in m.content)
+    texts = [text for text, data in report.buttons if (data or "").startswith("bulk:quote:")]
+    assert texts == ["⭐ Default sender: Office", "📦 Sender: Warehouse"]
+    await h.press(USER, report, "Default sender: Office")
+    await env.run_job()
+    job = await env.mongo.db["bulk_jobs"].find_one({"user_id": USER})
+    assert job is not None and job["sender"] == office
+    rows = env.mongo.db["orders"].find({"bulk_job_id": job["_id"]})
+    assert [o["from_address"] async for o in rows] == [office, office]
