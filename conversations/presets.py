@@ -3,7 +3,8 @@
 State diagram: ``presets.mmd``. As in ``templates.py``, every button carries the preset id
 and is an entry point, checked against the database (an unknown id, or another
 customer's, is answered as a stale button and changes nothing); the conversation is live
-only while a text is awaited. The weight and size are parsed as at the order's parcel
+only while a text is awaited. "Save the parcel of my last label" (``pst:last:<order>``)
+asks only for a name. The weight and size are parsed as at the order's parcel
 step (``services/presets.py``); the parsed values wait in the session's conversation data
 until the name is given. In an order, presets are offered at the weight step
 (``order:pp:<draft>:<preset>``, handled by ``conversations/order.py``).
@@ -11,7 +12,9 @@ until the name is given. In an order, presets are offered at the weight step
 
 from __future__ import annotations
 
+import html
 from enum import StrEnum
+from typing import Any
 
 from telegram import Update
 from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
@@ -25,6 +28,7 @@ from conversations.order import dimensions_text, field_error, format_weight, pre
 from handlers.common import ack, lang_of, reply
 from services import addresses
 from services.addresses import FieldError
+from services.presets import preset_parcel
 from storage.client import Document
 
 NAME = "presets"
@@ -73,9 +77,39 @@ async def _show_list(update: Update, context: BotContext, note: str = "") -> int
         [(preset_label(preset), f"pst:view:{preset['_id']}")] for preset in presets
     ]
     rows.append([(i18n.t(lang, "presets.new"), "pst:new")])
+    last = await _last_parcel(update, context)
+    if last is not None:
+        order, parcel = last
+        label = html.unescape(
+            i18n.t(
+                lang,
+                "presets.from_last",
+                weight=format_weight(parcel["weight_oz"]),
+                dimensions=dimensions_text(parcel),
+            )
+        )
+        rows.append([(label[:64], f"pst:last:{order['_id']}")])
     rows.append([(i18n.t(lang, "common.menu"), "menu:main")])
     await reply(update, context, text, inline(rows))
     return SessionConversationHandler.END
+
+
+def _parcel_of(order: Document | None) -> dict[str, Any] | None:
+    parcel = dict((order or {}).get("parcel") or {})
+    if not all(k in parcel for k in ("weight_oz", "length_in", "width_in", "height_in")):
+        return None
+    return preset_parcel({"parcel": parcel})
+
+
+async def _last_parcel(
+    update: Update, context: BotContext
+) -> tuple[Document, dict[str, Any]] | None:
+    """The customer's newest label and its parcel (offered as "save it as a preset")."""
+    user = update.effective_user
+    assert user is not None
+    orders, _, _ = await context.services.orders.history(user.id, 1)
+    parcel = _parcel_of(orders[0]) if orders else None
+    return (orders[0], parcel) if parcel is not None else None
 
 
 async def _preset_from_button(update: Update, context: BotContext) -> Document | None:
@@ -206,6 +240,34 @@ async def receive_dimensions(update: Update, context: BotContext) -> PresetsStat
     return PresetsState.AWAITING_NAME
 
 
+async def save_from_label(update: Update, context: BotContext) -> PresetsState | int | None:
+    """Takes the parcel of the customer's own label the button names and asks a name."""
+    query = update.callback_query
+    user = update.effective_user
+    assert query is not None and query.data is not None and user is not None
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    order = await context.services.orders.get(user.id, query.data.rsplit(":", 1)[-1])
+    parcel = _parcel_of(order) if order is not None and order.get("status") != "draft" else None
+    if parcel is None:
+        await ack(update, i18n.t(lang, "errors.stale_button"))
+        return None
+    await ack(update)
+    leave_others(context, conversation_key(update), keep={NAME})
+    if await _limit_reached(update, context):
+        return SessionConversationHandler.END
+    await context.services.sessions.set_data(conversation_key(update), NAME, {"parcel": parcel})
+    text = i18n.t(
+        lang,
+        "presets.ask_name",
+        weight=format_weight(parcel["weight_oz"]),
+        dimensions=dimensions_text(parcel),
+        limit=addresses.TEMPLATE_NAME_MAX,
+    )
+    await reply(update, context, text, inline([_cancel(i18n, lang)]))
+    return PresetsState.AWAITING_NAME
+
+
 async def receive_name(update: Update, context: BotContext) -> PresetsState | int:
     """Saves the parcel under the name, or explains why not (used, invalid, limit)."""
     message = update.effective_message
@@ -316,6 +378,7 @@ def build_presets_conversation() -> SessionConversationHandler:
             CallbackQueryHandler(show_presets, pattern=r"^pst:list$"),
             CallbackQueryHandler(view_preset, pattern=rf"^pst:view:{OBJECT_ID}$"),
             CallbackQueryHandler(ask_weight, pattern=r"^pst:new$"),
+            CallbackQueryHandler(save_from_label, pattern=rf"^pst:last:{OBJECT_ID}$"),
             CallbackQueryHandler(ask_rename, pattern=rf"^pst:rename:{OBJECT_ID}$"),
             CallbackQueryHandler(confirm_delete, pattern=rf"^pst:delete:{OBJECT_ID}$"),
             CallbackQueryHandler(delete_preset, pattern=rf"^pst:delete-yes:{OBJECT_ID}$"),

@@ -18,7 +18,7 @@ from services.orders import OrderService
 from services.presets import PresetService
 from storage.client import Mongo
 from tests.conftest import OWNER_ID, FakeClock, make_settings
-from tests.e2e.shop import RECIPIENT, SENDER, USER, ShopEnv
+from tests.e2e.shop import RECIPIENT, SENDER, USER, ShopEnv, pay_button
 
 OTHER = 7002
 HOME = {
@@ -359,3 +359,31 @@ async def test_presets_are_in_the_command_menu_help_and_templates(shop: ShopEnv)
     [listing] = await h.say(USER, "/templates")
     [presets] = await h.press(USER, listing, "Parcel presets")
     assert "Parcel presets" in presets.content
+
+
+async def test_the_parcel_of_the_last_label_can_be_saved(shop: ShopEnv) -> None:
+    h = shop.harness
+    [listing] = await h.say(USER, "/presets")
+    assert not any("last parcel" in text for text, _ in listing.buttons)
+    await shop.fund(USER, 10_000)
+    summary = await shop.to_summary()  # 2 lb 4 oz, 10x8x4
+    await h.press(USER, summary, data=pay_button(summary))
+    order = await shop.mongo.db["orders"].find_one({"user_id": USER, "status": "purchased"})
+    assert order is not None
+    # Someone else cannot take it.
+    [theirs] = await h.say(OTHER, "/presets")
+    assert await _forge(shop, OTHER, theirs, f"pst:last:{order['_id']}") == []
+    assert _last_answer(shop) == STALE
+    await h.say(OTHER, "Stolen")
+    assert await _stored(shop, OTHER) == []
+    [listing] = await h.say(USER, "/presets")
+    data = listing.callback_data_for("Save my last parcel (2 lb 4 oz, 10×8×4 in)")
+    assert data == f"pst:last:{order['_id']}"
+    [ask] = await h.press(USER, listing, data=data)
+    assert "2 lb 4 oz, 10×8×4 in" in ask.content
+    [saved] = await h.say(USER, "Shoe box")
+    assert "“Shoe box” saved" in saved.content
+    [preset] = await _stored(shop)
+    assert preset["parcel"] == {
+        "weight_oz": 36, "length_in": "10", "width_in": "8", "height_in": "4"
+    }
