@@ -148,9 +148,8 @@ async def _advance(update: Update, context: BotContext, draft: Document) -> Orde
     parcel = draft.get("parcel") or {}
     cancel = cancel_button(i18n, lang, "order:cancel")
     if "weight_oz" not in parcel:
-        text, rows = i18n.t(lang, "order.ask_weight", steps=STEPS), await _preset_rows(
-            update, context, draft
-        )
+        text = i18n.t(lang, "order.ask_weight", steps=STEPS)
+        rows = await _preset_rows(update, context, draft)
         if rows:
             text += "\n\n" + i18n.t(lang, "order.preset_hint")
         await reply(update, context, text, inline([*rows, cancel]))
@@ -555,65 +554,51 @@ async def use_template(update: Update, context: BotContext) -> OrderState | int:
     return await _advance(update, context, draft)
 
 
-async def _draft_of_step_button(update: Update, context: BotContext) -> Document | None:
-    """The current draft when the button names it (``order:<action>:<draft>:<id>``); else
-    answered as stale with the current step asked again (``None``)."""
-    query = update.callback_query
-    assert query is not None and query.data is not None
-    draft = await _current_draft(update, context)
-    if draft is None:
-        await ack(update)
-        await _lost_draft(update, context)
-        return None
-    if query.data.split(":")[2] != str(draft["_id"]):
-        await ack(update, context.i18n.t(lang_of(update, context), "errors.stale_button"))
-        return None
-    return draft
-
-
 async def use_default_sender(update: Update, context: BotContext) -> OrderState | int:
-    """Fills the sender from the default sender's template the button names, if the
-    button is of this draft and the sender is still the side asked; else fills nothing
-    and asks the current step again."""
+    """Fills the sender from the template the button names, if the button is of this
+    draft, the template is the customer's and the sender is still the side asked; else
+    fills nothing and asks the current step again."""
     query = update.callback_query
     user = update.effective_user
     assert query is not None and query.data is not None and user is not None
-    draft = await _draft_of_step_button(update, context)
+    draft = await _current_draft(update, context)
     if draft is None:
-        return await _step_again(update, context)
-    template = await context.services.orders.template(user.id, query.data.split(":")[3])
-    if template is None or _cursor(draft)[0] != "from":
+        await ack(update)
+        return await _lost_draft(update, context)
+    _, _, draft_id, template_id = query.data.split(":")
+    orders = context.services.orders
+    template = None
+    if draft_id == str(draft["_id"]) and _cursor(draft)[0] == "from":
+        template = await orders.template(user.id, template_id)
+    if template is None:
         await ack(update, context.i18n.t(lang_of(update, context), "errors.stale_button"))
         return await _advance(update, context, draft)
     await ack(update)
-    draft = await context.services.orders.set_address(draft, "from", dict(template["address"]))
+    draft = await orders.set_address(draft, "from", dict(template["address"]))
     return await _advance(update, context, draft)
 
 
 async def use_preset(update: Update, context: BotContext) -> OrderState | int:
-    """Fills weight and size from the customer's preset, if the button is of this draft
-    and the parcel's weight is the question being asked; else fills nothing and asks the
-    current step again."""
+    """Fills weight and size from the preset the button names, if the button is of this
+    draft, the preset is the customer's and the weight is the question being asked; else
+    fills nothing and asks the current step again."""
     query = update.callback_query
     user = update.effective_user
     assert query is not None and query.data is not None and user is not None
-    draft = await _draft_of_step_button(update, context)
+    draft = await _current_draft(update, context)
     if draft is None:
-        return await _step_again(update, context)
+        await ack(update)
+        return await _lost_draft(update, context)
+    _, _, draft_id, preset_id = query.data.split(":")
     orders = context.services.orders
-    preset = await context.services.presets.get(user.id, query.data.split(":")[3])
-    if preset is None or not orders.awaiting_parcel(draft):
+    preset = None
+    if draft_id == str(draft["_id"]) and orders.awaiting_parcel(draft):
+        preset = await context.services.presets.get(user.id, preset_id)
+    if preset is None:
         await ack(update, context.i18n.t(lang_of(update, context), "errors.stale_button"))
         return await _advance(update, context, draft)
     await ack(update)
     draft = await orders.set_parcel(draft, preset_parcel(preset))
-    return await _advance(update, context, draft)
-
-
-async def _step_again(update: Update, context: BotContext) -> OrderState | int:
-    draft = await _current_draft(update, context)
-    if draft is None:
-        return SessionConversationHandler.END
     return await _advance(update, context, draft)
 
 
