@@ -32,6 +32,7 @@ from bot.telegram_request import AiohttpRequest
 from bot.update_processor import PerChatUpdateProcessor
 from bot.web import WebServer, application_checks
 from conversations.order import build_order_conversation
+from conversations.presets import build_presets_conversation
 from conversations.refund import build_refund_conversation
 from conversations.support import build_support_conversation
 from conversations.templates import build_templates_conversation
@@ -63,6 +64,7 @@ from services.clock import Clock, utc_now
 from services.notifications import Notifier, OutboxDelivery
 from services.orders import OrderConfig, OrderService
 from services.payments import PaymentService, TopUpConfig
+from services.presets import PresetConfig, PresetService
 from services.pricing import PricingRules
 from services.privacy import PrivacyService
 from services.purchase import PurchaseService
@@ -116,6 +118,7 @@ def build_conversations() -> list[SessionConversationHandler]:
         build_refund_conversation(),
         build_support_conversation(),
         build_templates_conversation(),
+        build_presets_conversation(),
     ]
 
 
@@ -382,6 +385,16 @@ async def _post_init(application: BotApplication) -> None:
             clock=clock,
         ),
         privacy=build_privacy_service(settings, storage, notices, clock=clock),
+        presets=PresetService(
+            storage.presets,
+            PresetConfig(
+                max_per_user=settings.presets.max_per_user,
+                min_weight_oz=ship.min_weight_oz,
+                max_weight_oz=ship.max_weight_oz,
+                max_side_in=ship.max_side_in,
+            ),
+            clock=clock,
+        ),
         purchase=PurchaseService(
             storage.orders,
             storage.ledger,
@@ -487,6 +500,7 @@ def build_privacy_service(
         confirm_ttl=timedelta(minutes=settings.legal.deletion_confirm_minutes),
         clock=clock,
         bulk_jobs=storage.bulk_jobs,
+        presets=storage.presets,
     )
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from services.notifications import Notifier, OutboxDelivery
     from services.orders import OrderService
     from services.payments import PaymentService
+    from services.presets import PresetService
     from services.privacy import PrivacyService
     from services.purchase import PurchaseService
     from services.refunds import RefundService
@@ -58,6 +59,7 @@ class Services:
     broadcasts: BroadcastService
     exports: ExportService
     privacy: PrivacyService
+    presets: PresetService
     bulk: BulkService = field(init=False)  # built from the services above (post_init)
 
 

@@ -21,6 +21,7 @@ COMMANDS = (
     "order",
     "labels",
     "templates",
+    "presets",
     "bulk",
     "refund",
     "balance",

@@ -345,6 +345,11 @@ class BulkSettings(_Section):
     row_ttl_days: int = Field(7, ge=1)
 
 
+class PresetSettings(_Section):
+    # Saved parcels (name, weight, size) per customer (/presets).
+    max_per_user: int = Field(10, ge=1, le=50)
+
+
 class AdminConsoleSettings(_Section):
     confirm_ttl_minutes: int = Field(15, ge=1)
     audit_default_entries: int = Field(20, ge=1, le=50)
@@ -504,6 +509,7 @@ class Settings(BaseSettings):
     tracking: TrackingSettings = TrackingSettings()
     broadcast: BroadcastSettings = BroadcastSettings()
     bulk: BulkSettings = BulkSettings()
+    presets: PresetSettings = PresetSettings()
     admin_console: AdminConsoleSettings = AdminConsoleSettings()
     legal: LegalSettings = LegalSettings()
     admins: tuple[AdminEntry, ...] = ()

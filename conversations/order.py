@@ -8,6 +8,7 @@ own. Buttons carry the draft id, so a button of an older order is recognised as 
 
 from __future__ import annotations
 
+import html
 import logging
 from enum import StrEnum
 from typing import Any
@@ -44,6 +45,7 @@ from services.orders import (
     options_of,
     skippable,
 )
+from services.presets import preset_parcel
 from services.shipping import CarrierUnavailable
 from storage.client import Document
 
@@ -101,6 +103,17 @@ def format_weight(ounces: int) -> str:
     return f"{pounds} lb" if pounds else f"{rest} oz"
 
 
+def dimensions_text(parcel: dict[str, Any]) -> str:
+    return f"{parcel['length_in']}×{parcel['width_in']}×{parcel['height_in']}"
+
+
+def preset_label(preset: Document) -> str:
+    """``📦 Small box · 2 lb · 10×8×4`` (a button text: plain, at most 64 characters)."""
+    parcel = dict(preset.get("parcel") or {})
+    label = f"📦 {preset['name']} · {format_weight(parcel['weight_oz'])} · "
+    return (label + dimensions_text(parcel))[:64]
+
+
 def service_name(rate: dict[str, Any]) -> str:
     """The carrier and service in one name, the carrier said once ("USPS Ground
     Advantage", not "USPS USPS Ground Advantage"), with single spaces only."""
@@ -146,9 +159,11 @@ async def _advance(update: Update, context: BotContext, draft: Document) -> Orde
     parcel = draft.get("parcel") or {}
     cancel = cancel_button(i18n, lang, "order:cancel")
     if "weight_oz" not in parcel:
-        await reply(
-            update, context, i18n.t(lang, "order.ask_weight", steps=STEPS), inline([cancel])
-        )
+        text = i18n.t(lang, "order.ask_weight", steps=STEPS)
+        rows = await _preset_rows(update, context, draft)
+        if rows:
+            text += "\n\n" + i18n.t(lang, "order.preset_hint")
+        await reply(update, context, text, inline([*rows, cancel]))
         return OrderState.AWAITING_WEIGHT
     if "length_in" not in parcel:
         # The weight as understood ("2 kg" -> 4 lb 7 oz), so a misreading shows at once.
@@ -233,13 +248,45 @@ async def _ask_field(
         text += "\n\n" + i18n.t(lang, "order.paste_hint")
         user = update.effective_user
         assert user is not None
+        default = None
+        if side == "from":
+            default = await context.services.orders.default_sender(user.id)
+        if default is not None:
+            # "Step 1: use your default sender Dana Scully, New York?" — one tap.
+            where = dict(default["address"])
+            args = {"name": where.get("name") or default["name"], "city": where.get("city", "")}
+            text += "\n\n" + i18n.t(lang, "order.default_sender_hint", **args)
+            label = html.unescape(i18n.t(lang, "order.default_sender", **args))[:64]
+            rows.append([(label, default_sender_data(draft, default))])
         for template in (await context.services.orders.templates(user.id))[:8]:
+            if default is not None and template["_id"] == default["_id"]:
+                continue
             rows.append([(f"📇 {template['name']}", f"order:tpl:{side}:{template['_id']}")])
     if skippable(side, field):
         # The button names what it skips: pressed on an older screen, it skips nothing else.
         rows.append([(i18n.t(lang, "order.skip"), f"order:skip:{side}:{field}")])
     rows.append(cancel_button(i18n, lang, "order:cancel"))
     await reply(update, context, text, inline(rows))
+
+
+def default_sender_data(draft: Document, template: Document) -> str:
+    """``order:dfl:<draft>:<template>`` (10 + 24 + 1 + 24 = 59 bytes of Telegram's 64)."""
+    return f"order:dfl:{draft['_id']}:{template['_id']}"
+
+
+def preset_data(draft: Document, preset: Document) -> str:
+    """``order:pp:<draft>:<preset>`` (9 + 24 + 1 + 24 = 58 bytes)."""
+    return f"order:pp:{draft['_id']}:{preset['_id']}"
+
+
+async def _preset_rows(
+    update: Update, context: BotContext, draft: Document
+) -> list[list[Button]]:
+    """One button per saved parcel: weight and size at once."""
+    user = update.effective_user
+    assert user is not None
+    presets = (await context.services.presets.list(user.id))[:10]
+    return [[(preset_label(preset), preset_data(draft, preset))] for preset in presets]
 
 
 async def _load_rates(update: Update, context: BotContext, draft: Document) -> OrderState:
@@ -580,6 +627,54 @@ async def use_template(update: Update, context: BotContext) -> OrderState | int:
     return await _advance(update, context, draft)
 
 
+async def use_default_sender(update: Update, context: BotContext) -> OrderState | int:
+    """Fills the sender from the template the button names, if the button is of this
+    draft, the template is the customer's and the sender is still the side asked; else
+    fills nothing and asks the current step again."""
+    query = update.callback_query
+    user = update.effective_user
+    assert query is not None and query.data is not None and user is not None
+    draft = await _current_draft(update, context)
+    if draft is None:
+        await ack(update)
+        return await _lost_draft(update, context)
+    _, _, draft_id, template_id = query.data.split(":")
+    orders = context.services.orders
+    template = None
+    if draft_id == str(draft["_id"]) and _cursor(draft)[0] == "from":
+        template = await orders.template(user.id, template_id)
+    if template is None:
+        await ack(update, context.i18n.t(lang_of(update, context), "errors.stale_button"))
+        return await _advance(update, context, draft)
+    await ack(update)
+    draft = await orders.set_address(draft, "from", dict(template["address"]))
+    return await _advance(update, context, draft)
+
+
+async def use_preset(update: Update, context: BotContext) -> OrderState | int:
+    """Fills weight and size from the preset the button names, if the button is of this
+    draft, the preset is the customer's and the weight is the question being asked; else
+    fills nothing and asks the current step again."""
+    query = update.callback_query
+    user = update.effective_user
+    assert query is not None and query.data is not None and user is not None
+    draft = await _current_draft(update, context)
+    if draft is None:
+        await ack(update)
+        return await _lost_draft(update, context)
+    _, _, draft_id, preset_id = query.data.split(":")
+    orders = context.services.orders
+    preset = None
+    if draft_id == str(draft["_id"]) and orders.awaiting_parcel(draft):
+        preset = await context.services.presets.get(user.id, preset_id)
+    if preset is None:
+        await ack(update, context.i18n.t(lang_of(update, context), "errors.stale_button"))
+        return await _advance(update, context, draft)
+    await ack(update)
+    draft = await orders.set_parcel(draft, preset_parcel(preset))
+    return await _advance(update, context, draft)
+
+
 async def _parcel_input(
     update: Update, context: BotContext, state: OrderState
 ) -> OrderState | int:
@@ -842,7 +937,7 @@ async def ask_confirmation(update: Update, context: BotContext) -> OrderState | 
         )
     except LookupError:
         return await _lost_draft(update, context)
-    service = service_name(draft["rate"])[1]
+    service = service_name(draft["rate"])
     current = options_of(draft)[1]
     if not offers and current == NO_CONFIRMATION:
         note = i18n.t(lang, "order.sign.none_offered", service=service)
@@ -898,7 +993,7 @@ async def _change_options(
             draft, insured_value_cents=insured_value_cents, confirmation=confirmation
         )
     except OptionNotOffered:
-        service = service_name(draft["rate"])[1]
+        service = service_name(draft["rate"])
         note = i18n.t(lang, "order.option.not_offered", service=service)
     except (ProviderError, CarrierUnavailable):
         note = i18n.t(lang, "order.carrier_unavailable")
@@ -1043,6 +1138,8 @@ def build_order_conversation() -> SessionConversationHandler:
         rf"^order:(fix:{draft_button}:((from|to):({fields})|parcel:(weight|size))"
         rf"|reset:{draft_button}:(from|to))$"
     )
+    default_button = rf"^order:dfl:{draft_button}:{draft_button}$"
+    preset_button = rf"^order:pp:{draft_button}:{draft_button}$"
     return SessionConversationHandler(
         name=NAME,
         entry_points=[
@@ -1058,12 +1155,16 @@ def build_order_conversation() -> SessionConversationHandler:
                 CallbackQueryHandler(
                     use_template, pattern=rf"^order:tpl:(from|to):{draft_button}$"
                 ),
+                CallbackQueryHandler(use_default_sender, pattern=default_button),
             ],
             OrderState.AWAITING_ADDRESS_CHOICE: [
                 CallbackQueryHandler(answer_check, pattern=check_button),
                 MessageHandler(text, repeat_step),
             ],
-            OrderState.AWAITING_WEIGHT: [MessageHandler(text, receive_weight)],
+            OrderState.AWAITING_WEIGHT: [
+                MessageHandler(text, receive_weight),
+                CallbackQueryHandler(use_preset, pattern=preset_button),
+            ],
             OrderState.AWAITING_DIMENSIONS: [MessageHandler(text, receive_dimensions)],
             OrderState.AWAITING_RATE: [
                 CallbackQueryHandler(choose_rate, pattern=rf"^order:rate:{draft_button}:\d$"),
@@ -1099,5 +1200,8 @@ def build_order_conversation() -> SessionConversationHandler:
             CallbackQueryHandler(choose_rate, pattern=rf"^order:rate:{draft_button}:\d$"),
             CallbackQueryHandler(retry_rates, pattern=rf"^order:retry:{draft_button}$"),
             CallbackQueryHandler(fix_field, pattern=fix_button),
+            # Pressed at another step: they fill nothing and ask the current step again.
+            CallbackQueryHandler(use_default_sender, pattern=default_button),
+            CallbackQueryHandler(use_preset, pattern=preset_button),
         ],
     )

@@ -6,7 +6,9 @@ entry point, so buttons of an older list keep working and are checked against th
 database, never against the conversation: an unknown id, or another user's, is answered as
 a stale button and changes nothing. The conversation is live only while a text is awaited
 (a pasted address, a name, a new name). "Use for a new order" sends ``order:usetpl:<id>``,
-which the order flow (``conversations/order.py``) handles as an entry point.
+which the order flow (``conversations/order.py``) handles as an entry point. "⭐ Make
+default sender" (``tpl:default:<id>``) marks one template as the sender the order flow
+offers first and ``/bulk`` uses; the list links to the parcel presets (``pst:list``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ async def _show_list(update: Update, context: BotContext, page: int = 1, note: s
     i18n = context.i18n
     orders = context.services.orders
     templates = await orders.templates(user.id)
+    default = await orders.default_sender(user.id)
+    default_id = default["_id"] if default is not None else None
     limit = orders.config.templates_per_user
     pages = max(1, -(-len(templates) // PAGE_SIZE))
     page = min(max(page, 1), pages)
@@ -85,7 +89,12 @@ async def _show_list(update: Update, context: BotContext, page: int = 1, note: s
     if note:
         text = f"{note}\n\n{text}"
     rows: list[list[Button]] = [
-        [(f"📇 {template['name']}", f"tpl:view:{template['_id']}")]
+        [
+            (
+                f"{'⭐' if template['_id'] == default_id else '📇'} {template['name']}",
+                f"tpl:view:{template['_id']}",
+            )
+        ]
         for template in templates[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     ]
     nav: list[Button] = []
@@ -96,6 +105,7 @@ async def _show_list(update: Update, context: BotContext, page: int = 1, note: s
     if nav:
         rows.append(nav)
     rows.append([(i18n.t(lang, "templates.new"), "tpl:new")])
+    rows.append([(i18n.t(lang, "templates.presets"), "pst:list")])
     rows.append([(i18n.t(lang, "common.menu"), "menu:main")])
     await reply(update, context, text, inline(rows))
     return SessionConversationHandler.END
@@ -149,10 +159,20 @@ async def show_templates(update: Update, context: BotContext) -> int:
 
 
 async def view_template(update: Update, context: BotContext) -> int | None:
-    """Shows one template's address with Use / Rename / Delete / Back."""
+    """Shows one template's address with Use / Make default / Rename / Delete / Back."""
     template = await _template_from_button(update, context)
     if template is None:
         return None
+    return await _show_template(update, context, template)
+
+
+async def _show_template(
+    update: Update, context: BotContext, template: Document, note: str = ""
+) -> int:
+    user = update.effective_user
+    assert user is not None
+    default = await context.services.orders.default_sender(user.id)
+    is_default = default is not None and default["_id"] == template["_id"]
     lang = lang_of(update, context)
     i18n = context.i18n
     tid = template["_id"]
@@ -162,9 +182,18 @@ async def view_template(update: Update, context: BotContext) -> int | None:
         name=template["name"],
         address=format_address(dict(template["address"])),
     )
+    if is_default:
+        text += "\n\n" + i18n.t(lang, "templates.is_default")
+    if note:
+        text = f"{note}\n\n{text}"
+    if is_default:
+        star = (i18n.t(lang, "templates.unmake_default"), f"tpl:undefault:{tid}")
+    else:
+        star = (i18n.t(lang, "templates.make_default"), f"tpl:default:{tid}")
     markup = inline(
         [
             [(i18n.t(lang, "templates.use"), f"order:usetpl:{tid}")],
+            [star],
             [
                 (i18n.t(lang, "templates.rename"), f"tpl:rename:{tid}"),
                 (i18n.t(lang, "templates.delete"), f"tpl:delete:{tid}"),
@@ -174,6 +203,34 @@ async def view_template(update: Update, context: BotContext) -> int | None:
     )
     await reply(update, context, text, markup)
     return SessionConversationHandler.END
+
+
+async def make_default(update: Update, context: BotContext) -> int | None:
+    """Makes the template the default sender (the previous one stops being it)."""
+    template = await _template_from_button(update, context)
+    user = update.effective_user
+    if template is None or user is None:
+        return None
+    lang = lang_of(update, context)
+    i18n = context.i18n
+    marked = await context.services.orders.set_default_sender(user.id, str(template["_id"]))
+    if marked is None:  # deleted meanwhile, or another switch won at the same moment
+        return await _show_list(update, context, note=i18n.t(lang, "templates.default_failed"))
+    note = i18n.t(lang, "templates.default_set", name=marked["name"])
+    return await _show_template(update, context, marked, note)
+
+
+async def unmake_default(update: Update, context: BotContext) -> int | None:
+    """The template stops being the default sender (the customer then has none)."""
+    template = await _template_from_button(update, context)
+    user = update.effective_user
+    if template is None or user is None:
+        return None
+    await context.services.orders.clear_default_sender(user.id, str(template["_id"]))
+    note = context.i18n.t(
+        lang_of(update, context), "templates.default_cleared", name=template["name"]
+    )
+    return await _show_template(update, context, template, note)
 
 
 async def ask_new_address(update: Update, context: BotContext) -> TemplatesState | int:
@@ -352,6 +409,8 @@ def build_templates_conversation() -> SessionConversationHandler:
             CallbackQueryHandler(view_template, pattern=rf"^tpl:view:{OBJECT_ID}$"),
             CallbackQueryHandler(ask_new_address, pattern=r"^tpl:new$"),
             CallbackQueryHandler(ask_rename, pattern=rf"^tpl:rename:{OBJECT_ID}$"),
+            CallbackQueryHandler(make_default, pattern=rf"^tpl:default:{OBJECT_ID}$"),
+            CallbackQueryHandler(unmake_default, pattern=rf"^tpl:undefault:{OBJECT_ID}$"),
             CallbackQueryHandler(confirm_delete, pattern=rf"^tpl:delete:{OBJECT_ID}$"),
             CallbackQueryHandler(delete_template, pattern=rf"^tpl:delete-yes:{OBJECT_ID}$"),
             CallbackQueryHandler(save_from_order, pattern=rf"^tpl:save:{OBJECT_ID}$"),

@@ -124,11 +124,20 @@ async def _report(
     if validation.rows:
         templates = await context.services.orders.templates(user.id)
         usable = [t for t in templates if (t.get("address") or {}).get("phone")]
+        # The default sender (if it has the phone a shipment needs) comes first, marked.
+        default = await context.services.orders.default_sender(user.id)
+        if default is not None and any(t["_id"] == default["_id"] for t in usable):
+            usable = [default, *(t for t in usable if t["_id"] != default["_id"])]
+        else:
+            default = None
         if usable:
             text += "\n\n" + i18n.t(lang, "bulk.choose_sender", ok=len(validation.rows))
             for template in usable[:8]:
+                key = "bulk.sender_button"
+                if default is not None and template["_id"] == default["_id"]:
+                    key = "bulk.default_sender_button"
                 # Button texts are not HTML: the name as typed.
-                label = html.unescape(i18n.t(lang, "bulk.sender_button", name=template["name"]))
+                label = html.unescape(i18n.t(lang, key, name=template["name"]))
                 rows.append([(label[:64], f"bulk:quote:{job['_id']}:{template['_id']}")])
         else:
             text += "\n\n" + i18n.t(lang, "bulk.no_sender")

@@ -778,7 +778,7 @@ class FakeShipStation:
 
     def shipments(self, mode: str | None = None) -> list[dict[str, Any]]:
         """Every shipment created so far (rate requests create them), oldest first, as
-        {shipment_id, external_shipment_id, mode, ship_from, ship_to, created_at}."""
+        {shipment_id, external_shipment_id, mode, ship_from, ship_to, packages, created_at}."""
         return [
             {
                 "shipment_id": sh.shipment_id,
@@ -786,6 +786,7 @@ class FakeShipStation:
                 "mode": sh.mode,
                 "ship_from": dict(sh.ship_from),
                 "ship_to": dict(sh.ship_to),
+                "packages": list(sh.packages),
                 "created_at": sh.created_at,
                 "validate_address": sh.validate_address,
                 "confirmation": sh.confirmation,

@@ -27,7 +27,7 @@ from services.pricing import PricingRules, price_rates
 from services.shipping import CarrierUnavailable, ShippingGateway
 from storage.client import Document
 from storage.orders import OrdersRepo
-from storage.templates import DuplicateName, TemplatesRepo
+from storage.templates import DefaultTaken, DuplicateName, TemplatesRepo
 from storage.users import UsersRepo
 
 _LOGGER = logging.getLogger(__name__)
@@ -398,6 +398,35 @@ class OrderService:
             draft["_id"], {}, unset=(f"{side}_address.{field}", *_address_fields(side))
         )
 
+    def awaiting_parcel(self, draft: Document) -> bool:
+        """Whether the draft's current question is the parcel's weight: both addresses are
+        complete and checked (no carrier correction waiting for an answer), no weight yet.
+        A preset button is applied only then."""
+        for side in SIDES:
+            if missing_fields(address_of(draft, side), side):
+                return False
+            if self._config.validate_addresses:
+                stored = validation_of(draft, side)
+                if stored is None:
+                    return False
+                if stored.get("status") in (CORRECTED, UNVERIFIED) and (
+                    stored.get("decision") is None
+                ):
+                    return False
+        return "weight_oz" not in (draft.get("parcel") or {})
+
+    async def set_parcel(self, draft: Document, parcel: dict[str, Any]) -> Document:
+        """Stores a whole parcel (a preset: weight and size at once)."""
+        fields = {
+            "parcel": {
+                "weight_oz": int(parcel["weight_oz"]),
+                "length_in": str(parcel["length_in"]),
+                "width_in": str(parcel["width_in"]),
+                "height_in": str(parcel["height_in"]),
+            }
+        }
+        return await self._update(draft["_id"], fields, _rates_fields())
+
     async def clear_parcel(self, draft: Document) -> Document:
         return await self._update(draft["_id"], {"parcel": {}}, unset=_rates_fields())
 
@@ -701,8 +730,31 @@ class OrderService:
             raise FieldError("template", "duplicate") from None
 
     async def delete_template(self, user_id: int, template_id: str) -> bool:
+        """Deleting the default sender's template leaves the customer without a default."""
         oid = parse_id(template_id)
         return await self._templates.delete(user_id, oid) if oid else False
+
+    # -- default sender ----------------------------------------------------------------
+
+    async def default_sender(self, user_id: int) -> Document | None:
+        """The template marked as the default sender, if any."""
+        return await self._templates.default(user_id)
+
+    async def set_default_sender(self, user_id: int, template_id: str) -> Document | None:
+        """Makes the customer's template the default sender (the previous one stops being
+        it). None: no such template of theirs, or a concurrent switch won (nothing done
+        by this one; see ``storage/templates.py``)."""
+        oid = parse_id(template_id)
+        if oid is None:
+            return None
+        try:
+            return await self._templates.set_default(user_id, oid)
+        except DefaultTaken:
+            return None
+
+    async def clear_default_sender(self, user_id: int, template_id: str) -> bool:
+        oid = parse_id(template_id)
+        return await self._templates.clear_default(user_id, oid) if oid else False
 
     # -- history -----------------------------------------------------------------------
 

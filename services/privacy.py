@@ -9,7 +9,7 @@ label is still moving (a purchase in flight, a failed order not yet compensated,
 not yet delivered, an open refund, a payment waiting or under review, a Stars refund
 running): those need the data to finish. Otherwise, once the customer confirms:
 
-1. address templates deleted; drafts deleted (nothing was paid);
+1. address templates and parcel presets deleted; drafts deleted (nothing was paid);
 2. every other order anonymised: addresses replaced by ``{"anonymised": True}`` (plus
    ``country`` when the address has one), the carrier's address checks
    (``<side>_validation``, with its suggested address) and the label file's
@@ -43,6 +43,7 @@ from storage.deletions import DataDeletionsRepo
 from storage.orders import OrdersRepo
 from storage.outbox import OutboxRepo
 from storage.payments import OPEN_STATUSES, PaymentsRepo
+from storage.presets import PresetsRepo
 from storage.refunds import RefundsRepo
 from storage.sessions import SessionsRepo
 from storage.templates import TemplatesRepo
@@ -95,8 +96,10 @@ class PrivacyService:
         confirm_ttl: timedelta,
         clock: Clock = utc_now,
         bulk_jobs: BulkJobsRepo | None = None,
+        presets: PresetsRepo | None = None,
     ) -> None:
         self._bulk_jobs = bulk_jobs
+        self._presets = presets
         self._users = users
         self._templates = templates
         self._orders = orders
@@ -234,6 +237,8 @@ class PrivacyService:
     async def _erase(self, user_id: int, deletion_id: ObjectId) -> None:
         now = self._clock()
         await self._templates.delete_all(user_id)
+        if self._presets is not None:
+            await self._presets.delete_all(user_id)  # names can be personal ("Mom's meds")
         await self._orders.delete_drafts(user_id)
         while True:
             batch = await self._orders.with_personal_data(user_id, limit=ANONYMISED_BATCH)

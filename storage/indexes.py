@@ -112,6 +112,13 @@ def index_models(options: IndexOptions) -> dict[str, list[IndexModel]]:
         "templates": [
             IndexModel([("user_id", ASCENDING), ("name_key", ASCENDING)],
                        name="user_name_unique", unique=True),
+            # One default sender per user: only the default carries default_key (= user_id).
+            IndexModel([("default_key", ASCENDING)], name="default_sender_unique",
+                       unique=True, sparse=True),
+        ],
+        "parcel_presets": [
+            IndexModel([("user_id", ASCENDING), ("name_key", ASCENDING)],
+                       name="user_name_unique", unique=True),
         ],
         "refunds": [
             IndexModel([("order_id", ASCENDING)], name="order_unique", unique=True),

@@ -19,6 +19,7 @@ from storage.ledger import LedgerRepo
 from storage.orders import OrdersRepo
 from storage.outbox import OutboxRepo
 from storage.payments import PaymentsRepo
+from storage.presets import PresetsRepo
 from storage.processed_updates import ProcessedUpdatesRepo
 from storage.refunds import RefundsRepo
 from storage.runtime_settings import RuntimeSettingsRepo
@@ -78,6 +79,7 @@ class Storage:
             self.orders = OrdersRepo(money)
             self.bulk_jobs = BulkJobsRepo(db)
             self.templates = TemplatesRepo(db)
+            self.presets = PresetsRepo(db)
             self.refunds = RefundsRepo(money)
             self.inbox = InboxRepo(db)
             self.broadcasts = BroadcastsRepo(db)

@@ -1,4 +1,17 @@
-"""``templates``: saved addresses, names unique per user."""
+"""``templates``: saved addresses, names unique per user; at most one default sender.
+
+**Default sender.** The default template carries ``default_key`` = its ``user_id``; the
+others have no ``default_key`` at all. A unique *sparse* index on ``default_key``
+(``default_sender_unique``) therefore allows one default per user, and documents without
+the field are not indexed (mongomock ignores partial indexes, so a flag plus a partial
+unique index would not be enforced in the tests). Switching is two writes: unset the old
+default, then set the new one. Two switches racing each other both unset, then both try
+to set: the unique index lets exactly one of them win and the other gets
+``DuplicateKeyError``, reported as "not switched" (``DefaultTaken``), so the user never
+has two defaults and the losing tap changes nothing it did not say. A crash between the
+two writes leaves no default, never two. Deleting the default template deletes the
+field with it: the user then has no default.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +27,10 @@ from storage.client import Document
 
 class DuplicateName(Exception):
     pass
+
+
+class DefaultTaken(Exception):
+    """Another default was set between this switch's two writes: this one lost."""
 
 
 class TemplatesRepo:
@@ -67,3 +84,36 @@ class TemplatesRepo:
     async def delete(self, user_id: int, template_id: ObjectId) -> bool:
         result = await self.col.delete_one({"_id": template_id, "user_id": user_id})
         return bool(result.deleted_count)
+
+    async def default(self, user_id: int) -> Document | None:
+        doc: Document | None = await self.col.find_one(
+            {"default_key": user_id, "user_id": user_id}
+        )
+        return doc
+
+    async def set_default(self, user_id: int, template_id: ObjectId) -> Document | None:
+        """Makes the user's template the default sender (None: no such template of theirs).
+        Raises ``DefaultTaken`` when a concurrent switch won (see the module docstring)."""
+        if await self.get(user_id, template_id) is None:
+            return None
+        await self.col.update_many(
+            {"user_id": user_id, "default_key": user_id, "_id": {"$ne": template_id}},
+            {"$unset": {"default_key": ""}},
+        )
+        try:
+            doc: Document | None = await self.col.find_one_and_update(
+                {"_id": template_id, "user_id": user_id},
+                {"$set": {"default_key": user_id}},
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            raise DefaultTaken from None
+        return doc
+
+    async def clear_default(self, user_id: int, template_id: ObjectId) -> bool:
+        """The template stops being the default sender (False: it was not the default)."""
+        result = await self.col.update_one(
+            {"_id": template_id, "user_id": user_id, "default_key": user_id},
+            {"$unset": {"default_key": ""}},
+        )
+        return bool(result.modified_count)

@@ -613,3 +613,22 @@ async def test_zpl_and_png_customers_get_one_file_of_their_format(env: BulkEnv, 
     assert len(table) == 12 and all(r["status"] == "purchased" for r in table)
     _, mismatches = await env.storage.ledger.audit()
     assert mismatches == []
+
+async def test_the_default_sender_comes_first_and_is_the_jobs_sender(env: BulkEnv) -> None:
+    """Issue #16 item 1: the sender is the default sender (offered first, marked), or a
+    chosen template; pressing it quotes every row from that address."""
+    h = env.harness
+    office = {**SENDER, "name": "Fox Mulder", "city": "Washington", "state": "DC",
+              "postal_code": "20001"}
+    doc = await env.storage.templates.create(USER, "Office", office, now=env.clock())
+    await env.storage.templates.set_default(USER, doc["_id"])
+    replies = await h.send_document(USER, sheet(2, []), "parcels.csv")
+    report = next(m for m in replies if "Validation report" in m.content)
+    texts = [text for text, data in report.buttons if (data or "").startswith("bulk:quote:")]
+    assert texts == ["⭐ Default sender: Office", "📦 Sender: Warehouse"]
+    await h.press(USER, report, "Default sender: Office")
+    await env.run_job()
+    job = await env.mongo.db["bulk_jobs"].find_one({"user_id": USER})
+    assert job is not None and job["sender"] == office
+    rows = env.mongo.db["orders"].find({"bulk_job_id": job["_id"]})
+    assert [o["from_address"] async for o in rows] == [office, office]

@@ -20,6 +20,10 @@ async def _seed(mongo: Mongo, clock: FakeClock) -> None:
         {"user_id": 55, "name": "Home", "name_key": "home",
          "address": {"name": "Jane", "phone": "+12125550123"}}
     )
+    await db["parcel_presets"].insert_one(
+        {"user_id": 55, "name": "Mom's meds", "name_key": "mom's meds",
+         "parcel": {"weight_oz": 16, "length_in": "6", "width_in": "6", "height_in": "6"}}
+    )
 
 
 async def test_report_only_then_delete_once(mongo: Mongo, clock: FakeClock) -> None:
@@ -39,6 +43,7 @@ async def test_report_only_then_delete_once(mongo: Mongo, clock: FakeClock) -> N
     assert status == 0, out.getvalue()
     assert "deleted user 55: 1 templates deleted, 0 orders anonymised" in out.getvalue()
     assert await mongo.db["templates"].count_documents({}) == 0
+    assert await mongo.db["parcel_presets"].count_documents({}) == 0  # names can be personal
     user = await mongo.db["users"].find_one({"_id": 55})
     assert user is not None and user["username"] is None
     [entry] = await mongo.db["audit"].find({"action": "privacy.delete_data"}).to_list(None)
@@ -60,6 +65,7 @@ async def test_refused_while_a_payment_is_open_or_no_account(
     assert await run_deletion(settings, storage, 55, confirm=True, clock=clock, out=out) == 1
     assert "still open for user 55: payment" in out.getvalue()
     assert await mongo.db["templates"].count_documents({}) == 1
+    assert await mongo.db["parcel_presets"].count_documents({}) == 1
     out = io.StringIO()
     storage = build_storage(settings, "mongomock://", client=mongo)
     assert await run_deletion(settings, storage, 56, confirm=True, clock=clock, out=out) == 1

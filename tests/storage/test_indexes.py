@@ -130,7 +130,7 @@ async def test_the_same_keys_under_another_name_is_a_conflict(mongo: Mongo) -> N
         [IndexModel([("user_id", 1), ("name_key", 1)], name="old_name", unique=True)]
     )
     plan = await plan_indexes(mongo.db, _server_options(3600))
-    [change] = [c for c in plan if c.collection == "templates"]
+    [change] = [c for c in plan if c.collection == "templates" and c.action != "create"]
     assert change.action == "conflict"
     assert 'db.templates.dropIndex("old_name")' in change.fix
 
