@@ -239,7 +239,9 @@ async def test_an_old_preset_button_fills_nothing_on_a_newer_step_or_draft(
     assert _last_answer(shop) == STALE
     assert (await _draft(shop))["parcel"] == {"weight_oz": 48}
     # A new order: the first draft's button fills nothing in it either.
-    [first] = await h.say(USER, "/order")
+    # (/order says the unfinished draft is discarded, then asks step 1.)
+    started = await h.say(USER, "/order")
+    assert "Step 1 of 6" in started[-1].content
     replies = await h.press(USER, ask_weight, data=old)
     assert "Step 1 of 6" in replies[-1].content
     assert _last_answer(shop) == STALE
@@ -248,7 +250,7 @@ async def test_an_old_preset_button_fills_nothing_on_a_newer_step_or_draft(
     # Pressed at the new draft's sender step with its own id: still not the parcel step.
     await h.say(USER, SENDER)
     own = f"order:pp:{draft['_id']}:{old.rsplit(':', 1)[-1]}"
-    replies = await _forge(shop, USER, first, own)
+    replies = await _forge(shop, USER, started[-1], own)
     assert "Step 2 of 6" in replies[-1].content
     assert not (await _draft(shop)).get("parcel")
 
