@@ -27,7 +27,7 @@ from handlers.common import ack
 from services.amounts import AmountError, parse_amount
 from services.payments import CARD, OXAPAY, STARS, CreatedTopUp, TopUpError, stars_for
 from views.callbacks import MenuTopUp, OrderTopUp, TopUpAmount, TopUpMethod, TopUpTerms
-from views.screen import show
+from views.screen import disarm, show
 from views.screens import topup as screens
 
 NAME = "topup"
@@ -117,12 +117,13 @@ async def _ask_amount(
         return SessionConversationHandler.END
     draft_id, shortfall = await _order_shortfall(context, user.id) if from_order else (None, None)
     data: dict[str, Any] = {"return_to": "order" if from_order else "", "draft_id": draft_id}
-    await context.services.sessions.set_data(key, NAME, data)
     config = payments.config
     screen = screens.amount_prompt(
         context.tr, config.min_cents, config.max_cents, payments.suggested_amounts(shortfall)
     )
-    await show(update, context, screen)
+    prompt = await show(update, context, screen)
+    data["prompt_id"] = prompt.message_id
+    await context.services.sessions.set_data(key, NAME, data)
     return TopUpState.AWAITING_AMOUNT
 
 
@@ -137,7 +138,7 @@ async def store_amount(update: Update, context: BotContext) -> TopUpState:
         screen = screens.amount_error(context.tr, exc.code, config.min_cents, config.max_cents)
         await show(update, context, screen)
         return TopUpState.AWAITING_AMOUNT
-    return await _ask_method(update, context, cents)
+    return await _ask_method(update, context, cents, supersede=True)
 
 
 async def choose_amount(update: Update, context: BotContext) -> TopUpState:
@@ -158,10 +159,17 @@ async def choose_amount(update: Update, context: BotContext) -> TopUpState:
 
 
 async def _ask_method(
-    update: Update, context: BotContext, cents: int, *, edit: bool = False
+    update: Update, context: BotContext, cents: int, *, edit: bool = False,
+    supersede: bool = False,
 ) -> TopUpState:
+    """The method choice; with ``supersede`` (a typed amount) the amount prompt, now
+    answered, loses its ready-amount buttons."""
     key = conversation_key(update)
     data = await context.services.sessions.get_data(key, NAME)
+    prompt = data.pop("prompt_id", None)
+    chat = update.effective_chat
+    if supersede and isinstance(prompt, int) and chat is not None:
+        await disarm(context.bot, chat.id, prompt)
     await context.services.sessions.set_data(key, NAME, {**data, "amount_cents": cents})
     config = context.services.payments.config
     methods = [
