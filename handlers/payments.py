@@ -21,10 +21,10 @@ from telegram.ext import (
 
 from bot.context import BotContext
 from bot.keyboards import main_menu
-from handlers.common import ack, lang_of, reply
+from handlers.common import ack
 from services.payments import CARD_PAYLOAD_PREFIX
 from views.callbacks import CancelInvoice
-from views.screen import show
+from views.screen import Screen, show
 from views.screens import topup as topup_screens
 
 _LOGGER = logging.getLogger(__name__)
@@ -49,14 +49,13 @@ async def cancel_command(update: Update, context: BotContext) -> None:
     """/cancel outside a conversation: withdraws a pending invoice if there is one."""
     user = update.effective_user
     assert user is not None
-    lang = lang_of(update, context)
-    i18n = context.i18n
     payments = context.services.payments
     pending = await payments.pending_for_user(user.id)
     if pending is not None and await payments.cancel(user.id, str(pending["_id"])):
-        await reply(update, context, i18n.t(lang, "topup.cancelled"), main_menu(i18n, lang))
+        screen = topup_screens.cancelled(context.tr)
+        await show(update, context, Screen(screen.text, main_menu(context.i18n, context.lang)))
         return
-    await reply(update, context, i18n.t(lang, "cancel.nothing"))
+    await show(update, context, Screen(context.t("cancel.nothing")))
 
 
 async def pre_checkout(update: Update, context: BotContext) -> None:
