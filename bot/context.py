@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from telegram import Update
 from telegram.ext import Application, CallbackContext, ExtBot
 
+from bot.current import current_user
 from bot.i18n import I18n
 from bot.settings import Settings
 from services.clock import Clock, utc_now
+from views.translator import Translator
 
 if TYPE_CHECKING:
     from bot.flood import Cooldown, FloodControl
@@ -134,3 +137,36 @@ class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], B
     @property
     def storage(self) -> Storage:
         return self.bot_data.require_storage()
+
+    # -- the language of this update, bound once (PTB examples/contexttypesbot.py) ---------
+
+    @classmethod
+    def from_update(
+        cls, update: object, application: Application[Any, Any, Any, Any, Any, Any]
+    ) -> BotContext:
+        context = super().from_update(update, application)
+        context._update = update  # type: ignore[attr-defined]
+        return context
+
+    @property
+    def lang(self) -> str:
+        """The current user's language (set by the gates), else Telegram's hint; cached for
+        the rest of the update once the user is known."""
+        cached: str | None = getattr(self, "_lang", None)
+        if cached is not None:
+            return cached
+        view = current_user()
+        if view is not None:
+            self._lang = view.language
+            return view.language
+        update = getattr(self, "_update", None)
+        user = update.effective_user if isinstance(update, Update) else None
+        return self.i18n.resolve_language(user.language_code if user else None)
+
+    @property
+    def tr(self) -> Translator:
+        """A translator bound to ``lang``: what screen functions take."""
+        return Translator(self.i18n, self.lang)
+
+    def t(self, key: str, /, **kwargs: Any) -> str:
+        return self.i18n.t(self.lang, key, **kwargs)

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import InlineKeyboardMarkup
 
 from bot.i18n import I18n
+from views.keyboards import keyboard
 
 Button = tuple[str, str]  # (label, callback_data)
 
 
 def inline(rows: Sequence[Sequence[Button]]) -> InlineKeyboardMarkup:
-    for row in rows:
-        for _, data in row:
-            # Telegram rejects callback_data over 64 bytes; catch it where it is built.
-            if not 1 <= len(data.encode()) <= 64:
-                raise ValueError(f"callback_data must be 1-64 bytes: {data!r}")
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton(label, callback_data=data) for label, data in row] for row in rows]
-    )
+    """``views.keyboards.keyboard`` (the one builder, with the 64-byte check), kept for
+    the callers not yet moved to ``views/``."""
+    return keyboard(rows)
 
 
 MAIN_MENU_ITEMS: tuple[tuple[str, str], ...] = (

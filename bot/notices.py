@@ -9,14 +9,16 @@ from models.shipping import Label, TrackingEvent
 from services.notifications import Notifier
 from services.users import UserService
 from storage.client import Document
+from views.callbacks import AdminPayAmount, AdminPayCredit
+from views.keyboards import keyboard_dict
+from views.screens import topup as topup_screens
+from views.translator import Translator
 
 
 def button_markup(rows: list[list[tuple[str, str]]]) -> dict[str, object]:
-    return {
-        "inline_keyboard": [
-            [{"text": text, "callback_data": data} for text, data in row] for row in rows
-        ]
-    }
+    """Bot API JSON of an inline keyboard for the outbox (``views.keyboards``, with its
+    64-byte check)."""
+    return keyboard_dict(rows)
 
 
 def refund_reason(i18n: I18n, lang: str, refund: Document) -> str:
@@ -85,16 +87,39 @@ class BotNotices:
         await self._notifier.alert_admins(text, dedup_key=key)
 
     async def topup_credited(
-        self, user_id: int, amount_cents: int, balance_cents: int, key: str
+        self,
+        user_id: int,
+        amount_cents: int,
+        balance_cents: int,
+        key: str,
+        *,
+        back_to_order: bool = False,
     ) -> None:
-        lang = await self._lang(user_id)
-        text = self._i18n.t(
-            lang,
-            "topup.credited",
-            amount=self._i18n.money(lang, amount_cents),
-            balance=self._i18n.money(lang, balance_cents),
+        tr = Translator(self._i18n, await self._lang(user_id))
+        screen = topup_screens.credited(
+            tr, amount_cents, balance_cents, back_to_order=back_to_order
         )
-        await self._notifier.notify_user(user_id, text, dedup_key=f"credited:{key}")
+        await self._notifier.notify_user(
+            user_id,
+            screen.text,
+            dedup_key=f"credited:{key}",
+            reply_markup=screen.markup.to_dict() if screen.markup else None,
+        )
+
+    async def invoice_settled(self, payment: Document, outcome: str) -> None:
+        """Each message that showed this invoice's buttons becomes a short status."""
+        messages = list(payment.get("messages") or [])
+        if not messages:
+            return
+        tr = Translator(self._i18n, await self._lang(int(payment["user_id"])))
+        status = topup_screens.invoice_status(tr, int(payment["amount_cents"]), outcome)
+        for message in messages:
+            await self._notifier.disarm_message(
+                int(message["chat_id"]),
+                int(message["message_id"]),
+                status,
+                dedup_key=f"invoice:{payment['_id']}:{message['message_id']}",
+            )
 
     async def topup_expired(self, user_id: int, amount_cents: int, key: str) -> None:
         lang = await self._lang(user_id)
@@ -126,11 +151,11 @@ class BotNotices:
             label = i18n.t(
                 admin, "admin.payment.credit_button", amount=i18n.money(admin, received_cents)
             )
-            button = (label, f"adm:paycredit:{payment['_id']}")
+            button = (label, AdminPayCredit(str(payment["_id"])).pack())
         else:
             # Unknown: no one-tap credit; the admin checks and types the amount.
             label = i18n.t(admin, "admin.paycredit.enter_button")
-            button = (label, f"adm:payamt:{payment['_id']}")
+            button = (label, AdminPayAmount(str(payment["_id"])).pack())
         await self._notifier.alert_admins(
             text,
             dedup_key=f"suspicious:{payment['_id']}",

@@ -48,6 +48,8 @@ from services.orders import (
 from services.presets import preset_parcel
 from services.shipping import CarrierUnavailable
 from storage.client import Document
+from views.screen import show
+from views.screens import order as order_screens
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -1037,20 +1039,11 @@ async def pay(update: Update, context: BotContext) -> OrderState | int:
         return await _review_again(update, context, result.order)
     price = i18n.money(lang, int(draft["price_cents"]))
     if result.status == "insufficient":
-        text = i18n.t(
-            lang,
-            "order.insufficient",
-            balance=i18n.money(lang, result.balance_cents),
-            price=price,
-            shortfall=i18n.money(lang, result.shortfall_cents),
+        topup = services.payments.topup_for_shortfall(result.shortfall_cents)
+        screen = order_screens.insufficient(
+            context.tr, result.balance_cents, int(draft["price_cents"]), topup
         )
-        markup = inline(
-            [
-                [(i18n.t(lang, "order.topup_button"), "order:topup")],
-                [(i18n.t(lang, "order.back_to_summary"), "order:summary")],
-            ]
-        )
-        await reply(update, context, text, markup)
+        await show(update, context, screen)
         return OrderState.AWAITING_CONFIRMATION
     if result.status == "already":
         await reply(update, context, i18n.t(lang, "order.already_paid"))

@@ -21,8 +21,11 @@ from telegram.ext import (
 
 from bot.context import BotContext
 from bot.keyboards import main_menu
-from handlers.common import ack, lang_of, reply
+from handlers.common import ack
 from services.payments import CARD_PAYLOAD_PREFIX
+from views.callbacks import CancelInvoice
+from views.screen import Screen, show
+from views.screens import topup as topup_screens
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,29 +34,28 @@ async def cancel_invoice(update: Update, context: BotContext) -> None:
     """Withdraws a pending invoice from its Cancel button."""
     query = update.callback_query
     user = update.effective_user
-    assert query is not None and query.data is not None and user is not None
-    lang = lang_of(update, context)
-    i18n = context.i18n
-    payment_id = query.data.rsplit(":", 1)[-1]
-    if await context.services.payments.cancel(user.id, payment_id):
+    assert query is not None and user is not None
+    pressed = CancelInvoice.unpack(query.data)
+    if pressed is not None and await context.services.payments.cancel(
+        user.id, pressed.payment_id
+    ):
         await ack(update)
-        await reply(update, context, i18n.t(lang, "topup.cancelled"), edit=True)
+        await show(update, context, topup_screens.cancelled(context.tr), edit=True)
     else:
-        await ack(update, i18n.t(lang, "topup.cancel_failed"), alert=True)
+        await ack(update, topup_screens.cancel_failed(context.tr), alert=True)
 
 
 async def cancel_command(update: Update, context: BotContext) -> None:
     """/cancel outside a conversation: withdraws a pending invoice if there is one."""
     user = update.effective_user
     assert user is not None
-    lang = lang_of(update, context)
-    i18n = context.i18n
     payments = context.services.payments
     pending = await payments.pending_for_user(user.id)
     if pending is not None and await payments.cancel(user.id, str(pending["_id"])):
-        await reply(update, context, i18n.t(lang, "topup.cancelled"), main_menu(i18n, lang))
+        screen = topup_screens.cancelled(context.tr)
+        await show(update, context, Screen(screen.text, main_menu(context.i18n, context.lang)))
         return
-    await reply(update, context, i18n.t(lang, "cancel.nothing"))
+    await show(update, context, Screen(context.t("cancel.nothing")))
 
 
 async def pre_checkout(update: Update, context: BotContext) -> None:
@@ -130,7 +132,7 @@ def build_priority_handlers() -> list[BaseHandler[Update, BotContext, None]]:
 
 def build_handlers() -> list[BaseHandler[Update, BotContext, None]]:
     return [
-        CallbackQueryHandler(cancel_invoice, pattern=r"^topup:cancelinv:[0-9a-f]{24}$"),
+        CallbackQueryHandler(cancel_invoice, pattern=CancelInvoice.pattern()),
     ]
 
 

@@ -16,6 +16,7 @@ from bot.lease import holds_lease
 from bot.metrics import OUTBOX_AGE, OUTBOX_DELIVERIES, OUTBOX_DEPTH
 from services.notifications import DeliveryError
 from storage.outbox import OutboxMessage
+from views.screen import disarm
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ async def deliver_outbox_job(context: BotContext) -> None:
             else None
         )
         try:
+            if message.edit_message_id is not None:
+                # Gone, unchanged or too old to edit: nothing is left to disarm.
+                await disarm(bot, message.chat_id, message.edit_message_id, message.text)
+                return
             await bot.send_message(message.chat_id, message.text, reply_markup=markup)
         except RetryAfter as exc:
             retry_after = exc.retry_after

@@ -60,3 +60,24 @@ def parse_amount(text: str, language: str, limits: AmountLimits) -> int:
     if cents > limits.max_cents:
         raise AmountError("too_large", max_cents=limits.max_cents)
     return cents
+
+
+# Ready amounts on the top-up prompt, in cents (those outside the limits are left out).
+READY_AMOUNTS = (1_000, 2_500, 5_000)
+
+
+def topup_for_shortfall(shortfall_cents: int, limits: AmountLimits) -> int:
+    """The least top-up that covers ``shortfall_cents``: never below the minimum top-up."""
+    return max(shortfall_cents, limits.min_cents)
+
+
+def suggested_amounts(limits: AmountLimits, shortfall_cents: int | None = None) -> list[int]:
+    """Ready amounts: the top-up a shortfall needs, rounded up to whole dollars, first;
+    then the usual amounts above it; all within the limits, each once."""
+    amounts: list[int] = []
+    if shortfall_cents is not None and shortfall_cents > 0:
+        needed = topup_for_shortfall(shortfall_cents, limits)
+        amounts.append(-(-needed // 100) * 100)
+    floor = amounts[0] if amounts else 0
+    amounts.extend(a for a in READY_AMOUNTS if a > floor)
+    return [a for a in amounts if limits.min_cents <= a <= limits.max_cents]

@@ -100,6 +100,21 @@ class Notifier:
         )
 
 
+    async def disarm_message(
+        self, chat_id: int, message_id: int, status: str, *, dedup_key: str
+    ) -> bool:
+        """Queues the disarm of a superseded message: its keyboard goes, ``status`` (when
+        not empty) becomes its text. Once per ``dedup_key``."""
+        return await self._outbox.enqueue(
+            chat_id=chat_id,
+            text=status,
+            kind="disarm",
+            dedup_key=f"disarm:{dedup_key}",
+            now=self._clock(),
+            edit_message_id=message_id,
+        )
+
+
 class OutboxDelivery:
     def __init__(
         self,

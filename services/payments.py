@@ -29,6 +29,7 @@ from bson.errors import InvalidId
 
 from models.payments import Invoice, PaymentInfo
 from providers.errors import ProviderError, ProviderNotFound
+from services.amounts import AmountLimits, suggested_amounts, topup_for_shortfall
 from services.clock import Clock, utc_now
 from storage.client import Document
 from storage.confirmations import ConfirmationsRepo
@@ -43,6 +44,8 @@ CARD = "card"
 STARS_PAYLOAD_PREFIX = "topup:"
 CARD_PAYLOAD_PREFIX = "card:"
 PAID_STATUSES = {"paid", "manual_accept"}
+# Payment status → what its invoice's messages say once it is settled.
+_SETTLED = {"paid": "paid", "expired": "expired", "cancelled": "cancelled"}
 
 
 # A repair sweep leaves work this recent to the path that is doing it right now.
@@ -97,8 +100,19 @@ class PaymentNotices(Protocol):
     """Customer and admin messages; implemented in ``bot/`` where the catalogs live."""
 
     async def topup_credited(
-        self, user_id: int, amount_cents: int, balance_cents: int, key: str
+        self,
+        user_id: int,
+        amount_cents: int,
+        balance_cents: int,
+        key: str,
+        *,
+        back_to_order: bool = False,
     ) -> None: ...
+
+    async def invoice_settled(self, payment: Document, outcome: str) -> None:
+        """``outcome`` paid, expired or cancelled: the invoice's messages
+        (``payment["messages"]``) lose their Pay and Cancel buttons."""
+        ...
 
     async def topup_expired(self, user_id: int, amount_cents: int, key: str) -> None: ...
 
@@ -247,9 +261,36 @@ class PaymentService:
     def config(self) -> TopUpConfig:
         return self._config
 
+    @property
+    def limits(self) -> AmountLimits:
+        return AmountLimits(self._config.min_cents, self._config.max_cents)
+
+    def topup_for_shortfall(self, shortfall_cents: int) -> int:
+        """What a customer short of ``shortfall_cents`` has to top up at least: the
+        shortfall, but never less than the minimum top-up."""
+        return topup_for_shortfall(shortfall_cents, self.limits)
+
+    def suggested_amounts(self, shortfall_cents: int | None = None) -> list[int]:
+        """Ready amounts for the amount prompt (the shortfall first when there is one)."""
+        return suggested_amounts(self.limits, shortfall_cents)
+
+    async def remember_message(
+        self, user_id: int, payment_id: str, chat_id: int, message_id: int
+    ) -> None:
+        """Records a message that offers this invoice's buttons, so settling the payment
+        takes them away. One already settled is disarmed at once."""
+        oid = parse_payment_id(payment_id)
+        if oid is None:
+            return
+        doc = await self._payments.add_message(oid, user_id, chat_id, message_id)
+        if doc is not None and doc["status"] in _SETTLED:
+            await self._notices.invoice_settled(doc, _SETTLED[doc["status"]])
+
     # -- creating top-ups -------------------------------------------------------------
 
-    async def create_oxapay_topup(self, user_id: int, amount_cents: int) -> CreatedTopUp:
+    async def create_oxapay_topup(
+        self, user_id: int, amount_cents: int, *, from_draft: str | None = None
+    ) -> CreatedTopUp:
         """Records the payment first, so an invoice created by a timed-out call is found."""
         if self._oxapay is None:
             raise TopUpError("provider_unavailable")
@@ -268,6 +309,7 @@ class PaymentService:
                 "stale_alerted_at": None,
                 "escalated_at": None,
                 "history": [{"status": "creating", "at": now}],
+                "from_draft": from_draft,
             }
         )
         try:
@@ -342,7 +384,9 @@ class PaymentService:
             }
         )
 
-    async def create_stars_topup(self, user_id: int, amount_cents: int) -> CreatedTopUp:
+    async def create_stars_topup(
+        self, user_id: int, amount_cents: int, *, from_draft: str | None = None
+    ) -> CreatedTopUp:
         if not self._config.stars_enabled:
             raise TopUpError("stars_disabled")
         now = self._clock()
@@ -351,7 +395,8 @@ class PaymentService:
         stars = stars_for(amount_cents, self._config.stars_per_usd)
         expires_at = now + timedelta(minutes=self._config.stars_lifetime_minutes)
         await self._create_invoice(
-            payment_id, user_id, STARS, payload, amount_cents, now, expires_at, stars=stars
+            payment_id, user_id, STARS, payload, amount_cents, now, expires_at, stars=stars,
+            from_draft=from_draft,
         )
         return CreatedTopUp(
             payment_id=str(payment_id),
@@ -363,7 +408,9 @@ class PaymentService:
             payload=payload,
         )
 
-    async def create_card_topup(self, user_id: int, amount_cents: int) -> CreatedTopUp:
+    async def create_card_topup(
+        self, user_id: int, amount_cents: int, *, from_draft: str | None = None
+    ) -> CreatedTopUp:
         """Records a card invoice for Telegram Payments; the handler sends it with the
         provider token. Its payload names the payment, its amount is in minor units."""
         if not self._config.card_enabled:
@@ -374,7 +421,8 @@ class PaymentService:
         minor = self._config.card_minor_units(amount_cents)
         expires_at = now + timedelta(minutes=self._config.card_lifetime_minutes)
         await self._create_invoice(
-            payment_id, user_id, CARD, payload, amount_cents, now, expires_at, minor_amount=minor
+            payment_id, user_id, CARD, payload, amount_cents, now, expires_at,
+            minor_amount=minor, from_draft=from_draft,
         )
         return CreatedTopUp(
             payment_id=str(payment_id),
@@ -398,6 +446,8 @@ class PaymentService:
         done = await self._payments.transition(
             oid, from_statuses=list(OPEN_STATUSES), to_status="cancelled", now=self._clock()
         )
+        if done is not None:
+            await self._notices.invoice_settled(done, "cancelled")
         return done is not None
 
     async def pending_for_user(self, user_id: int) -> Document | None:
@@ -448,6 +498,7 @@ class PaymentService:
                 await self._notices.topup_expired(
                     payment["user_id"], payment["amount_cents"], f"expired:{payment['_id']}"
                 )
+                await self._notices.invoice_settled(done, "expired")
                 return Outcome.EXPIRED
             return Outcome.IGNORED
         await self._payments.set_fields(
@@ -605,9 +656,16 @@ class PaymentService:
             return 0
         if balance_cents is None:
             balance_cents = int((await self._ledger.repair(doc["user_id"]))["balance_cents"])
+        if doc.get("status") == "paid":
+            # Queued (deduplicated) before the notice is struck off: a crash repeats both.
+            await self._notices.invoice_settled(doc, "paid")
         for notice in owed:
             await self._notices.topup_credited(
-                doc["user_id"], int(notice["amount_cents"]), balance_cents, str(notice["key"])
+                doc["user_id"],
+                int(notice["amount_cents"]),
+                balance_cents,
+                str(notice["key"]),
+                back_to_order=bool(doc.get("from_draft")),
             )
             await self._payments.pull_notice(doc["_id"], str(notice["key"]))
         return len(owed)
@@ -945,6 +1003,7 @@ class PaymentService:
                     await self._notices.topup_expired(
                         payment["user_id"], payment["amount_cents"], f"expired:{payment['_id']}"
                     )
+                    await self._notices.invoice_settled(done, "expired")
                     count += 1
         return count
 

@@ -34,6 +34,9 @@ class OutboxMessage:
     attempts: int
     reply_markup: dict[str, Any] | None
     claim_id: ObjectId | None = None
+    # Set for a disarm: that message of ``chat_id`` loses its keyboard (``text``, when not
+    # empty, becomes its text) instead of a new message being sent.
+    edit_message_id: int | None = None
 
 
 class OutboxRepo:
@@ -49,6 +52,7 @@ class OutboxRepo:
         dedup_key: str | None,
         now: datetime,
         reply_markup: dict[str, Any] | None = None,
+        edit_message_id: int | None = None,
     ) -> bool:
         """Queues a message; False when one with the same ``dedup_key`` already exists."""
         doc: Document = {
@@ -56,6 +60,7 @@ class OutboxRepo:
             "text": text,
             "kind": kind,
             "reply_markup": reply_markup,
+            "edit_message_id": edit_message_id,
             "attempts": 0,
             "created_at": now,
             "next_attempt_at": now,
@@ -103,6 +108,7 @@ class OutboxRepo:
             attempts=doc["attempts"],
             reply_markup=doc.get("reply_markup"),
             claim_id=claim_id,
+            edit_message_id=doc.get("edit_message_id"),
         )
 
     @staticmethod

@@ -157,6 +157,18 @@ class PaymentsRepo:
             {"$push": {"pending_notices": notice}, "$set": {"followup_at": now}},
         )
 
+    async def add_message(
+        self, payment_id: ObjectId, user_id: int, chat_id: int, message_id: int
+    ) -> Document | None:
+        """Records a message showing this payment's invoice buttons (``messages``); the
+        payment as it is after the write, None when it is not this user's."""
+        doc: Document | None = await self.col.find_one_and_update(
+            {"_id": payment_id, "user_id": user_id},
+            {"$addToSet": {"messages": {"chat_id": chat_id, "message_id": message_id}}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc
+
     async def pull_notice(self, payment_id: ObjectId, key: str) -> None:
         """The notice was queued (the outbox deduplicates it): forget it; and once nothing
         is left to follow up, clear ``followup_at``."""

@@ -365,3 +365,48 @@ async def test_address_validation_can_be_turned_off(shop: ShopEnv) -> None:
     shipment = shop.carrier.shipments()[-1]
     assert shipment["validate_address"] == "no_validation"
     assert shipment["ship_to"]["address_residential_indicator"] == "unknown"
+
+
+async def test_top_up_from_an_order_offers_the_way_back_and_the_needed_amount(
+    shop: ShopEnv,
+) -> None:
+    """Short of $8.33 with a $10 minimum: the reply asks for the minimum, the amount prompt
+    offers it as a button, the paid card top-up's confirmation leads back to the review."""
+    h = shop.harness
+    await shop.fund(USER, 200)
+    summary = await shop.to_summary()
+    replies = await h.press(USER, summary, data=pay_button(summary))
+    short = replies[-1]
+    assert "$10.33" in short.content  # the price; the shortfall is $8.33
+    assert "Top up at least $10.00" in short.content  # not the shortfall below the minimum
+    replies = await h.press(USER, short, "Top up")
+    replies = await h.press(USER, replies[-1], "I accept")
+    ask = replies[-1]
+    assert "step 1 of 2" in ask.content
+    assert [label for label, _ in ask.buttons][:3] == ["$10.00", "$25.00", "$50.00"]
+    await h.press(USER, ask, "$10.00")
+    method = h.emulator.message(USER, ask.message_id)
+    assert "$10.00. How would you like to pay?" in method.content
+    replies = await h.press(USER, method, "Card")
+    invoice = next(m for m in replies if m.invoice is not None)
+    sent = next(m for m in replies if "Pay the invoice above by card" in m.content)
+    assert "Back to my order" in " ".join(label for label, _ in sent.buttons)
+    query_id = h.emulator.checkout(USER, invoice.message_id)
+    await h.wait_done(h.emulator.last_update_id)
+    await h.wait_done(h.emulator.complete_checkout(query_id))
+    assert await shop.balance() == 1_200
+    queue = h.application.job_queue
+    assert queue is not None
+    [job] = queue.get_jobs_by_name("outbox:deliver")
+    await job.run(h.application)
+    [credited] = [m for m in h.emulator.sent_messages(USER) if "Payment received" in m.content]
+    assert [label for label, _ in credited.buttons] == ["↩️ Back to my order"]
+    # The message under the invoice is settled too: its text says so, no buttons left.
+    settled = h.emulator.message(USER, sent.message_id)
+    assert settled.buttons == [] and "paid" in settled.content
+    replies = await h.press(USER, credited, "Back to my order")
+    review = replies[-1]
+    assert "Step 6 of 6" in review.content
+    replies = await h.press(USER, review, data=pay_button(review))
+    assert any("Label bought" in m.content for m in replies)
+    await shop.audit_ok()

@@ -1191,3 +1191,80 @@ async def test_a_card_invoice_telegram_refused_cancels_the_payment(env: PayEnv) 
     replies = await h.press(CUSTOMER, method, "Card")
     assert any(m.invoice is not None for m in replies)
     assert (await env.payment())["status"] == "pending"
+
+
+# -- one live message per screen (views/) ------------------------------------------------
+
+
+async def _deliver_outbox(env: PayEnv) -> None:
+    await _run_job(env, "outbox:deliver")
+
+
+async def test_a_paid_invoice_loses_its_pay_and_cancel_buttons(env: PayEnv) -> None:
+    h = env.harness
+    [ask] = await h.say(CUSTOMER, "/topup")
+    [method] = await h.say(CUSTOMER, "25")
+    await h.press(CUSTOMER, method, "Crypto")
+    invoice = h.emulator.message(CUSTOMER, method.message_id)
+    labels = " ".join(t for t, _ in invoice.buttons)
+    assert "💳 Pay" in labels and "Cancel invoice" in labels
+    track = str((await env.payment())["provider_ref"])
+    await env.oxapay.mark_paid(track)
+    await _deliver_outbox(env)
+    invoice = h.emulator.message(CUSTOMER, method.message_id)
+    assert invoice.reply_markup is None and invoice.buttons == []
+    assert "Invoice for $25.00: paid" in invoice.content
+    credited = [m for m in h.emulator.sent_messages(CUSTOMER) if "Payment received" in m.content]
+    assert len(credited) == 1 and credited[0].buttons == []  # not started from an order
+    # Delivered again (a replayed callback), nothing more is edited or sent.
+    await env.oxapay.mark_paid(track)
+    await _deliver_outbox(env)
+    # method choice → invoice → paid: two edits, none more.
+    assert len(h.emulator.message(CUSTOMER, method.message_id).history) == 2
+
+
+async def test_an_expired_or_cancelled_invoice_loses_its_buttons(env: PayEnv) -> None:
+    h = env.harness
+    track = await env.start_crypto_topup()
+    first = h.last_message(CUSTOMER)
+    # The pending invoice shown again by /topup carries the same buttons: both disarmed.
+    [again] = await h.say(CUSTOMER, "/topup")
+    assert "already have a pending top-up" in again.content and again.buttons
+    await env.oxapay.mark_expired(track)
+    await _deliver_outbox(env)
+    for message_id in (first.message_id, again.message_id):
+        message = h.emulator.message(CUSTOMER, message_id)
+        assert message.buttons == [] and "expired, nothing charged" in message.content
+    # A cancelled one (by /cancel, not by its own button) is disarmed the same way.
+    await env.start_crypto_topup()
+    second = h.last_message(CUSTOMER)
+    await h.say(CUSTOMER, "/cancel")
+    await _deliver_outbox(env)
+    message = h.emulator.message(CUSTOMER, second.message_id)
+    assert message.buttons == [] and "cancelled" in message.content
+
+
+async def test_ready_amount_buttons_start_the_top_up(env: PayEnv) -> None:
+    h = env.harness
+    [ask] = await h.say(CUSTOMER, "/topup")
+    assert [label for label, _ in ask.buttons][:3] == ["$10.00", "$25.00", "$50.00"]
+    await h.press(CUSTOMER, ask, "$25.00")
+    method = h.emulator.message(CUSTOMER, ask.message_id)  # the prompt became the choice
+    assert "$25.00. How would you like to pay?" in method.content
+    await h.press(CUSTOMER, method, "Crypto")
+    invoice = h.emulator.message(CUSTOMER, ask.message_id)
+    assert "Invoice for $25.00" in invoice.content
+    assert (await env.payment())["amount_cents"] == 2500
+
+
+async def test_a_typed_amount_takes_the_ready_amounts_off_the_prompt(env: PayEnv) -> None:
+    h = env.harness
+    [ask] = await h.say(CUSTOMER, "/topup")
+    assert ask.buttons
+    [method] = await h.say(CUSTOMER, "30")
+    assert "$30.00" in method.content
+    assert h.emulator.message(CUSTOMER, ask.message_id).buttons == []
+    # A wrong amount keeps the prompt as it is: it is still the question.
+    [again] = await h.say(CUSTOMER, "/topup")
+    await h.say(CUSTOMER, "abc")
+    assert h.emulator.message(CUSTOMER, again.message_id).buttons

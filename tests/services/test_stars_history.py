@@ -52,6 +52,9 @@ class QuietNotices:
     async def stars_refund_unexpected(self, *args: object, **kwargs: object) -> None:
         return None
 
+    async def invoice_settled(self, *args: object, **kwargs: object) -> None:
+        return None
+
 
 def config(*, overlap: int, max_pages: int) -> TopUpConfig:
     return TopUpConfig(

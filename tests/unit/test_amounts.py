@@ -47,3 +47,21 @@ def test_round_trip_of_formatted_amounts(cents: int) -> None:
     value = Decimal(cents) / 100
     assert parse_amount(f"{value:.2f}", "en", LIMITS) == cents
     assert parse_amount(f"{value:.2f}".replace(".", ","), "ru", LIMITS) == cents
+
+
+def test_a_shortfall_below_the_minimum_asks_for_the_minimum() -> None:
+    from services.amounts import topup_for_shortfall
+
+    assert topup_for_shortfall(804, LIMITS) == 1000
+    assert topup_for_shortfall(1033, LIMITS) == 1033
+
+
+def test_ready_amounts_lead_with_the_shortfall_rounded_up() -> None:
+    from services.amounts import suggested_amounts
+
+    assert suggested_amounts(LIMITS) == [1000, 2500, 5000]
+    assert suggested_amounts(LIMITS, 804) == [1000, 2500, 5000]
+    assert suggested_amounts(LIMITS, 1033) == [1100, 2500, 5000]
+    assert suggested_amounts(LIMITS, 3001) == [3100, 5000]
+    assert suggested_amounts(AmountLimits(1000, 3000), 2999) == [3000]
+    assert suggested_amounts(AmountLimits(1000, 3000), 5000) == []  # above the maximum

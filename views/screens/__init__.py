@@ -1,0 +1,1 @@
+"""Pure screen functions per flow: sample data in, ``Screen`` out; no bot, no I/O."""
