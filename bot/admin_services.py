@@ -40,6 +40,7 @@ def build_admin_services(
 ) -> AdminServices:
     console = settings.admin_console
     cast = settings.broadcast
+    audit = AuditService(storage.audit, clock=clock)
     return AdminServices(
         admin=AdminService(
             users=storage.users,
@@ -47,7 +48,7 @@ def build_admin_services(
             payments=storage.payments,
             ledger=storage.ledger,
             confirmations=storage.confirmations,
-            audit=AuditService(storage.audit, clock=clock),
+            audit=audit,
             runtime=runtime,
             notices=BotAdminNotices(
                 i18n, notifier, users, support_contact=settings.support_contact
@@ -67,7 +68,10 @@ def build_admin_services(
                 max_concurrency=cast.max_concurrency,
                 max_text_length=cast.max_text_length,
             ),
+            audit=audit,
             clock=clock,
         ),
-        exports=ExportService(storage.exports, batch_size=console.export_batch_size, clock=clock),
+        exports=ExportService(
+            storage.exports, audit=audit, batch_size=console.export_batch_size, clock=clock
+        ),
     )

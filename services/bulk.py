@@ -43,6 +43,7 @@ from bson import ObjectId
 from providers.errors import ProviderError, ProviderRejected
 from services import addresses
 from services.addresses import FieldError, scrub_text
+from services.audit import AuditService
 from services.clock import Clock, utc_now
 from services.export import guard_cell
 from services.orders import (
@@ -378,10 +379,12 @@ class BulkService:
         balance_of: Callable[[int], Awaitable[int]],
         config: BulkConfig,
         *,
+        audit: AuditService,
         clock: Clock = utc_now,
         pacer: Pacer | None = None,
     ) -> None:
         self._jobs = jobs
+        self._audit = audit
         self._orders = orders
         self._order_service = order_service
         self._purchase = purchase
@@ -724,10 +727,22 @@ class BulkService:
         return fresh, changed or int(fresh.get("price_cents") or -1) != before
 
     async def request_cancel(self, job_id: str, *, by: int) -> Document | None:
+        """An admin stops a running job after the row being bought; audited once per job
+        (``bulk-cancel:<job>``). None when the job is not running or already cancelling."""
         oid = parse_id(job_id)
         if oid is None:
             return None
-        return await self._jobs.request_cancel(oid, by=by, now=self._clock())
+        job = await self._jobs.request_cancel(oid, by=by, now=self._clock())
+        if job is not None:
+            await self._audit.record(
+                by,
+                "bulk.cancel",
+                str(job["_id"]),
+                before={"status": "running"},
+                after={"cancel_requested_by": by},
+                key=f"bulk-cancel:{job['_id']}",
+            )
+        return job
 
     # -- 5. delivery ----------------------------------------------------------------------
 

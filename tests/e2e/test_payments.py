@@ -697,7 +697,7 @@ async def test_stars_refund_interrupted_between_debit_and_call_is_recoverable(
         raise asyncio.CancelledError  # the task dies with the worker
 
     with pytest.raises(asyncio.CancelledError):
-        await services.payments.refund_stars(str(payment["_id"]), killed)
+        await services.payments.refund_stars(OWNER_ID, str(payment["_id"]), killed)
     assert await env.balance() == 0
     [busy] = await h.say(OWNER_ID, f"/refundstars {payment['_id']}")
     assert "in_progress" in busy.content
