@@ -425,7 +425,7 @@ async def test_unknown_received_amount_is_typed_by_an_admin(env: PayEnv) -> None
     assert payment["status"] == "suspicious" and payment["received_cents"] is None
     # The review button of an old alert credits nothing when the amount is unknown.
     services = h.application.bot_data.require_services()
-    outcome, _ = await services.payments.credit_reviewed(str(payment["_id"]))
+    outcome, _ = await services.payments.credit_reviewed(OWNER_ID, str(payment["_id"]))
     assert outcome == "needs_amount"
     assert await env.balance() == 0
 
