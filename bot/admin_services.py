@@ -41,6 +41,19 @@ def build_admin_services(
     console = settings.admin_console
     cast = settings.broadcast
     audit = AuditService(storage.audit, clock=clock)
+    broadcasts = BroadcastService(
+        storage.broadcasts,
+        storage.users,
+        BroadcastConfig(
+            rate_per_second=cast.rate_per_second,
+            progress_interval=cast.progress_interval_seconds,
+            batch_size=cast.batch_size,
+            max_concurrency=cast.max_concurrency,
+            max_text_length=cast.max_text_length,
+        ),
+        audit=audit,
+        clock=clock,
+    )
     return AdminServices(
         admin=AdminService(
             users=storage.users,
@@ -50,6 +63,7 @@ def build_admin_services(
             confirmations=storage.confirmations,
             audit=audit,
             runtime=runtime,
+            broadcasts=broadcasts,
             notices=BotAdminNotices(
                 i18n, notifier, users, support_contact=settings.support_contact
             ),
@@ -58,19 +72,7 @@ def build_admin_services(
             clock=clock,
         ),
         stats=StatsService(storage.stats, storage.payments, clock=clock),
-        broadcasts=BroadcastService(
-            storage.broadcasts,
-            storage.users,
-            BroadcastConfig(
-                rate_per_second=cast.rate_per_second,
-                progress_interval=cast.progress_interval_seconds,
-                batch_size=cast.batch_size,
-                max_concurrency=cast.max_concurrency,
-                max_text_length=cast.max_text_length,
-            ),
-            audit=audit,
-            clock=clock,
-        ),
+        broadcasts=broadcasts,
         exports=ExportService(
             storage.exports, audit=audit, batch_size=console.export_batch_size, clock=clock
         ),

@@ -208,6 +208,7 @@ def make_admin(db: Any, clock: FakeClock, notices: Notices) -> AdminService:
         confirmations=ConfirmationsRepo(db),
         audit=AuditService(AuditRepo(db), clock=clock),
         runtime=RuntimeFlags(RuntimeSettingsRepo(db), clock=clock, cache_seconds=0),
+        broadcasts=None,  # type: ignore[arg-type]  # maintenance: tests/services
         notices=notices,
         confirm_ttl=timedelta(minutes=15),
         recent_items=5,
