@@ -243,7 +243,9 @@ async def test_crediting_a_reviewed_payment_is_audited_once(
     payments: PaymentService, mongo: Mongo
 ) -> None:
     payment_id = await _card(payments, 2400)  # underpaid: under review, received known
-    outcomes = await asyncio.gather(*(payments.credit_reviewed(ADMIN, payment_id) for _ in range(3)))
+    outcomes = await asyncio.gather(
+        *(payments.credit_reviewed(ADMIN, payment_id) for _ in range(3))
+    )
     assert sorted(o for o, _ in outcomes) == [Outcome.ALREADY_CREDITED] * 2 + [Outcome.CREDITED]
     [entry] = await entries(mongo.db, "payment.credit_reviewed")
     assert (entry["_id"], entry["actor"], entry["target"]) == (
