@@ -40,7 +40,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from providers.errors import ProviderError, ProviderRejected
+from providers.errors import ProviderError
 from services import addresses
 from services.addresses import FieldError, scrub_text
 from services.audit import AuditService
@@ -49,6 +49,7 @@ from services.export import guard_cell
 from services.orders import (
     CORRECTED,
     OrderService,
+    QuoteRefusal,
     RatesUnavailable,
     parse_id,
     validation_of,
@@ -526,10 +527,9 @@ class BulkService:
             await self.pacer.wait()
         try:
             quoted = await services.fetch_rates(row)
-        except RatesUnavailable:
-            return "no_rates"
-        except ProviderRejected as exc:
-            return "invalid_address" if exc.code == "invalid_address" else "no_rates"
+        except RatesUnavailable as exc:
+            invalid = exc.reason is QuoteRefusal.INVALID_ADDRESS
+            return "invalid_address" if invalid else "no_rates"
         except (ProviderError, CarrierUnavailable):
             return "carrier_unavailable"
         except LookupError:

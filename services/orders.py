@@ -11,13 +11,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
 
 from models.shipping import Address, AddressValidation, Parcel
-from providers.errors import ProviderError
+from providers.errors import ProviderError, ProviderRejected
 from services import addresses
 from services.addresses import FieldError
 from services.clock import Clock, utc_now
@@ -150,8 +151,32 @@ def to_parcel(data: dict[str, Any]) -> Parcel:
     )
 
 
+class QuoteRefusal(StrEnum):
+    NO_RATES = "no_rates"  # no rate we can sell
+    INVALID_ADDRESS = "invalid_address"  # the carrier says an address cannot be shipped to
+    REJECTED = "rejected"  # the carrier refused the shipment for another reason
+
+
 class RatesUnavailable(Exception):
-    pass
+    """No rate to offer. ``reason`` says why; ``message`` is the carrier's own words (shown
+    with ``INVALID_ADDRESS``). A carrier that cannot be reached is not this: it raises
+    ``ProviderError`` or ``CarrierUnavailable`` (try again later)."""
+
+    def __init__(self, reason: QuoteRefusal = QuoteRefusal.NO_RATES, message: str = "") -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.message = message
+
+
+class QuoteRefused(RatesUnavailable):
+    """The carrier refused the quote (a business error, ``ProviderRejected``): callers see
+    a domain reason, never the provider's error codes."""
+
+    @classmethod
+    def from_provider(cls, exc: ProviderRejected) -> QuoteRefused:
+        if exc.code == "invalid_address":
+            return cls(QuoteRefusal.INVALID_ADDRESS, exc.message)
+        return cls(QuoteRefusal.REJECTED, exc.message)
 
 
 class OrderService:
@@ -372,7 +397,8 @@ class OrderService:
         """Asks the carrier for rates, prices them and stores them on the draft.
 
         Every quote has its own number (``quote_id``) and shipment reference: ShipStation
-        refuses a second shipment with the same ``external_shipment_id``."""
+        refuses a second shipment with the same ``external_shipment_id``. No sellable rate
+        raises ``RatesUnavailable``; a carrier's refusal ``QuoteRefused`` (one of them)."""
         mode = await self._gateway.mode()
         seq = await self._orders.next_quote_seq(draft["_id"])
         if seq is None:
@@ -381,18 +407,21 @@ class OrderService:
         discount = Decimal(str((user or {}).get("discount_percent", 0) or 0))
         sender = address_of(draft, "from")
         validate = validate_address_option(draft)
-        rates = await self._gateway.rates(
-            mode,
-            to_address(sender, residential=residential_of(draft, "from")),
-            to_address(
-                address_of(draft, "to"),
-                fallback_phone=sender.get("phone"),
-                residential=residential_of(draft, "to"),
-            ),
-            to_parcel(draft["parcel"]),
-            reference=quote_reference(draft["_id"], seq),
-            validate_address=validate,
-        )
+        try:
+            rates = await self._gateway.rates(
+                mode,
+                to_address(sender, residential=residential_of(draft, "from")),
+                to_address(
+                    address_of(draft, "to"),
+                    fallback_phone=sender.get("phone"),
+                    residential=residential_of(draft, "to"),
+                ),
+                to_parcel(draft["parcel"]),
+                reference=quote_reference(draft["_id"], seq),
+                validate_address=validate,
+            )
+        except ProviderRejected as exc:
+            raise QuoteRefused.from_provider(exc) from exc
         priced = price_rates(rates, self._config.pricing, discount)
         if not priced:
             raise RatesUnavailable
