@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from bson import ObjectId
@@ -55,7 +56,7 @@ from services.orders import (
     validation_of,
 )
 from services.parcel import parse_dimensions, parse_weight
-from services.purchase import PurchaseService
+from services.purchase import PurchaseService, PurchaseStatus
 from services.shipping import CarrierUnavailable
 from storage.bulk_jobs import BulkJobsRepo
 from storage.client import Document
@@ -358,11 +359,19 @@ class Quote:
     failed: list[tuple[int, str]]  # (row, reason)
 
 
+class ConfirmationStatus(StrEnum):
+    """Paying a bulk quote (``BulkService.confirm``)."""
+
+    CONFIRMED = "confirmed"
+    INSUFFICIENT = "insufficient"
+    CHANGED = "changed"
+    NOT_FOUND = "not_found"
+    ALREADY = "already"
+
+
 @dataclass(frozen=True)
 class Confirmation:
-    """``status``: confirmed, insufficient, changed, not_found, already."""
-
-    status: str
+    status: ConfirmationStatus
     job: Document | None = None
     balance_cents: int = 0
 
@@ -592,14 +601,14 @@ class BulkService:
         """The Pay press: ``quoted`` → ``running`` at exactly the total the button showed."""
         job = await self.get(user_id, job_id)
         if job is None:
-            return Confirmation("not_found")
+            return Confirmation(ConfirmationStatus.NOT_FOUND)
         if job["status"] != "quoted":
-            return Confirmation("already", job)
+            return Confirmation(ConfirmationStatus.ALREADY, job)
         if int(job.get("total_cents", -1)) != total_cents or not job.get("quoted_count"):
-            return Confirmation("changed", job)
+            return Confirmation(ConfirmationStatus.CHANGED, job)
         balance = await self._balance_of(user_id)
         if balance < total_cents:
-            return Confirmation("insufficient", job, balance_cents=balance)
+            return Confirmation(ConfirmationStatus.INSUFFICIENT, job, balance_cents=balance)
         running = await self._jobs.transition(
             job["_id"],
             from_status="quoted",
@@ -609,8 +618,8 @@ class BulkService:
             extra_filter={"total_cents": total_cents},
         )
         if running is None:
-            return Confirmation("already", await self._jobs.get(job["_id"]))
-        return Confirmation("confirmed", running, balance_cents=balance)
+            return Confirmation(ConfirmationStatus.ALREADY, await self._jobs.get(job["_id"]))
+        return Confirmation(ConfirmationStatus.CONFIRMED, running, balance_cents=balance)
 
     async def quote_of(self, job: Document) -> Quote:
         failures = [(int(f["row"]), str(f["reason"])) for f in job.get("quote_failures") or []]
@@ -706,11 +715,11 @@ class BulkService:
                 offer_id=str(row["offer_id"]),
                 price_cents=int(row["price_cents"]),
             )
-            if result.status == "insufficient":
+            if result.status is PurchaseStatus.INSUFFICIENT:
                 return "insufficient"
-            if result.status == "pending":
+            if result.status is PurchaseStatus.PENDING:
                 continue  # recovery resolves it; the job waits
-            bought += int(result.status == "purchased")
+            bought += int(result.status is PurchaseStatus.PURCHASED)
             await on_progress(job, bought, total)
         return ""
 
