@@ -715,11 +715,11 @@ class BulkService:
                 offer_id=str(row["offer_id"]),
                 price_cents=int(row["price_cents"]),
             )
-            if result.status is PurchaseStatus.INSUFFICIENT:
+            if result.status == PurchaseStatus.INSUFFICIENT:
                 return "insufficient"
-            if result.status is PurchaseStatus.PENDING:
+            if result.status == PurchaseStatus.PENDING:
                 continue  # recovery resolves it; the job waits
-            bought += int(result.status is PurchaseStatus.PURCHASED)
+            bought += int(result.status == PurchaseStatus.PURCHASED)
             await on_progress(job, bought, total)
         return ""
 
