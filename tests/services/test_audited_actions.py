@@ -78,6 +78,29 @@ async def test_an_export_is_audited_by_the_export_service(
     }
 
 
+def _files(directory: Path) -> list[Path]:
+    return list(directory.iterdir())
+
+
+class BrokenAudit(AuditService):
+    async def record(self, *args: Any, **kwargs: Any) -> bool:
+        raise ConnectionError("audit unavailable")
+
+
+async def test_an_export_that_cannot_be_audited_is_not_handed_out(
+    mongo: Mongo, clock: FakeClock, tmp_path: Path
+) -> None:
+    db = mongo.db
+    await db["users"].insert_one({"_id": USER, "created_at": clock(), "balance_cents": 0})
+    broken = BrokenAudit(AuditRepo(db), clock=clock)
+    service = ExportService(
+        ExportRepo(db), audit=broken, batch_size=10, clock=clock, directory=tmp_path
+    )
+    with pytest.raises(ConnectionError):
+        await service.write_csv("users", actor=ADMIN, since=None, until=None, show_phones=True)
+    assert _files(tmp_path) == []  # the file is gone with the failed audit
+
+
 # -- bulk ------------------------------------------------------------------------------------
 
 
