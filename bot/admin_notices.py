@@ -50,3 +50,16 @@ class BotAdminNotices:
             self._i18n.default, "admin.apimode.alert", actor=actor, before=before, after=after
         )
         await self._notifier.alert_admins(text, dedup_key=key)
+
+    def maintenance_texts(self, enabled: bool, message: str | None) -> dict[str, str]:
+        i18n = self._i18n
+        if not enabled:
+            return {code: i18n.t(code, "maintenance.over") for code in i18n.languages}
+        return {
+            code: i18n.t(
+                code,
+                "gate.maintenance",
+                message=message or i18n.t(code, "gate.maintenance_default"),
+            )
+            for code in i18n.languages
+        }

@@ -40,6 +40,20 @@ def build_admin_services(
 ) -> AdminServices:
     console = settings.admin_console
     cast = settings.broadcast
+    audit = AuditService(storage.audit, clock=clock)
+    broadcasts = BroadcastService(
+        storage.broadcasts,
+        storage.users,
+        BroadcastConfig(
+            rate_per_second=cast.rate_per_second,
+            progress_interval=cast.progress_interval_seconds,
+            batch_size=cast.batch_size,
+            max_concurrency=cast.max_concurrency,
+            max_text_length=cast.max_text_length,
+        ),
+        audit=audit,
+        clock=clock,
+    )
     return AdminServices(
         admin=AdminService(
             users=storage.users,
@@ -47,8 +61,9 @@ def build_admin_services(
             payments=storage.payments,
             ledger=storage.ledger,
             confirmations=storage.confirmations,
-            audit=AuditService(storage.audit, clock=clock),
+            audit=audit,
             runtime=runtime,
+            broadcasts=broadcasts,
             notices=BotAdminNotices(
                 i18n, notifier, users, support_contact=settings.support_contact
             ),
@@ -57,17 +72,8 @@ def build_admin_services(
             clock=clock,
         ),
         stats=StatsService(storage.stats, storage.payments, clock=clock),
-        broadcasts=BroadcastService(
-            storage.broadcasts,
-            storage.users,
-            BroadcastConfig(
-                rate_per_second=cast.rate_per_second,
-                progress_interval=cast.progress_interval_seconds,
-                batch_size=cast.batch_size,
-                max_concurrency=cast.max_concurrency,
-                max_text_length=cast.max_text_length,
-            ),
-            clock=clock,
+        broadcasts=broadcasts,
+        exports=ExportService(
+            storage.exports, audit=audit, batch_size=console.export_batch_size, clock=clock
         ),
-        exports=ExportService(storage.exports, batch_size=console.export_batch_size, clock=clock),
     )

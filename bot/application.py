@@ -322,6 +322,7 @@ async def _post_init(application: BotApplication) -> None:
                 card_enabled=_card_enabled(settings),
             ),
             oxapay=oxapay,
+            audit=AuditService(storage.audit, clock=clock),
             confirmations=storage.confirmations,
             confirm_ttl=timedelta(minutes=settings.admin_console.confirm_ttl_minutes),
             clock=clock,
@@ -478,6 +479,7 @@ def build_bulk_service(
             max_weight_oz=ship.max_weight_oz,
             max_side_in=ship.max_side_in,
         ),
+        audit=services.audit,
         clock=clock,
     )
 

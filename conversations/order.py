@@ -26,7 +26,7 @@ from conversations.common import cancel_handlers, conversation_key, leave_others
 from handlers.common import ack, lang_of, reply
 from handlers.label_files import send_label_document, send_label_with_receipt
 from handlers.refunds import window_text
-from providers.errors import ProviderError, ProviderRejected
+from providers.errors import ProviderError
 from services import addresses
 from services.addresses import FieldError
 from services.amounts import AmountError
@@ -38,6 +38,7 @@ from services.orders import (
     SIDES,
     AddressCheck,
     OptionNotOffered,
+    QuoteRefusal,
     RatesUnavailable,
     address_of,
     has_progress,
@@ -302,25 +303,12 @@ async def _load_rates(update: Update, context: BotContext, draft: Document) -> O
     )
     try:
         draft = await context.services.orders.fetch_rates(draft)
-    except RatesUnavailable:
-        await reply(
-            update,
-            context,
-            i18n.t(lang, "order.no_rates"),
-            _summary_edit_markup(i18n, lang, draft),
-        )
-        return OrderState.AWAITING_CONFIRMATION
-    except ProviderRejected as exc:
-        if exc.code == "invalid_address":
+    except RatesUnavailable as exc:  # the service names the carrier's refusals
+        if exc.reason is QuoteRefusal.INVALID_ADDRESS:
             text = i18n.t(lang, "order.invalid_address", message=exc.message)
-            await reply(update, context, text, _summary_edit_markup(i18n, lang, draft))
-            return OrderState.AWAITING_CONFIRMATION
-        await reply(
-            update,
-            context,
-            i18n.t(lang, "order.no_rates"),
-            _summary_edit_markup(i18n, lang, draft),
-        )
+        else:
+            text = i18n.t(lang, "order.no_rates")
+        await reply(update, context, text, _summary_edit_markup(i18n, lang, draft))
         return OrderState.AWAITING_CONFIRMATION
     except (ProviderError, CarrierUnavailable):
         await reply(update, context, i18n.t(lang, "order.carrier_unavailable"), retry)

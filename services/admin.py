@@ -11,8 +11,10 @@ pressing the button again, and nothing happens twice.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Protocol
 
 from bson import ObjectId
@@ -50,6 +52,45 @@ class AdminNotices(Protocol):
 
     async def api_mode_changed(self, actor: int, before: str, after: str, key: str) -> None: ...
 
+    def maintenance_texts(self, enabled: bool, message: str | None) -> dict[str, str]:
+        """The customers' notice of maintenance starting (with ``message``) or ending, one
+        text per language."""
+        ...
+
+
+class Broadcasts(Protocol):
+    """Starts a broadcast without a preview (``BroadcastService.start``, which audits it)."""
+
+    async def start(
+        self,
+        actor: int,
+        *,
+        kind: str,
+        texts: dict[str, str],
+        admin_language: str,
+        progress_chat_id: int | None = None,
+        progress_message_id: int | None = None,
+    ) -> Document: ...
+
+
+# Shows the admin a message the broadcast will report its progress in: (chat id, message id).
+ProgressOpener = Callable[[], Awaitable[tuple[int, int]]]
+
+
+class MaintenanceOutcome(StrEnum):
+    TURNED_ON = "turned_on"
+    TURNED_OFF = "turned_off"
+    ALREADY_ON = "already_on"  # no transition: customers were told already
+    ALREADY_OFF = "already_off"
+
+    @property
+    def changed(self) -> bool:
+        return self in (MaintenanceOutcome.TURNED_ON, MaintenanceOutcome.TURNED_OFF)
+
+    @property
+    def enabled(self) -> bool:
+        return self in (MaintenanceOutcome.TURNED_ON, MaintenanceOutcome.ALREADY_ON)
+
 
 class InputError(ValueError):
     """``code`` selects the message shown to the admin; ``params`` fill it."""
@@ -79,11 +120,18 @@ class Change:
         return self.before != self.after
 
 
+class ConfirmStatus(StrEnum):
+    APPLIED = "applied"
+    ALREADY_APPLIED = "already_applied"
+    INSUFFICIENT = "insufficient"
+    EXPIRED = "expired"
+    CLOSED = "closed"
+    UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True)
 class ConfirmOutcome:
-    """``status``: applied, already_applied, insufficient, expired, closed, unknown."""
-
-    status: str
+    status: ConfirmStatus
     confirmation: Document | None = None
     balance_cents: int | None = None
     before: str | None = None
@@ -135,6 +183,7 @@ class AdminService:
         confirmations: ConfirmationsRepo,
         audit: AuditService,
         runtime: RuntimeFlags,
+        broadcasts: Broadcasts,
         notices: AdminNotices,
         confirm_ttl: timedelta,
         recent_items: int,
@@ -147,6 +196,7 @@ class AdminService:
         self._confirmations = confirmations
         self._audit = audit
         self._runtime = runtime
+        self._broadcasts = broadcasts
         self._notices = notices
         self._confirm_ttl = confirm_ttl
         self._recent = recent_items
@@ -261,23 +311,24 @@ class AdminService:
         oid = parse_object_id(confirmation_id)
         doc = await self._confirmations.get(oid) if oid is not None else None
         if doc is None or doc["kind"] != kind:
-            return ConfirmOutcome("unknown")
+            return ConfirmOutcome(ConfirmStatus.UNKNOWN)
         if doc["status"] == "done":
-            return ConfirmOutcome("already_applied", doc)
+            return ConfirmOutcome(ConfirmStatus.ALREADY_APPLIED, doc)
         if doc["status"] != "pending":
-            return ConfirmOutcome("closed", doc)
+            return ConfirmOutcome(ConfirmStatus.CLOSED, doc)
         if doc["expires_at"] <= self._clock():
-            return ConfirmOutcome("expired", doc)
+            return ConfirmOutcome(ConfirmStatus.EXPIRED, doc)
         return doc
 
     async def apply_adjustment(self, actor: int, confirmation_id: str) -> ConfirmOutcome:
         """Applies the confirmed correction once: ledger ``adjustment:<confirmation id>``."""
         pending = await self._pending(confirmation_id, "adjustment")
         if isinstance(pending, ConfirmOutcome):
-            if pending.status == "already_applied" and pending.confirmation is not None:
+            done = pending.status == ConfirmStatus.ALREADY_APPLIED
+            if done and pending.confirmation is not None:
                 user = await self._users.get(int(pending.confirmation["payload"]["user_id"]))
                 balance = int(user.get("balance_cents", 0)) if user else None
-                return ConfirmOutcome("already_applied", pending.confirmation, balance)
+                return ConfirmOutcome(ConfirmStatus.ALREADY_APPLIED, pending.confirmation, balance)
             return pending
         doc = pending
         payload = doc["payload"]
@@ -300,9 +351,9 @@ class AdminService:
         except InsufficientFunds as exc:
             if await self._ledger.get(key) is not None:
                 # A concurrent press applied it meanwhile: the balance read was after it.
-                return ConfirmOutcome("already_applied", doc, exc.balance_cents)
+                return ConfirmOutcome(ConfirmStatus.ALREADY_APPLIED, doc, exc.balance_cents)
             await self._confirmations.close(doc["_id"], status="refused", by=actor, now=now)
-            return ConfirmOutcome("insufficient", doc, exc.balance_cents)
+            return ConfirmOutcome(ConfirmStatus.INSUFFICIENT, doc, exc.balance_cents)
         await self._audit.record(
             actor,
             "balance.adjust",
@@ -319,7 +370,7 @@ class AdminService:
         await self._confirmations.close(doc["_id"], status="done", by=actor, now=now)
         # The ledger decides who applied it: a concurrent press may close the confirmation
         # before the press whose entry won.
-        status = "already_applied" if result.replayed else "applied"
+        status = ConfirmStatus.ALREADY_APPLIED if result.replayed else ConfirmStatus.APPLIED
         return ConfirmOutcome(status, doc, result.balance_cents)
 
     async def cancel(self, actor: int, confirmation_id: str) -> bool:
@@ -335,8 +386,9 @@ class AdminService:
 
     async def set_maintenance(
         self, actor: int, enabled: bool, message: str | None
-    ) -> Maintenance:
-        """Switches maintenance mode and audits it; returns the previous state."""
+    ) -> MaintenanceOutcome:
+        """Stores the flag (and the customers' notice ``message``) and audits the switch,
+        also one that changes nothing (an admin said so)."""
         before = await self._runtime.set_maintenance(enabled, message)
         await self._audit.record(
             actor,
@@ -345,7 +397,33 @@ class AdminService:
             before={"enabled": before.enabled, "message": before.message},
             after={"enabled": enabled, "message": message},
         )
-        return before
+        if before.enabled == enabled:
+            return MaintenanceOutcome.ALREADY_ON if enabled else MaintenanceOutcome.ALREADY_OFF
+        return MaintenanceOutcome.TURNED_ON if enabled else MaintenanceOutcome.TURNED_OFF
+
+    async def announce_maintenance(
+        self,
+        actor: int,
+        outcome: MaintenanceOutcome,
+        message: str | None,
+        *,
+        admin_language: str,
+        open_progress: ProgressOpener,
+    ) -> Document | None:
+        """Tells every customer that maintenance started or ended, by a broadcast (audited
+        by ``BroadcastService.start``); a switch that changed nothing tells nobody."""
+        if not outcome.changed:
+            return None
+        texts = self._notices.maintenance_texts(outcome.enabled, message)
+        chat_id, message_id = await open_progress()
+        return await self._broadcasts.start(
+            actor,
+            kind="maintenance_on" if outcome.enabled else "maintenance_off",
+            texts=texts,
+            admin_language=admin_language,
+            progress_chat_id=chat_id,
+            progress_message_id=message_id,
+        )
 
     async def maintenance(self) -> Maintenance:
         return await self._runtime.maintenance()
@@ -385,4 +463,5 @@ class AdminService:
         closed = await self._confirmations.close(
             doc["_id"], status="done", by=actor, now=self._clock()
         )
-        return ConfirmOutcome("applied" if closed else "already_applied", doc, before=before)
+        status = ConfirmStatus.APPLIED if closed else ConfirmStatus.ALREADY_APPLIED
+        return ConfirmOutcome(status, doc, before=before)

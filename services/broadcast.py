@@ -37,6 +37,7 @@ from typing import Any
 from bson import ObjectId
 
 from services.admin import parse_object_id
+from services.audit import AuditService
 from services.clock import Clock, utc_now
 from storage.broadcasts import BroadcastsRepo, Delivery
 from storage.client import Document
@@ -142,10 +143,12 @@ class BroadcastService:
         users: UsersRepo,
         config: BroadcastConfig,
         *,
+        audit: AuditService,
         clock: Clock = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._repo = repo
+        self._audit = audit
         self._users = users
         self._config = config
         self._clock = clock
@@ -198,12 +201,13 @@ class BroadcastService:
     async def confirm(
         self, actor: int, broadcast_id: str, *, progress_chat_id: int, progress_message_id: int
     ) -> Document | None:
-        """``draft`` → ``preparing`` (once: a second tap finds it no longer a draft)."""
+        """``draft`` → ``preparing`` (once: a second tap finds it no longer a draft), audited
+        as ``broadcast.start`` keyed by the broadcast."""
         oid = parse_object_id(broadcast_id)
         if oid is None:
             return None
         now = self._clock()
-        return await self._repo.transition(
+        started = await self._repo.transition(
             oid,
             from_statuses=["draft"],
             to_status="preparing",
@@ -214,6 +218,15 @@ class BroadcastService:
                 "progress_chat_id": progress_chat_id,
                 "progress_message_id": progress_message_id,
             },
+        )
+        if started is not None:
+            await self._audit_start(actor, started, describe(started))
+        return started
+
+    async def _audit_start(self, actor: int, broadcast: Document, after: dict[str, Any]) -> None:
+        bid = broadcast["_id"]
+        await self._audit.record(
+            actor, "broadcast.start", f"broadcast:{bid}", after=after, key=f"broadcast.start:{bid}"
         )
 
     async def cancel(self, broadcast_id: str) -> Document | None:
@@ -234,7 +247,7 @@ class BroadcastService:
         progress_chat_id: int | None = None,
         progress_message_id: int | None = None,
     ) -> Document:
-        """A broadcast the system sends without a preview (maintenance notices)."""
+        """A broadcast the system sends without a preview (maintenance notices), audited."""
         draft = await self.create_draft(
             actor, texts=texts, kind=kind, admin_language=admin_language
         )
@@ -252,6 +265,7 @@ class BroadcastService:
             },
         )
         assert started is not None
+        await self._audit_start(actor, started, {"kind": kind})
         return started
 
     async def set_progress_message(

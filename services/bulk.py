@@ -40,24 +40,27 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from bson import ObjectId
 
-from providers.errors import ProviderError, ProviderRejected
+from providers.errors import ProviderError
 from services import addresses
 from services.addresses import FieldError, scrub_text
+from services.audit import AuditService
 from services.clock import Clock, utc_now
 from services.export import guard_cell
 from services.orders import (
     CORRECTED,
     OrderService,
+    QuoteRefusal,
     RatesUnavailable,
     parse_id,
     validation_of,
 )
 from services.parcel import parse_dimensions, parse_weight
-from services.purchase import PurchaseService, label_file_format
+from services.purchase import PurchaseService, PurchaseStatus, label_file_format
 from services.shipping import CarrierUnavailable
 from storage.bulk_jobs import BulkJobsRepo
 from storage.client import Document
@@ -360,11 +363,19 @@ class Quote:
     failed: list[tuple[int, str]]  # (row, reason)
 
 
+class ConfirmationStatus(StrEnum):
+    """Paying a bulk quote (``BulkService.confirm``)."""
+
+    CONFIRMED = "confirmed"
+    INSUFFICIENT = "insufficient"
+    CHANGED = "changed"
+    NOT_FOUND = "not_found"
+    ALREADY = "already"
+
+
 @dataclass(frozen=True)
 class Confirmation:
-    """``status``: confirmed, insufficient, changed, not_found, already."""
-
-    status: str
+    status: ConfirmationStatus
     job: Document | None = None
     balance_cents: int = 0
 
@@ -396,10 +407,12 @@ class BulkService:
         balance_of: Callable[[int], Awaitable[int]],
         config: BulkConfig,
         *,
+        audit: AuditService,
         clock: Clock = utc_now,
         pacer: Pacer | None = None,
     ) -> None:
         self._jobs = jobs
+        self._audit = audit
         self._orders = orders
         self._order_service = order_service
         self._purchase = purchase
@@ -541,10 +554,9 @@ class BulkService:
             await self.pacer.wait()
         try:
             quoted = await services.fetch_rates(row)
-        except RatesUnavailable:
-            return "no_rates"
-        except ProviderRejected as exc:
-            return "invalid_address" if exc.code == "invalid_address" else "no_rates"
+        except RatesUnavailable as exc:
+            invalid = exc.reason is QuoteRefusal.INVALID_ADDRESS
+            return "invalid_address" if invalid else "no_rates"
         except (ProviderError, CarrierUnavailable):
             return "carrier_unavailable"
         except LookupError:
@@ -607,14 +619,14 @@ class BulkService:
         """The Pay press: ``quoted`` → ``running`` at exactly the total the button showed."""
         job = await self.get(user_id, job_id)
         if job is None:
-            return Confirmation("not_found")
+            return Confirmation(ConfirmationStatus.NOT_FOUND)
         if job["status"] != "quoted":
-            return Confirmation("already", job)
+            return Confirmation(ConfirmationStatus.ALREADY, job)
         if int(job.get("total_cents", -1)) != total_cents or not job.get("quoted_count"):
-            return Confirmation("changed", job)
+            return Confirmation(ConfirmationStatus.CHANGED, job)
         balance = await self._balance_of(user_id)
         if balance < total_cents:
-            return Confirmation("insufficient", job, balance_cents=balance)
+            return Confirmation(ConfirmationStatus.INSUFFICIENT, job, balance_cents=balance)
         running = await self._jobs.transition(
             job["_id"],
             from_status="quoted",
@@ -624,8 +636,8 @@ class BulkService:
             extra_filter={"total_cents": total_cents},
         )
         if running is None:
-            return Confirmation("already", await self._jobs.get(job["_id"]))
-        return Confirmation("confirmed", running, balance_cents=balance)
+            return Confirmation(ConfirmationStatus.ALREADY, await self._jobs.get(job["_id"]))
+        return Confirmation(ConfirmationStatus.CONFIRMED, running, balance_cents=balance)
 
     async def quote_of(self, job: Document) -> Quote:
         failures = [(int(f["row"]), str(f["reason"])) for f in job.get("quote_failures") or []]
@@ -721,11 +733,11 @@ class BulkService:
                 offer_id=str(row["offer_id"]),
                 price_cents=int(row["price_cents"]),
             )
-            if result.status == "insufficient":
+            if result.status == PurchaseStatus.INSUFFICIENT:
                 return "insufficient"
-            if result.status == "pending":
+            if result.status == PurchaseStatus.PENDING:
                 continue  # recovery resolves it; the job waits
-            bought += int(result.status == "purchased")
+            bought += int(result.status == PurchaseStatus.PURCHASED)
             await on_progress(job, bought, total)
         return ""
 
@@ -742,10 +754,22 @@ class BulkService:
         return fresh, changed or int(fresh.get("price_cents") or -1) != before
 
     async def request_cancel(self, job_id: str, *, by: int) -> Document | None:
+        """An admin stops a running job after the row being bought; audited once per job
+        (``bulk-cancel:<job>``). None when the job is not running or already cancelling."""
         oid = parse_id(job_id)
         if oid is None:
             return None
-        return await self._jobs.request_cancel(oid, by=by, now=self._clock())
+        job = await self._jobs.request_cancel(oid, by=by, now=self._clock())
+        if job is not None:
+            await self._audit.record(
+                by,
+                "bulk.cancel",
+                str(job["_id"]),
+                before={"status": "running"},
+                after={"cancel_requested_by": by},
+                key=f"bulk-cancel:{job['_id']}",
+            )
+        return job
 
     # -- 5. delivery ----------------------------------------------------------------------
 

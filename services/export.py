@@ -3,7 +3,8 @@
 Memory stays bounded whatever the row count: documents come from a cursor in batches and
 each row goes straight to the file (the caller uploads the file and deletes it). Phone
 numbers are masked unless the caller may see them; text a customer typed is guarded
-against spreadsheet formula injection.
+against spreadsheet formula injection. Every export is audited as soon as its file is
+written (who, which rows, phones masked or not), whoever calls it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from services.audit import AuditService
 from services.clock import Clock, utc_now
 from services.masking import mask_phone
 from storage.client import Document
@@ -38,6 +40,11 @@ class ExportResult:
     rows: int
     since: date | None
     until: date | None
+
+
+def day_text(value: date | None) -> str:
+    """A bound of an export's period as shown and audited ("…": open)."""
+    return value.isoformat() if value else "…"
 
 
 def parse_day(text: str) -> date:
@@ -153,11 +160,13 @@ class ExportService:
         self,
         repo: ExportRepo,
         *,
+        audit: AuditService,
         batch_size: int,
         clock: Clock = utc_now,
         directory: Path | None = None,
     ) -> None:
         self._repo = repo
+        self._audit = audit
         self._batch_size = batch_size
         self._clock = clock
         self._directory = directory
@@ -166,11 +175,12 @@ class ExportService:
         self,
         kind: str,
         *,
+        actor: int,
         since: date | None,
         until: date | None,
         show_phones: bool,
     ) -> ExportResult:
-        """Writes the CSV; ``until`` is inclusive (the whole day)."""
+        """Writes the CSV (``until`` is inclusive: the whole day) and audits the export."""
         if kind not in _LAYOUTS:
             raise ExportError("bad_kind")
         if since is not None and until is not None and until < since:
@@ -199,5 +209,20 @@ class ExportService:
             _remove(path)
             raise
         handle.close()
+        try:
+            await self._audit.record(
+                actor,
+                f"export.{kind}",
+                f"export:{kind}",
+                after={
+                    "rows": rows,
+                    "from": day_text(since),
+                    "to": day_text(until),
+                    "phones_masked": not show_phones,
+                },
+            )
+        except BaseException:
+            _remove(path)  # an export that could not be audited is not handed out
+            raise
         stamp = self._clock().strftime("%Y%m%d-%H%M%S")
         return ExportResult(path, f"{kind}-{stamp}.csv", rows, since, until)

@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from bson import ObjectId
@@ -162,8 +163,32 @@ def to_parcel(data: dict[str, Any]) -> Parcel:
     )
 
 
+class QuoteRefusal(StrEnum):
+    NO_RATES = "no_rates"  # no rate we can sell
+    INVALID_ADDRESS = "invalid_address"  # the carrier says an address cannot be shipped to
+    REJECTED = "rejected"  # the carrier refused the shipment for another reason
+
+
 class RatesUnavailable(Exception):
-    pass
+    """No rate to offer. ``reason`` says why; ``message`` is the carrier's own words (shown
+    with ``INVALID_ADDRESS``). A carrier that cannot be reached is not this: it raises
+    ``ProviderError`` or ``CarrierUnavailable`` (try again later)."""
+
+    def __init__(self, reason: QuoteRefusal = QuoteRefusal.NO_RATES, message: str = "") -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.message = message
+
+
+class QuoteRefused(RatesUnavailable):
+    """The carrier refused the quote (a business error, ``ProviderRejected``): callers see
+    a domain reason, never the provider's error codes."""
+
+    @classmethod
+    def from_provider(cls, exc: ProviderRejected) -> QuoteRefused:
+        if exc.code == "invalid_address":
+            return cls(QuoteRefusal.INVALID_ADDRESS, exc.message)
+        return cls(QuoteRefusal.REJECTED, exc.message)
 
 
 class OptionNotOffered(Exception):
@@ -514,11 +539,15 @@ class OrderService:
 
     async def fetch_rates(self, draft: Document) -> Document:
         """Asks the carrier for rates (with the draft's insurance and confirmation),
-        prices them and stores them on the draft."""
+        prices them and stores them on the draft. No sellable rate raises
+        ``RatesUnavailable``; a carrier's refusal ``QuoteRefused`` (one of them)."""
         insured, confirmation = options_of(draft)
-        mode, quote_id, stored, validate = await self._quote(
-            draft, insured_value_cents=insured, confirmation=confirmation
-        )
+        try:
+            mode, quote_id, stored, validate = await self._quote(
+                draft, insured_value_cents=insured, confirmation=confirmation
+            )
+        except ProviderRejected as exc:
+            raise QuoteRefused.from_provider(exc) from exc
         if not stored:
             raise RatesUnavailable
         return await self._update(

@@ -30,6 +30,7 @@ from bson.errors import InvalidId
 from models.payments import Invoice, PaymentInfo
 from providers.errors import ProviderError, ProviderNotFound
 from services.amounts import AmountLimits, suggested_amounts, topup_for_shortfall
+from services.audit import AuditService
 from services.clock import Clock, utc_now
 from storage.client import Document
 from storage.confirmations import ConfirmationsRepo
@@ -75,6 +76,47 @@ class Outcome(StrEnum):
     IGNORED = "ignored"
     NEEDS_AMOUNT = "needs_amount"  # the received amount is unknown: an admin must type it
     CONFLICT = "conflict"  # a ledger key clash: admins alerted, nothing applied
+
+
+class ReviewedCredit(StrEnum):
+    """What pressing the confirmation of a typed credit did (``confirm_reviewed_credit``)."""
+
+    CREDITED = "credited"
+    ALREADY_CREDITED = "already_credited"  # this or another path credited the payment
+    NOT_CREDITABLE = "not_creditable"
+    EXPIRED = "expired"
+    CLOSED = "closed"
+    UNKNOWN = "unknown"
+
+
+class CardRefund(StrEnum):
+    """``record_card_refund``'s result."""
+
+    RECORDED = "recorded"
+    ALREADY_REFUNDED = "already_refunded"
+    NOT_FOUND = "not_found"
+    NOT_PAID = "not_paid"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+
+
+class StarsRefund(StrEnum):
+    """``refund_stars``'s result."""
+
+    REFUNDED = "refunded"
+    ALREADY_REFUNDED = "already_refunded"
+    NOT_FOUND = "not_found"
+    NOT_PAID = "not_paid"
+    IN_PROGRESS = "in_progress"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    REFUSED = "refused"  # Telegram said no: the debit was compensated
+    UNKNOWN = "unknown"  # no answer: the debit stands until Telegram's history tells
+
+
+@dataclass(frozen=True)
+class StarsRefundResult:
+    status: StarsRefund
+    payment: Document | None
+    reason: str = ""  # Telegram's refusal (``REFUSED``)
 
 
 class InvoiceGateway(Protocol):
@@ -244,6 +286,7 @@ class PaymentService:
         config: TopUpConfig,
         *,
         oxapay: InvoiceGateway | None,
+        audit: AuditService,
         confirmations: ConfirmationsRepo | None = None,
         confirm_ttl: timedelta = timedelta(minutes=15),
         clock: Clock = utc_now,
@@ -253,6 +296,7 @@ class PaymentService:
         self._notices = notices
         self._config = config
         self._oxapay = oxapay
+        self._audit = audit
         self._confirmations = confirmations
         self._confirm_ttl = confirm_ttl
         self._clock = clock
@@ -686,10 +730,11 @@ class PaymentService:
         return counts
 
     async def credit_reviewed(
-        self, payment_id: str, amount_cents: int | None = None
+        self, actor: int, payment_id: str, amount_cents: int | None = None
     ) -> tuple[Outcome, Document | None]:
         """An admin credits a payment under review: what it received when that is known,
-        else the amount the admin typed (at most the invoice amount)."""
+        else the amount the admin typed (at most the invoice amount). The credit is
+        audited (``payment.credit_reviewed``) once, keyed by its ledger key."""
         oid = parse_payment_id(payment_id)
         payment = await self._payments.get(oid) if oid else None
         if payment is None:
@@ -709,7 +754,21 @@ class PaymentService:
             amount = amount_cents
         # An admin's credit never tops up a credit another path made meanwhile.
         outcome = await self._credit(payment, amount, now=self._clock(), top_up=False)
-        return outcome, await self._payments.get(payment["_id"])
+        credited = await self._payments.get(payment["_id"])
+        if outcome == Outcome.CREDITED and credited is not None:
+            await self._audit.record(
+                actor,
+                "payment.credit_reviewed",
+                f"payment:{credited['_id']}",
+                before={"status": "suspicious", "received_cents": credited.get("received_cents")},
+                after={
+                    "status": credited["status"],
+                    "credited_cents": credited.get("credited_cents"),
+                    "typed": amount_cents is not None,
+                },
+                key=f"audit:{credited.get('ledger_key') or credited['_id']}",
+            )
+        return outcome, credited
 
     async def prepare_reviewed_credit(
         self, actor: int, payment_id: str, amount_cents: int
@@ -752,38 +811,38 @@ class PaymentService:
 
     async def confirm_reviewed_credit(
         self, actor: int, confirmation_id: str
-    ) -> tuple[str, Document | None, Document | None]:
-        """The confirmation button: credits the typed amount once.
+    ) -> tuple[ReviewedCredit, Document | None, Document | None]:
+        """The confirmation button: credits the typed amount once (audited).
 
-        Returns ``(status, confirmation, payment)``; status is credited, already_credited
-        (this or another path credited the payment), not_creditable, expired, closed or
-        unknown."""
+        Returns ``(status, confirmation, payment)``."""
         if self._confirmations is None:
-            return "unknown", None, None
+            return ReviewedCredit.UNKNOWN, None, None
         oid = parse_payment_id(confirmation_id)
         doc = await self._confirmations.get(oid) if oid is not None else None
         if doc is None or doc["kind"] != "payment_credit":
-            return "unknown", None, None
+            return ReviewedCredit.UNKNOWN, None, None
         payment_id = str(doc["payload"]["payment_id"])
         if doc["status"] == "done":
-            return "already_credited", doc, await self._payments.get(ObjectId(payment_id))
+            payment = await self._payments.get(ObjectId(payment_id))
+            return ReviewedCredit.ALREADY_CREDITED, doc, payment
         if doc["status"] != "pending":
-            return "closed", doc, None
+            return ReviewedCredit.CLOSED, doc, None
         if doc["expires_at"] <= self._clock():
-            return "expired", doc, None
+            return ReviewedCredit.EXPIRED, doc, None
         outcome, payment = await self.credit_reviewed(
-            payment_id, int(doc["payload"]["amount_cents"])
+            actor, payment_id, int(doc["payload"]["amount_cents"])
         )
         if outcome not in (Outcome.CREDITED, Outcome.ALREADY_CREDITED):
             await self._confirmations.close(
                 doc["_id"], status="refused", by=actor, now=self._clock()
             )
-            return "not_creditable", doc, payment
+            return ReviewedCredit.NOT_CREDITABLE, doc, payment
         closed = await self._confirmations.close(
             doc["_id"], status="done", by=actor, now=self._clock()
         )
         credited = outcome == Outcome.CREDITED and closed is not None
-        return ("credited" if credited else "already_credited"), doc, payment
+        status = ReviewedCredit.CREDITED if credited else ReviewedCredit.ALREADY_CREDITED
+        return status, doc, payment
 
     async def reconcile(self, *, limit: int = 100) -> dict[str, int]:
         """Asks OxaPay about open invoices; credits paid ones through the same path."""
@@ -940,21 +999,23 @@ class PaymentService:
                 return await self._flag_suspicious(payment, received, "amount_mismatch")
         return await self._credit(payment, payment["amount_cents"], now=now)
 
-    async def record_card_refund(self, payment_id: str) -> tuple[str, Document | None]:
+    async def record_card_refund(
+        self, actor: int, payment_id: str
+    ) -> tuple[CardRefund, Document | None]:
         """An admin records a card refund made (or to be made) at the provider: the credit
         is debited once, keyed by the provider's charge id, and the payment is marked
-        refunded. Telegram has no refund call for provider payments.
+        refunded. Telegram has no refund call for provider payments. Audited
+        (``payment.refund_card``) once, keyed by the charge: also after a crash before it.
 
-        Returns ``(result, payment)``; result is recorded, already_refunded, not_found,
-        not_paid or insufficient_balance."""
+        Returns ``(result, payment)``."""
         oid = parse_payment_id(payment_id)
         payment = await self._payments.get(oid) if oid else None
         if payment is None or payment["provider"] != CARD:
-            return "not_found", payment
+            return CardRefund.NOT_FOUND, payment
         if payment["status"] == "refunded":
-            return "already_refunded", payment
+            return await self._audit_card_refund(actor, CardRefund.ALREADY_REFUNDED, payment)
         if payment["status"] != "paid":
-            return "not_paid", payment
+            return CardRefund.NOT_PAID, payment
         now = self._clock()
         key = f"card-refund:{payment['provider_ref']}"
         try:
@@ -967,7 +1028,7 @@ class PaymentService:
                 meta={"payment_id": str(payment["_id"]), "provider": CARD},
             )
         except InsufficientFunds:
-            return "insufficient_balance", payment
+            return CardRefund.INSUFFICIENT_BALANCE, payment
         done = await self._payments.transition(
             payment["_id"],
             from_statuses=["paid"],
@@ -976,8 +1037,24 @@ class PaymentService:
             fields={"refunded_at": now, "refund_state": "recorded", "refund_key": key},
         )
         if done is None:  # another admin recorded it meanwhile (same key: one debit)
-            return "already_refunded", await self._payments.get(payment["_id"])
-        return "recorded", done
+            fresh = await self._payments.get(payment["_id"])
+            if fresh is None:
+                return CardRefund.ALREADY_REFUNDED, None
+            return await self._audit_card_refund(actor, CardRefund.ALREADY_REFUNDED, fresh)
+        return await self._audit_card_refund(actor, CardRefund.RECORDED, done)
+
+    async def _audit_card_refund(
+        self, actor: int, result: CardRefund, payment: Document
+    ) -> tuple[CardRefund, Document]:
+        await self._audit.record(
+            actor,
+            "payment.refund_card",
+            f"payment:{payment['_id']}",
+            before={"status": "paid"},
+            after={"status": payment["status"], "debited_cents": payment.get("credited_cents")},
+            key=f"audit:card-refund:{payment.get('provider_ref')}",
+        )
+        return result, payment
 
     async def recent_card(self, *, limit: int = 20) -> list[Document]:
         return await self._payments.recent_by_provider(CARD, limit=limit)
@@ -1178,9 +1255,10 @@ class PaymentService:
 
     async def refund_stars(
         self,
+        actor: int,
         payment_id: str,
         refund: Callable[[int, str], Awaitable[Any]],
-    ) -> tuple[str, Document | None]:
+    ) -> StarsRefundResult:
         """Debits the ledger once, then asks Telegram to refund.
 
         ``refund`` returns when Telegram refunded (or says it already had), raises
@@ -1189,17 +1267,17 @@ class PaymentService:
         in progress and is settled from Telegram's history (``reconcile_stars``), or by
         running this again, which retries the same attempt without a second debit.
 
-        Returns ``(result, payment)``; result is refunded, already_refunded, not_found,
-        not_paid, in_progress, insufficient_balance, refused:<reason> or unknown.
+        A refunded or unknown outcome is audited (``payment.refund_stars``), once per
+        attempt and outcome.
         """
         oid = parse_payment_id(payment_id)
         payment = await self._payments.get(oid) if oid else None
         if payment is None or payment["provider"] != STARS:
-            return "not_found", payment
+            return StarsRefundResult(StarsRefund.NOT_FOUND, payment)
         if payment["status"] == "refunded":
-            return "already_refunded", payment
+            return StarsRefundResult(StarsRefund.ALREADY_REFUNDED, payment)
         if payment["status"] != "paid":
-            return "not_paid", payment
+            return StarsRefundResult(StarsRefund.NOT_PAID, payment)
         now = self._clock()
         claimed = await self._payments.claim_refund(payment["_id"], now=now)
         if claimed is None:
@@ -1209,8 +1287,8 @@ class PaymentService:
         if claimed is None:
             fresh = await self._payments.get(payment["_id"])
             if fresh is not None and fresh["status"] == "refunded":
-                return "already_refunded", fresh
-            return "in_progress", payment
+                return StarsRefundResult(StarsRefund.ALREADY_REFUNDED, fresh)
+            return StarsRefundResult(StarsRefund.IN_PROGRESS, payment)
         charge_id = str(payment["provider_ref"])
         attempt = int(claimed["refund_attempts"])
         amount = int(payment["credited_cents"])
@@ -1226,7 +1304,7 @@ class PaymentService:
             )
         except InsufficientFunds:
             await self._payments.release_refund(payment["_id"])
-            return "insufficient_balance", payment
+            return StarsRefundResult(StarsRefund.INSUFFICIENT_BALANCE, payment)
         try:
             await refund(payment["user_id"], charge_id)
         except StarsRefundRefused as exc:
@@ -1241,7 +1319,7 @@ class PaymentService:
                 meta=meta,
             )
             await self._payments.release_refund(payment["_id"])
-            return f"refused:{exc.reason}", payment
+            return StarsRefundResult(StarsRefund.REFUSED, payment, exc.reason)
         except Exception as exc:
             # No answer (a timeout, a 5xx, a dropped connection): Telegram may well have
             # refunded. Compensating now could leave the customer both the Stars and the
@@ -1250,8 +1328,9 @@ class PaymentService:
             await self._payments.mark_refund_unknown(payment["_id"], now=self._clock())
             fresh = await self._payments.get(payment["_id"])
             if fresh is not None and fresh["status"] == "refunded":
-                return "refunded", fresh  # settled from the history meanwhile
-            return "unknown", fresh
+                # settled from the history meanwhile
+                return await self._audit_stars_refund(actor, StarsRefund.REFUNDED, fresh, attempt)
+            return await self._audit_stars_refund(actor, StarsRefund.UNKNOWN, fresh, attempt)
         done = await self._payments.transition(
             payment["_id"],
             from_statuses=["paid"],
@@ -1261,7 +1340,21 @@ class PaymentService:
         )
         if done is None:  # settled meanwhile from Telegram's history
             done = await self._payments.get(payment["_id"])
-        return "refunded", done
+        return await self._audit_stars_refund(actor, StarsRefund.REFUNDED, done, attempt)
+
+    async def _audit_stars_refund(
+        self, actor: int, status: StarsRefund, payment: Document | None, attempt: int
+    ) -> StarsRefundResult:
+        if payment is not None:
+            await self._audit.record(
+                actor,
+                "payment.refund_stars",
+                f"payment:{payment['_id']}",
+                before={"status": "paid"},
+                after={"status": payment["status"], "refund_state": payment.get("refund_state")},
+                key=f"audit:stars-refund:{payment['provider_ref']}:{attempt}:{status}",
+            )
+        return StarsRefundResult(status, payment)
 
 
 def _starts_with_in_order(keys: list[str], window: list[str]) -> bool:

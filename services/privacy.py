@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Protocol
 
 from bson import ObjectId
@@ -71,9 +72,16 @@ class DeletionOffer:
     balance_cents: int = 0
 
 
+class DeletionStatus(StrEnum):
+    DONE = "done"
+    ALREADY = "already"
+    EXPIRED = "expired"
+    BLOCKED = "blocked"
+
+
 @dataclass(frozen=True)
 class DeletionOutcome:
-    status: str  # done | already | expired | blocked
+    status: DeletionStatus
     blockers: tuple[str, ...] = ()
     counts: dict[str, int] = field(default_factory=dict)
     balance_cents: int = 0
@@ -182,7 +190,7 @@ class PrivacyService:
         ``actor``: who confirmed it in the audit (the customer unless an operator ran it)."""
         oid = _object_id(deletion_id)
         if oid is None:
-            return DeletionOutcome("expired")
+            return DeletionOutcome(DeletionStatus.EXPIRED)
         now = self._clock()
         doc = await self._deletions.claim(oid, user_id, now=now)
         if doc is None:
@@ -191,16 +199,16 @@ class PrivacyService:
                 existing.get("status") == "done"
             ):
                 return DeletionOutcome(
-                    "already", counts=dict(existing.get("counts") or {}),
+                    DeletionStatus.ALREADY, counts=dict(existing.get("counts") or {}),
                 )
-            return DeletionOutcome("expired")
+            return DeletionOutcome(DeletionStatus.EXPIRED)
         blockers = await self.blockers(user_id)
         if blockers:
             await self._deletions.close(
                 oid, from_status="running", to_status="refused", now=now,
                 fields={"blockers": list(blockers)},
             )
-            return DeletionOutcome("blocked", blockers=blockers)
+            return DeletionOutcome(DeletionStatus.BLOCKED, blockers=blockers)
         doc = await self._deletions.set_counts(
             oid,
             {
@@ -232,7 +240,7 @@ class PrivacyService:
             oid, from_status="running", to_status="done", now=self._clock(),
             fields={"counts": counts},
         )
-        return DeletionOutcome("done", counts=counts, balance_cents=balance)
+        return DeletionOutcome(DeletionStatus.DONE, counts=counts, balance_cents=balance)
 
     async def _erase(self, user_id: int, deletion_id: ObjectId) -> None:
         now = self._clock()

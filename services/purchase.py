@@ -34,6 +34,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
 
 from bson import ObjectId
@@ -63,11 +64,19 @@ class PurchaseNotices(Protocol):
         ...
 
 
+class PurchaseStatus(StrEnum):
+    PURCHASED = "purchased"
+    INSUFFICIENT = "insufficient"
+    FAILED = "failed"
+    PENDING = "pending"  # the carrier's answer is unknown: recovery resolves it
+    ALREADY = "already"
+    CHANGED = "changed"  # the button no longer matches the draft
+    NOT_FOUND = "not_found"
+
+
 @dataclass(frozen=True)
 class PurchaseResult:
-    """``status``: purchased, insufficient, failed, pending, already, changed, not_found."""
-
-    status: str
+    status: PurchaseStatus
     order: Document | None = None
     shortfall_cents: int = 0
     reason: str = ""
@@ -156,10 +165,11 @@ class PurchaseService:
         if order is None:
             existing = await self._orders.get(order_id)
             if existing is None or existing["user_id"] != user_id:
-                return PurchaseResult("not_found")
+                return PurchaseResult(PurchaseStatus.NOT_FOUND)
             if existing["status"] == "draft":
-                return PurchaseResult("changed", existing)  # the button no longer matches
-            return PurchaseResult("already", existing)
+                # the button no longer matches
+                return PurchaseResult(PurchaseStatus.CHANGED, existing)
+            return PurchaseResult(PurchaseStatus.ALREADY, existing)
         price = int(order["price_cents"])
         try:
             debit = await self._ledger.apply(
@@ -175,7 +185,7 @@ class PurchaseService:
                 order_id, from_status="purchasing", to_status="draft", now=now
             )
             return PurchaseResult(
-                "insufficient",
+                PurchaseStatus.INSUFFICIENT,
                 back,
                 shortfall_cents=exc.needed_cents - exc.balance_cents,
                 balance_cents=exc.balance_cents,
@@ -186,8 +196,8 @@ class PurchaseService:
                 # Recovery failed the order while we were debiting (it may have looked for
                 # the debit before it existed): give it back; the key keeps it to one.
                 await self._credit_compensation(current, "not_created")
-                return PurchaseResult("failed", current, reason="not_created")
-            return PurchaseResult("already", current)
+                return PurchaseResult(PurchaseStatus.FAILED, current, reason="not_created")
+            return PurchaseResult(PurchaseStatus.ALREADY, current)
         mode = str(order.get("api_mode", "test"))
         try:
             label = await self._gateway.buy(
@@ -200,15 +210,18 @@ class PurchaseService:
         except (ProviderError, CarrierUnavailable) as exc:
             if isinstance(exc, ProviderUnavailable) and exc.outcome_unknown:
                 _LOGGER.warning("label purchase outcome unknown; recovery job will resolve")
-                return PurchaseResult("pending", order, balance_cents=debit.balance_cents)
+                return PurchaseResult(
+                    PurchaseStatus.PENDING, order, balance_cents=debit.balance_cents
+                )
             reason = _failure_reason(exc) if isinstance(exc, ProviderError) else "unavailable"
             # The customer is answered in the chat right away; admins get an alert.
             failed = await self._compensate(order, reason, tell_user=False)
-            return PurchaseResult("failed", failed or current, reason=reason)
+            return PurchaseResult(PurchaseStatus.FAILED, failed or current, reason=reason)
         done = await self._complete(order, label)
         if done is None:
-            return PurchaseResult("failed", await self._orders.get(order_id), reason="late")
-        return PurchaseResult("purchased", done, balance_cents=debit.balance_cents)
+            late = await self._orders.get(order_id)
+            return PurchaseResult(PurchaseStatus.FAILED, late, reason="late")
+        return PurchaseResult(PurchaseStatus.PURCHASED, done, balance_cents=debit.balance_cents)
 
     async def _complete(self, order: Document, label: Label) -> Document | None:
         """``purchasing`` → ``purchased``; None when the order had already been failed (the

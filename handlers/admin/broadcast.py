@@ -24,7 +24,7 @@ from bot.settings import Settings
 from conversations.common import cancel_handlers, conversation_key, leave_others
 from handlers.admin.access import MANAGERS, admin_filter, requires, role_of
 from handlers.common import ack, lang_of, reply
-from services.broadcast import BroadcastError, describe
+from services.broadcast import BroadcastError
 
 NAME = "admin_broadcast"
 
@@ -115,13 +115,6 @@ async def decide(update: Update, context: BotContext) -> None:
         await ack(update, i18n.t(lang, "admin.broadcast.not_draft"), alert=True)
         return
     await ack(update)
-    await context.services.audit.record(
-        admin.id,
-        "broadcast.start",
-        f"broadcast:{bid}",
-        after=describe(started),
-        key=f"broadcast.start:{bid}",
-    )
     await reply(update, context, i18n.t(lang, "admin.broadcast.queued"), edit=True)
 
 

@@ -26,14 +26,6 @@ async def cancel_command(update: Update, context: BotContext) -> None:
     if job is None:
         await reply(update, context, i18n.t(lang, "admin.bulk.not_running", job=args[0]))
         return
-    await context.services.audit.record(
-        actor=user.id,
-        action="bulk.cancel",
-        target=str(job["_id"]),
-        before={"status": "running"},
-        after={"cancel_requested_by": user.id},
-        key=f"bulk-cancel:{job['_id']}",
-    )
     await reply(update, context, i18n.t(lang, "admin.bulk.cancelling", job=str(job["_id"])))
 
 

@@ -23,7 +23,7 @@ from handlers.admin.payments import list_pending
 from handlers.admin.refunds import list_review
 from handlers.admin.stats import render_stats
 from handlers.common import ack, lang_of, reply
-from services.admin import API_MODES, InputError
+from services.admin import API_MODES, ConfirmStatus, InputError
 
 MESSAGE_LIMIT = 4000
 _JSON_LIMIT = 160
@@ -199,42 +199,24 @@ async def maintenance_button(update: Update, context: BotContext) -> None:
 async def switch_maintenance(
     update: Update, context: BotContext, enabled: bool, notice: str | None
 ) -> None:
+    """The service switches, audits and (on a transition) tells customers; the progress
+    message is shown here, after the confirmation."""
     admin = update.effective_user
     chat = update.effective_chat
     assert admin is not None and chat is not None
     lang = lang_of(update, context)
     i18n = context.i18n
-    before = await context.services.admin.set_maintenance(admin.id, enabled, notice)
+    service = context.services.admin
+    outcome = await service.set_maintenance(admin.id, enabled, notice)
     key = "admin.maintenance.enabled" if enabled else "admin.maintenance.disabled"
     await reply(update, context, i18n.t(lang, key, message=notice or "—"))
-    if before.enabled == enabled:
-        return  # no transition: customers were told already
-    texts = {
-        code: (
-            i18n.t(
-                code,
-                "gate.maintenance",
-                message=notice or i18n.t(code, "gate.maintenance_default"),
-            )
-            if enabled
-            else i18n.t(code, "maintenance.over")
-        )
-        for code in i18n.languages
-    }
-    progress = await context.bot.send_message(chat.id, i18n.t(lang, "admin.broadcast.queued"))
-    broadcast = await context.services.broadcasts.start(
-        admin.id,
-        kind="maintenance_on" if enabled else "maintenance_off",
-        texts=texts,
-        admin_language=lang,
-        progress_chat_id=chat.id,
-        progress_message_id=progress.message_id,
-    )
-    await context.services.audit.record(
-        admin.id,
-        "broadcast.start",
-        f"broadcast:{broadcast['_id']}",
-        after={"kind": broadcast["kind"]},
+
+    async def open_progress() -> tuple[int, int]:
+        progress = await context.bot.send_message(chat.id, i18n.t(lang, "admin.broadcast.queued"))
+        return chat.id, progress.message_id
+
+    await service.announce_maintenance(
+        admin.id, outcome, notice, admin_language=lang, open_progress=open_progress
     )
 
 
@@ -307,7 +289,7 @@ async def api_mode_decide(update: Update, context: BotContext) -> None:
             await reply(update, context, i18n.t(lang, "admin.cancelled"), edit=True)
         return
     outcome = await context.services.admin.confirm_api_mode(admin.id, cid)
-    if outcome.status == "applied" and outcome.confirmation is not None:
+    if outcome.status == ConfirmStatus.APPLIED and outcome.confirmation is not None:
         await ack(update)
         after = outcome.confirmation["payload"]["mode"]
         text = i18n.t(lang, "admin.apimode.switched", before=outcome.before or "?", after=after)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import date
 
 from telegram import Update
 from telegram.constants import ChatAction
@@ -13,16 +12,12 @@ from bot.context import BotContext
 from bot.settings import Settings
 from handlers.admin.access import ALL_ROLES, MANAGERS, admin_filter, requires, role_of
 from handlers.common import lang_of, reply
-from services.export import KINDS, ExportError, parse_day
-
-
-def _day(value: date | None) -> str:
-    return value.isoformat() if value else "…"
+from services.export import KINDS, ExportError, day_text, parse_day
 
 
 @requires(ALL_ROLES)
 async def export_command(update: Update, context: BotContext) -> None:
-    """Phones are masked unless the role is owner or admin; every export is audited."""
+    """Phones are masked unless the role is owner or admin; the service audits the export."""
     admin = update.effective_user
     chat = update.effective_chat
     assert admin is not None and chat is not None
@@ -39,7 +34,7 @@ async def export_command(update: Update, context: BotContext) -> None:
         until = parse_day(args[2]) if len(args) > 2 else None
         await context.bot.send_chat_action(chat.id, ChatAction.UPLOAD_DOCUMENT)
         result = await context.services.exports.write_csv(
-            kind, since=since, until=until, show_phones=show_phones
+            kind, actor=admin.id, since=since, until=until, show_phones=show_phones
         )
     except ExportError as exc:
         await reply(update, context, i18n.t(lang, f"admin.export.{exc.code}"))
@@ -50,8 +45,8 @@ async def export_command(update: Update, context: BotContext) -> None:
             "admin.export.done",
             kind=kind,
             rows=result.rows,
-            since=_day(result.since),
-            until=_day(result.until),
+            since=day_text(result.since),
+            until=day_text(result.until),
         )
         await context.bot.send_document(
             chat.id, result.path, filename=result.filename, caption=caption
@@ -59,17 +54,6 @@ async def export_command(update: Update, context: BotContext) -> None:
     finally:
         with contextlib.suppress(OSError):
             result.path.unlink()
-    await context.services.audit.record(
-        admin.id,
-        f"export.{kind}",
-        f"export:{kind}",
-        after={
-            "rows": result.rows,
-            "from": _day(result.since),
-            "to": _day(result.until),
-            "phones_masked": not show_phones,
-        },
-    )
 
 
 def build_handlers(settings: Settings) -> list[BaseHandler[Update, BotContext, None]]:

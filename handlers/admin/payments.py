@@ -29,7 +29,14 @@ from conversations.common import cancel_handlers, conversation_key, leave_others
 from handlers.admin.access import ALL_ROLES, MANAGERS, admin_filter, requires, role_of
 from handlers.common import ack, lang_of, reply
 from services.amounts import AmountError, AmountLimits, parse_amount
-from services.payments import Outcome, StarsRefundRefused, TopUpError
+from services.payments import (
+    CardRefund,
+    Outcome,
+    ReviewedCredit,
+    StarsRefund,
+    StarsRefundRefused,
+    TopUpError,
+)
 from storage.client import Document
 
 NAME = "admin_payment"
@@ -38,24 +45,6 @@ _OID = r"[0-9a-f]{24}"
 
 class AdminPaymentState(StrEnum):
     AWAITING_RECEIVED = "awaiting_received"
-
-
-async def _audit_credit(
-    context: BotContext, admin_id: int, payment: Document, *, typed: bool
-) -> None:
-    """One audit entry per credited payment, keyed by its ledger key."""
-    await context.services.audit.record(
-        admin_id,
-        "payment.credit_reviewed",
-        f"payment:{payment['_id']}",
-        before={"status": "suspicious", "received_cents": payment.get("received_cents")},
-        after={
-            "status": payment["status"],
-            "credited_cents": payment.get("credited_cents"),
-            "typed": typed,
-        },
-        key=f"audit:{payment.get('ledger_key') or payment['_id']}",
-    )
 
 
 def _credited_text(context: BotContext, lang: str, payment: Document) -> str:
@@ -87,7 +76,7 @@ async def credit_reviewed(update: Update, context: BotContext) -> None:
     lang = lang_of(update, context)
     i18n = context.i18n
     payment_id = query.data.rsplit(":", 1)[-1]
-    outcome, payment = await context.services.payments.credit_reviewed(payment_id)
+    outcome, payment = await context.services.payments.credit_reviewed(admin.id, payment_id)
     if outcome == Outcome.NEEDS_AMOUNT and payment is not None:
         text = i18n.t(lang, "admin.paycredit.needs_amount", payment_id=payment_id)
         await reply(update, context, text, _enter_amount_markup(context, lang, payment_id))
@@ -96,8 +85,6 @@ async def credit_reviewed(update: Update, context: BotContext) -> None:
         status = payment["status"] if payment else "unknown"
         await reply(update, context, i18n.t(lang, "admin.payment.not_creditable", status=status))
         return
-    if outcome == Outcome.CREDITED:
-        await _audit_credit(context, admin.id, payment, typed=False)
     await reply(update, context, _credited_text(context, lang, payment), edit=True)
 
 
@@ -218,13 +205,11 @@ async def decide_typed_credit(update: Update, context: BotContext) -> None:
             await reply(update, context, i18n.t(lang, "admin.cancelled"), edit=True)
         return
     status, _, payment = await payments.confirm_reviewed_credit(admin.id, cid)
-    if status in ("credited", "already_credited") and payment is not None:
+    if status in (ReviewedCredit.CREDITED, ReviewedCredit.ALREADY_CREDITED) and payment:
         await ack(update)
-        if status == "credited":
-            await _audit_credit(context, admin.id, payment, typed=True)
         await reply(update, context, _credited_text(context, lang, payment), edit=True)
         return
-    if status == "not_creditable":
+    if status == ReviewedCredit.NOT_CREDITABLE:
         await ack(update)
         state = payment["status"] if payment else "unknown"
         await reply(
@@ -336,16 +321,11 @@ async def refund_stars(update: Update, context: BotContext) -> None:
     async def telegram_refund(user_id: int, charge_id: str) -> None:
         await _refund_through_telegram(context, user_id, charge_id)
 
-    result, payment = await context.services.payments.refund_stars(payment_id, telegram_refund)
-    if result in ("refunded", "unknown") and payment is not None:
-        await context.services.audit.record(
-            admin.id,
-            "payment.refund_stars",
-            f"payment:{payment_id}",
-            before={"status": "paid"},
-            after={"status": payment["status"], "refund_state": payment.get("refund_state")},
-        )
-    if result == "unknown" and payment is not None:
+    outcome = await context.services.payments.refund_stars(
+        admin.id, payment_id, telegram_refund
+    )
+    result, payment = outcome.status, outcome.payment
+    if result == StarsRefund.UNKNOWN and payment is not None:
         minutes = context.services.payments.config.stars_refund_alert_after.total_seconds()
         text = i18n.t(
             lang,
@@ -356,15 +336,13 @@ async def refund_stars(update: Update, context: BotContext) -> None:
         )
         await reply(update, context, text)
         return
-    if result.startswith("refused:"):
-        reason = result.split(":", 1)[1]
-        await reply(
-            update,
-            context,
-            i18n.t(lang, "admin.refund_stars.refused", payment_id=payment_id, reason=reason),
+    if result == StarsRefund.REFUSED:
+        text = i18n.t(
+            lang, "admin.refund_stars.refused", payment_id=payment_id, reason=outcome.reason
         )
+        await reply(update, context, text)
         return
-    if result != "refunded" or payment is None:
+    if result != StarsRefund.REFUNDED or payment is None:
         await reply(update, context, i18n.t(lang, "admin.refund_stars.failed", reason=result))
         return
     text = i18n.t(
@@ -389,23 +367,13 @@ async def refund_card(update: Update, context: BotContext) -> None:
         await reply(update, context, i18n.t(lang, "admin.refund_card.usage"))
         return
     payment_id = context.args[0]
-    result, payment = await context.services.payments.record_card_refund(payment_id)
-    if result in ("recorded", "already_refunded") and payment is not None:
-        # Keyed by the refund's ledger key: one entry, also after a crash before it.
-        await context.services.audit.record(
-            admin.id,
-            "payment.refund_card",
-            f"payment:{payment_id}",
-            before={"status": "paid"},
-            after={"status": payment["status"], "debited_cents": payment.get("credited_cents")},
-            key=f"audit:card-refund:{payment.get('provider_ref')}",
-        )
-    if result not in ("recorded", "already_refunded") or payment is None:
+    result, payment = await context.services.payments.record_card_refund(admin.id, payment_id)
+    if result not in (CardRefund.RECORDED, CardRefund.ALREADY_REFUNDED) or payment is None:
         await reply(update, context, i18n.t(lang, "admin.refund_card.failed", reason=result))
         return
     text = i18n.t(
         lang,
-        "admin.refund_card.done" if result == "recorded" else "admin.refund_card.already",
+        "admin.refund_card.done" if result == CardRefund.RECORDED else "admin.refund_card.already",
         payment_id=payment_id,
         amount=i18n.money(lang, int(payment.get("credited_cents") or 0)),
         user_id=payment["user_id"],

@@ -28,7 +28,13 @@ from handlers.admin import bulk
 from handlers.admin.access import ALL_ROLES, MANAGERS, admin_filter, requires, role_of
 from handlers.admin.console import join_limited, when
 from handlers.common import ack, lang_of, reply
-from services.admin import InputError, UserProfile, parse_adjustment, parse_percent
+from services.admin import (
+    ConfirmStatus,
+    InputError,
+    UserProfile,
+    parse_adjustment,
+    parse_percent,
+)
 from services.receipts import margin_cents, short_order_id
 from storage.client import Document
 
@@ -351,7 +357,7 @@ async def decide_adjustment(update: Update, context: BotContext) -> None:
         return
     outcome = await admin_service.apply_adjustment(admin.id, cid)
     doc = outcome.confirmation
-    if outcome.status == "applied" and doc is not None:
+    if outcome.status == ConfirmStatus.APPLIED and doc is not None:
         await ack(update)
         cents = int(doc["payload"]["amount_cents"])
         sign = "+" if cents > 0 else "−"
@@ -365,7 +371,7 @@ async def decide_adjustment(update: Update, context: BotContext) -> None:
         )
         await reply(update, context, text, edit=True)
         return
-    if outcome.status == "insufficient" and doc is not None:
+    if outcome.status == ConfirmStatus.INSUFFICIENT and doc is not None:
         await ack(update)
         text = i18n.t(
             lang,

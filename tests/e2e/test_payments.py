@@ -425,7 +425,7 @@ async def test_unknown_received_amount_is_typed_by_an_admin(env: PayEnv) -> None
     assert payment["status"] == "suspicious" and payment["received_cents"] is None
     # The review button of an old alert credits nothing when the amount is unknown.
     services = h.application.bot_data.require_services()
-    outcome, _ = await services.payments.credit_reviewed(str(payment["_id"]))
+    outcome, _ = await services.payments.credit_reviewed(OWNER_ID, str(payment["_id"]))
     assert outcome == "needs_amount"
     assert await env.balance() == 0
 
@@ -697,7 +697,7 @@ async def test_stars_refund_interrupted_between_debit_and_call_is_recoverable(
         raise asyncio.CancelledError  # the task dies with the worker
 
     with pytest.raises(asyncio.CancelledError):
-        await services.payments.refund_stars(str(payment["_id"]), killed)
+        await services.payments.refund_stars(OWNER_ID, str(payment["_id"]), killed)
     assert await env.balance() == 0
     [busy] = await h.say(OWNER_ID, f"/refundstars {payment['_id']}")
     assert "in_progress" in busy.content

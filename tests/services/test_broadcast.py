@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from bot.settings import TELEGRAM_BULK_MAX_RATE, BroadcastSettings
+from services.audit import AuditService
 from services.broadcast import (
     BroadcastConfig,
     BroadcastError,
@@ -24,6 +25,7 @@ from services.broadcast import (
     SendOutcome,
     SendResult,
 )
+from storage.audit import AuditRepo
 from storage.broadcasts import BroadcastsRepo, delivery_id
 from storage.client import Mongo
 from storage.indexes import IndexOptions, ensure_indexes
@@ -91,7 +93,8 @@ async def make_service(
         max_concurrency=8,
         max_text_length=4000,
     )
-    return BroadcastService(repo, UsersRepo(db), config, clock=clock), repo
+    audit = AuditService(AuditRepo(db), clock=clock)
+    return BroadcastService(repo, UsersRepo(db), config, audit=audit, clock=clock), repo
 
 
 def never() -> bool:

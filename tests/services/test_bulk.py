@@ -153,7 +153,9 @@ async def test_labels_are_merged_in_row_order_and_split_by_size() -> None:
         async def label_pdf(self, order: dict[str, object]) -> bytes:
             return label(int(order["bulk_row"]))  # type: ignore[call-overload]
 
-    service = BulkService(None, None, None, Purchase(), None, CONFIG)  # type: ignore[arg-type]
+    service = BulkService(
+        None, None, None, Purchase(), None, CONFIG, audit=None  # type: ignore[arg-type]
+    )
     rows = [
         {"bulk_row": n, "status": "purchased" if n != 4 else "failed"} for n in range(2, 9)
     ]

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from services.audit import AuditService
 from services.payments import CARD, Outcome, PaymentService
+from storage.audit import AuditRepo
 from storage.client import Mongo
 from storage.ledger import LedgerRepo
 from storage.payments import PaymentsRepo
@@ -19,6 +21,7 @@ from tests.services.test_stars_history import QuietNotices, config
 
 USER = 601
 OTHER = 602
+ADMIN = 1
 
 
 class CountingNotices(QuietNotices):
@@ -45,8 +48,9 @@ async def world(
         await db["users"].insert_one({"_id": uid, "balance_cents": 0, "ledger_seq": 0})
     notices = CountingNotices()
     cfg = dataclasses.replace(config(overlap=10, max_pages=1), card_enabled=True)
+    audit = AuditService(AuditRepo(db), clock=clock)
     service = PaymentService(
-        PaymentsRepo(db), LedgerRepo(db), notices, cfg, oxapay=None, clock=clock
+        PaymentsRepo(db), LedgerRepo(db), notices, cfg, oxapay=None, audit=audit, clock=clock
     )
     return service, notices, db
 
@@ -108,7 +112,9 @@ async def test_a_second_charge_or_another_amount_goes_to_review(world: World) ->
 async def test_concurrent_refund_records_debit_once(world: World) -> None:
     service, _, db = world
     payment_id, _ = await _paid(service)
-    results = await asyncio.gather(*(service.record_card_refund(payment_id) for _ in range(5)))
+    results = await asyncio.gather(
+        *(service.record_card_refund(ADMIN, payment_id) for _ in range(5))
+    )
     assert sorted(r for r, _ in results) == ["already_refunded"] * 4 + ["recorded"]
     debits = await db["ledger"].find({"kind": "refund"}).to_list(None)
     assert [e["_id"] for e in debits] == ["card-refund:pi_1"]
@@ -121,7 +127,7 @@ async def test_refund_refused_when_the_balance_was_spent(world: World, clock: Fa
     await LedgerRepo(db).apply(
         user_id=USER, amount_cents=-2000, kind="label", key="label:x", now=clock()
     )
-    result, _ = await service.record_card_refund(payment_id)
+    result, _ = await service.record_card_refund(ADMIN, payment_id)
     assert result == "insufficient_balance"
     assert (await service.get(payment_id))["status"] == "paid"  # type: ignore[index]
     assert await db["ledger"].count_documents({"kind": "refund"}) == 0
@@ -136,7 +142,7 @@ async def test_a_refund_interrupted_after_the_debit_is_finished_by_running_it_ag
     await LedgerRepo(db).apply(
         user_id=USER, amount_cents=-2500, kind="refund", key="card-refund:pi_1", now=clock(),
     )
-    result, payment = await service.record_card_refund(payment_id)
+    result, payment = await service.record_card_refund(ADMIN, payment_id)
     assert result == "recorded" and payment is not None and payment["status"] == "refunded"
     assert await db["ledger"].count_documents({"kind": "refund"}) == 1
     assert (await db["users"].find_one({"_id": USER}))["balance_cents"] == 0

@@ -10,12 +10,14 @@ from datetime import timedelta
 
 import pytest
 
+from services.audit import AuditService
 from services.payments import (
     STARS_PAGE,
     PaymentService,
     StarsTransaction,
     TopUpConfig,
 )
+from storage.audit import AuditRepo
 from storage.client import Document, Mongo
 from storage.ledger import LedgerRepo
 from storage.payments import PaymentsRepo
@@ -97,6 +99,7 @@ async def _service(mongo: Mongo, clock: FakeClock, **cfg: int) -> PaymentService
         QuietNotices(),
         config(**cfg),
         oxapay=None,
+        audit=AuditService(AuditRepo(mongo.db), clock=clock),
         clock=clock,
     )
 

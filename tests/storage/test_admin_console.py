@@ -150,9 +150,14 @@ async def test_export_streams_rows_with_masked_phones(
             for day in range(5)
         ]
     )
-    service = ExportService(ExportRepo(db), batch_size=2, clock=clock, directory=tmp_path)
+    audit = AuditService(AuditRepo(db), clock=clock)
+    service = ExportService(
+        ExportRepo(db), audit=audit, batch_size=2, clock=clock, directory=tmp_path
+    )
     since = (now - timedelta(days=2)).date()
-    result = await service.write_csv("orders", since=since, until=now.date(), show_phones=False)
+    result = await service.write_csv(
+        "orders", actor=7, since=since, until=now.date(), show_phones=False
+    )
     assert result.rows == 3 and result.path.parent == tmp_path
     with result.path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -163,10 +168,12 @@ async def test_export_streams_rows_with_masked_phones(
     assert {r["to_name"] for r in rows} == {"'-1+1"}
     assert {r["price_usd"] for r in rows} == {"12.05"}
     with pytest.raises(ExportError):
-        await service.write_csv("orders", since=now.date(), until=since, show_phones=True)
+        await service.write_csv(
+            "orders", actor=7, since=now.date(), until=since, show_phones=True
+        )
     with pytest.raises(ExportError):
-        await service.write_csv("ledger", since=None, until=None, show_phones=True)
-    users = await service.write_csv("users", since=None, until=None, show_phones=True)
+        await service.write_csv("ledger", actor=7, since=None, until=None, show_phones=True)
+    users = await service.write_csv("users", actor=7, since=None, until=None, show_phones=True)
     assert users.rows == 0 and users.path.read_text().startswith("user_id,username")
 
 
@@ -201,6 +208,7 @@ def make_admin(db: Any, clock: FakeClock, notices: Notices) -> AdminService:
         confirmations=ConfirmationsRepo(db),
         audit=AuditService(AuditRepo(db), clock=clock),
         runtime=RuntimeFlags(RuntimeSettingsRepo(db), clock=clock, cache_seconds=0),
+        broadcasts=None,  # type: ignore[arg-type]  # maintenance: tests/services
         notices=notices,
         confirm_ttl=timedelta(minutes=15),
         recent_items=5,
