@@ -25,6 +25,12 @@ async def test_an_address_the_carrier_refuses_is_named_and_the_draft_kept(
     replies = await shop.harness.press(
         USER, replies[-1], data=replies[-1].callback_data_for("Recipient")
     )
+    # The recipient is shown as it is, to change one field or enter it again.
+    chooser = replies[-1]
+    assert "Recipient now:" in chooser.content and "John Smith" in chooser.content
+    replies = await shop.harness.press(
+        USER, chooser, data=chooser.callback_data_for("Re-enter the whole address")
+    )
     assert "Step 2 of 6" in replies[-1].content
 
 

@@ -198,7 +198,7 @@ async def test_label_files_by_format_zpl_concatenated_png_zipped() -> None:
                 return LabelFile(b"\x89PNG\r\n\x1a\n" + bytes([n]), "png")
             return LabelFile(pdf(n), "pdf")
 
-    service = BulkService(None, None, None, Purchase(), None, CONFIG)  # type: ignore[arg-type]
+    service = BulkService(None, None, None, Purchase(), None, CONFIG, audit=None)  # type: ignore[arg-type]
     formats = {2: "zpl", 3: "zpl", 4: "pdf", 5: "png", 6: "zpl", 7: "png", 8: "zpl"}
     rows = [
         {
