@@ -17,6 +17,7 @@ Each raises ``ApplicationHandlerStop`` to end processing of the update.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from telegram import Bot, Update
@@ -198,6 +199,12 @@ async def session_gate(update: Update, context: BotContext) -> None:
         handler = context.bot_data.conversations.get(name)
         if handler is not None:
             handler.forget(key)
+    query = update.callback_query
+    if query is not None and query.data and SELF_CONTAINED_BUTTON.match(query.data):
+        # A notice's button (the refund reminder's "Refund it", "Track") starts its own
+        # flow and needs no old position: pressed days later it does what it says, and
+        # the flow the customer left long ago is dropped without a word about it.
+        return
     minutes = context.settings.sessions.ttl_minutes
     await context.bot.send_message(
         chat.id, context.i18n.t(view.language, "session.expired", minutes=minutes)
@@ -209,6 +216,10 @@ async def session_gate(update: Update, context: BotContext) -> None:
             await update.callback_query.answer()
         raise ApplicationHandlerStop
 
+
+# Buttons of notices sent by jobs (refund reminder, tracking): they name their label and
+# need no conversation position.
+SELF_CONTAINED_BUTTON = re.compile(r"^(rf:one|lbl:trk):[0-9a-f]{24}$")
 
 # Payments run right after deduplication, before any gate that could swallow them.
 PAYMENTS_OFFSET = 1

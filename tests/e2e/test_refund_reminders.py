@@ -194,3 +194,25 @@ async def test_autorefund_command_in_each_language(
     [answer] = await shop.harness.say(USER, "/autorefund off")
     assert words in answer.content
     assert await _services(shop).users.auto_refund_enabled(USER) is False
+
+
+async def test_refund_it_pressed_after_the_session_expired_still_refunds(
+    shop: ShopEnv, clock: FakeClock
+) -> None:
+    """The demo's flake, made certain: the customer left an order half way (a position
+    stored with the session), days pass, and the reminder's "Refund it" is pressed. The
+    expired session is dropped silently and the button does what it says."""
+    await shop.fund(USER, 10_000)
+    order = await _buy(shop)
+    h = shop.harness
+    [ask] = await h.say(USER, "/order")  # a position in the order conversation
+    assert "Step 1 of 6" in ask.content
+    await h.application.update_persistence()  # the position is in MongoDB, as after a flush
+    clock.advance(days=24)
+    await _bought_days_ago(shop, order, 24, clock)
+    assert await _services(shop).refunds.remind_unused() == 1
+    [reminder] = await _deliver(shop)
+    replies = await h.press(USER, reminder, "Refund it")
+    assert "accepted" in replies[-1].content
+    assert not any("session" in m.content.lower() for m in replies)
+    assert await shop.mongo.db["refunds"].count_documents({"order_id": order["_id"]}) == 1
