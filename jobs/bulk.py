@@ -113,8 +113,13 @@ def _dollars(cents: int) -> str:
 
 async def _deliver(context: BotContext, job: Document) -> None:
     """The labels (merged PDF, concatenated ZPL or zipped PNGs, by the format they were
-    bought in), the results CSV and the final summary; then ``done``."""
+    bought in), the results CSV and the final summary; then ``done``. Sent by the one
+    worker that claims them (``BulkService.claim_delivery``)."""
     bulk = context.services.bulk
+    claimed = await bulk.claim_delivery(job["_id"])
+    if claimed is None:
+        return  # another worker sends them (or has sent them)
+    job = claimed
     i18n = context.i18n
     user_id = int(job["user_id"])
     chat_id = int(job["chat_id"])

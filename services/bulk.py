@@ -89,6 +89,8 @@ _ALIASES = {
 REFERENCE_LIMIT = 50
 PDF_PART_BYTES = 40 * 1024 * 1024  # of source labels per merged PDF; Telegram takes 50 MB
 CELL_CAP = 200
+# How long one worker's claim on sending a job's files holds (see ``claim_delivery``).
+DELIVERY_CLAIM = timedelta(minutes=10)
 RESULT_COLUMNS = ("row", "reference", "name", "tracking_number", "service", "price", "status")
 
 TEMPLATE_CSV = (
@@ -870,6 +872,26 @@ class BulkService:
         if len(writer.pages):
             close()
         return parts
+
+    async def claim_delivery(self, job_id: ObjectId) -> Document | None:
+        """Claims the sending of a ``delivering`` job's files, once: two workers (a leader
+        that lost its lease mid-delivery and the one that took over) never both send
+        them. A claim older than ``DELIVERY_CLAIM`` (its worker died before ``finish``) may
+        be taken again, so a crash delays the files but never loses them."""
+        now = self._clock()
+        return await self._jobs.transition(
+            job_id,
+            from_status="delivering",
+            to_status="delivering",
+            now=now,
+            fields={"delivery_claimed_at": now},
+            extra_filter={
+                "$or": [
+                    {"delivery_claimed_at": {"$exists": False}},
+                    {"delivery_claimed_at": {"$lt": now - DELIVERY_CLAIM}},
+                ]
+            },
+        )
 
     async def finish(self, job_id: ObjectId, *, pages: int) -> Document | None:
         now = self._clock()

@@ -632,3 +632,51 @@ async def test_the_default_sender_comes_first_and_is_the_jobs_sender(env: BulkEn
     assert job is not None and job["sender"] == office
     rows = env.mongo.db["orders"].find({"bulk_job_id": job["_id"]})
     assert [o["from_address"] async for o in rows] == [office, office]
+
+
+async def test_two_workers_delivering_one_job_send_its_files_once(env: BulkEnv) -> None:
+    """A leader that lost its lease while delivering and the worker that took over both
+    see the job ``delivering``: only the one that claims the delivery sends the files (the
+    database suspends inside every call, so both run up to their first write); a claim
+    left by a worker that died is taken again after ``DELIVERY_CLAIM``."""
+    from jobs.bulk import _deliver
+    from services.bulk import DELIVERY_CLAIM
+
+    h = env.harness
+    await _paid_job(env, 3)
+    app = h.application
+    services = app.bot_data.require_services()
+    [job] = await env.mongo.db["bulk_jobs"].find({"user_id": USER}).to_list(None)
+
+    async def no_progress(*_: object) -> None:
+        return None
+
+    ready = await services.bulk.run(job, no_progress)
+    assert ready is not None and ready["status"] == "delivering"
+    context = _context(app)
+    mark = h.emulator.cursor(USER)
+    await asyncio.gather(_deliver(context, ready), _deliver(context, ready))
+    sent = h.emulator.sent_messages(USER, since=mark)
+    assert len([m for m in sent if m.document and m.document.filename.startswith("labels-")]) == 1
+    assert len([m for m in sent if m.document and m.document.filename.startswith("results-")]) == 1
+    done = await env.mongo.db["bulk_jobs"].find_one({"_id": job["_id"]})
+    assert done is not None and done["status"] == "done"
+    # A worker died after claiming: the job waits, then the next one delivers it.
+    await env.mongo.db["bulk_jobs"].update_one(
+        {"_id": job["_id"]},
+        {"$set": {"status": "delivering", "delivery_claimed_at": env.clock()}},
+    )
+    mark = h.emulator.cursor(USER)
+    await _deliver(context, ready)
+    assert h.emulator.sent_messages(USER, since=mark) == []
+    env.clock.advance(seconds=DELIVERY_CLAIM.total_seconds() + 1)
+    await _deliver(context, ready)
+    again = h.emulator.sent_messages(USER, since=mark)
+    assert len([m for m in again if m.document and m.document.filename.startswith("labels-")]) == 1
+
+
+def _context(app):  # type: ignore[no-untyped-def]
+    """A job context for calling a job's step directly (as the JobQueue would)."""
+    return app.context_types.context.from_job(
+        app.job_queue.get_jobs_by_name("bulk:purchase")[0], app
+    )
