@@ -328,3 +328,356 @@ CODECS: tuple[type[CallbackData], ...] = (
     OrderAddressCheck,
     OrderEdit,
 )
+
+
+# -- lists and settings: templates, presets, My labels, refunds, menu, format, language ----
+
+
+@dataclass(frozen=True)
+class MenuOrder(CallbackData):
+    """``menu:order``: a new order from the menu."""
+
+    PREFIX = "menu:order"
+
+
+@dataclass(frozen=True)
+class MenuLabels(CallbackData):
+    """``menu:labels``: My labels, first page."""
+
+    PREFIX = "menu:labels"
+
+
+@dataclass(frozen=True)
+class MenuTemplates(CallbackData):
+    """``menu:templates``: the address templates, first page."""
+
+    PREFIX = "menu:templates"
+
+
+@dataclass(frozen=True)
+class MenuRefunds(CallbackData):
+    """``menu:refunds``: the Refunds menu."""
+
+    PREFIX = "menu:refunds"
+
+
+@dataclass(frozen=True)
+class MenuSupport(CallbackData):
+    """``menu:support``: write to support."""
+
+    PREFIX = "menu:support"
+
+
+@dataclass(frozen=True)
+class MenuLanguage(CallbackData):
+    """``menu:language``: the language choice."""
+
+    PREFIX = "menu:language"
+
+
+@dataclass(frozen=True)
+class MenuFormat(CallbackData):
+    """``menu:format``: the label format choice."""
+
+    PREFIX = "menu:format"
+
+
+@dataclass(frozen=True)
+class MenuHelp(CallbackData):
+    """``menu:help``."""
+
+    PREFIX = "menu:help"
+
+
+@dataclass(frozen=True)
+class SetLanguage(CallbackData):
+    """``lang:<code>``: speak this language from now on."""
+
+    PREFIX = "lang"
+    FIELDS = {"code": r"[a-z]{2}"}
+    code: str
+
+
+@dataclass(frozen=True)
+class SetFormat(CallbackData):
+    """``fmt:set:<format key>``: the file format of the next labels."""
+
+    PREFIX = "fmt:set"
+    FIELDS = {"key": r"[A-Za-z0-9_.-]{1,32}"}
+    key: str
+
+
+@dataclass(frozen=True)
+class TemplateList(CallbackData):
+    """``tpl:list:<n>``: this page of the templates."""
+
+    PREFIX = "tpl:list"
+    FIELDS = {"page": r"\d{1,3}"}
+    page: int
+
+
+@dataclass(frozen=True)
+class TemplateNew(CallbackData):
+    """``tpl:new``: a new template from a pasted address."""
+
+    PREFIX = "tpl:new"
+
+
+@dataclass(frozen=True)
+class TemplateView(CallbackData):
+    """``tpl:view:<template id>``."""
+
+    PREFIX = "tpl:view"
+    FIELDS = {"template_id": OBJECT_ID}
+    template_id: str
+
+
+@dataclass(frozen=True)
+class TemplateRename(CallbackData):
+    """``tpl:rename:<template id>``."""
+
+    PREFIX = "tpl:rename"
+    FIELDS = {"template_id": OBJECT_ID}
+    template_id: str
+
+
+@dataclass(frozen=True)
+class TemplateDefault(CallbackData):
+    """``tpl:default:<template id>``: make it the default sender."""
+
+    PREFIX = "tpl:default"
+    FIELDS = {"template_id": OBJECT_ID}
+    template_id: str
+
+
+@dataclass(frozen=True)
+class TemplateUndefault(CallbackData):
+    """``tpl:undefault:<template id>``: it stops being the default sender."""
+
+    PREFIX = "tpl:undefault"
+    FIELDS = {"template_id": OBJECT_ID}
+    template_id: str
+
+
+@dataclass(frozen=True)
+class TemplateDelete(CallbackData):
+    """``tpl:delete:<template id>``: asks to confirm."""
+
+    PREFIX = "tpl:delete"
+    FIELDS = {"template_id": OBJECT_ID}
+    template_id: str
+
+
+@dataclass(frozen=True)
+class TemplateDeleteYes(CallbackData):
+    """``tpl:delete-yes:<template id>``: the confirmed deletion."""
+
+    PREFIX = "tpl:delete-yes"
+    FIELDS = {"template_id": OBJECT_ID}
+    template_id: str
+
+
+@dataclass(frozen=True)
+class TemplateSave(CallbackData):
+    """``tpl:save:<order id>``: save this order's recipient as a template."""
+
+    PREFIX = "tpl:save"
+    FIELDS = {"order_id": OBJECT_ID}
+    order_id: str
+
+
+@dataclass(frozen=True)
+class PresetList(CallbackData):
+    """``pst:list``: the parcel presets."""
+
+    PREFIX = "pst:list"
+
+
+@dataclass(frozen=True)
+class PresetNew(CallbackData):
+    """``pst:new``: a new preset (weight, size, name)."""
+
+    PREFIX = "pst:new"
+
+
+@dataclass(frozen=True)
+class PresetView(CallbackData):
+    """``pst:view:<preset id>``."""
+
+    PREFIX = "pst:view"
+    FIELDS = {"preset_id": OBJECT_ID}
+    preset_id: str
+
+
+@dataclass(frozen=True)
+class PresetFromLabel(CallbackData):
+    """``pst:last:<order id>``: save the parcel of this label as a preset."""
+
+    PREFIX = "pst:last"
+    FIELDS = {"order_id": OBJECT_ID}
+    order_id: str
+
+
+@dataclass(frozen=True)
+class PresetRename(CallbackData):
+    """``pst:rename:<preset id>``."""
+
+    PREFIX = "pst:rename"
+    FIELDS = {"preset_id": OBJECT_ID}
+    preset_id: str
+
+
+@dataclass(frozen=True)
+class PresetDelete(CallbackData):
+    """``pst:delete:<preset id>``: asks to confirm."""
+
+    PREFIX = "pst:delete"
+    FIELDS = {"preset_id": OBJECT_ID}
+    preset_id: str
+
+
+@dataclass(frozen=True)
+class PresetDeleteYes(CallbackData):
+    """``pst:delete-yes:<preset id>``: the confirmed deletion."""
+
+    PREFIX = "pst:delete-yes"
+    FIELDS = {"preset_id": OBJECT_ID}
+    preset_id: str
+
+
+@dataclass(frozen=True)
+class LabelsPage(CallbackData):
+    """``lbl:page:<n>``: this page of My labels."""
+
+    PREFIX = "lbl:page"
+    FIELDS = {"page": r"\d{1,4}"}
+    page: int
+
+
+@dataclass(frozen=True)
+class LabelPdf(CallbackData):
+    """``lbl:pdf:<order id>``: the label file again."""
+
+    PREFIX = "lbl:pdf"
+    FIELDS = {"order_id": OBJECT_ID}
+    order_id: str
+
+
+@dataclass(frozen=True)
+class LabelFormats(CallbackData):
+    """``lbl:fmt:<order id>``: the formats the carrier links for this label."""
+
+    PREFIX = "lbl:fmt"
+    FIELDS = {"order_id": OBJECT_ID}
+    order_id: str
+
+
+@dataclass(frozen=True)
+class LabelDownload(CallbackData):
+    """``lbl:dl:<order id>:<format>``: the label in this format."""
+
+    PREFIX = "lbl:dl"
+    FIELDS = {"order_id": OBJECT_ID, "fmt": r"[A-Za-z0-9_.-]{1,16}"}
+    order_id: str
+    fmt: str
+
+
+@dataclass(frozen=True)
+class LabelTrack(CallbackData):
+    """``lbl:trk:<order id>``: the carrier's latest events."""
+
+    PREFIX = "lbl:trk"
+    FIELDS = {"order_id": OBJECT_ID}
+    order_id: str
+
+
+@dataclass(frozen=True)
+class LabelReceipt(CallbackData):
+    """``lbl:rcp:<order id>``: the label's receipt."""
+
+    PREFIX = "lbl:rcp"
+    FIELDS = {"order_id": OBJECT_ID}
+    order_id: str
+
+
+@dataclass(frozen=True)
+class RefundRequest(CallbackData):
+    """``rf:request``: a refund request (paste tracking numbers)."""
+
+    PREFIX = "rf:request"
+
+
+@dataclass(frozen=True)
+class RefundList(CallbackData):
+    """``rf:list``: My refunds."""
+
+    PREFIX = "rf:list"
+
+
+@dataclass(frozen=True)
+class RefundOne(CallbackData):
+    """``rf:one:<order id>``: the Refund button on a label in My labels."""
+
+    PREFIX = "rf:one"
+    FIELDS = {"order_id": OBJECT_ID}
+    order_id: str
+
+
+@dataclass(frozen=True)
+class PrivacyDelete(CallbackData):
+    """``privacy:delete:<deletion id>``: the confirmed data deletion."""
+
+    PREFIX = "privacy:delete"
+    FIELDS = {"deletion_id": OBJECT_ID}
+    deletion_id: str
+
+
+@dataclass(frozen=True)
+class PrivacyKeep(CallbackData):
+    """``privacy:keep:<deletion id>``: keep my data."""
+
+    PREFIX = "privacy:keep"
+    FIELDS = {"deletion_id": OBJECT_ID}
+    deletion_id: str
+
+
+LIST_CODECS: tuple[type[CallbackData], ...] = (
+    MenuOrder,
+    MenuLabels,
+    MenuTemplates,
+    MenuRefunds,
+    MenuSupport,
+    MenuLanguage,
+    MenuFormat,
+    MenuHelp,
+    SetLanguage,
+    SetFormat,
+    TemplateList,
+    TemplateNew,
+    TemplateView,
+    TemplateRename,
+    TemplateDefault,
+    TemplateUndefault,
+    TemplateDelete,
+    TemplateDeleteYes,
+    TemplateSave,
+    PresetList,
+    PresetNew,
+    PresetView,
+    PresetFromLabel,
+    PresetRename,
+    PresetDelete,
+    PresetDeleteYes,
+    LabelsPage,
+    LabelPdf,
+    LabelFormats,
+    LabelDownload,
+    LabelTrack,
+    LabelReceipt,
+    RefundRequest,
+    RefundList,
+    RefundOne,
+    PrivacyDelete,
+    PrivacyKeep,
+)
+CODECS = (*CODECS, *LIST_CODECS)
